@@ -1,0 +1,37 @@
+"""nvan-tf: NVAN and STE-NVAN (BMVC 2019) for video person re-ID in Keras 3."""
+from setuptools import find_packages, setup
+
+setup(
+    name="nvan-tf",
+    version="0.1.0",
+    description=(
+        "Keras 3 / TensorFlow implementation of NVAN and STE-NVAN for "
+        "video-based person re-identification"
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11,<3.13",
+    packages=find_packages(include=["nvan_tf", "nvan_tf.*"]),
+    py_modules=["train", "evaluate"],
+    install_requires=[
+        "tensorflow==2.21.0",
+        "keras>=3.12,<4",
+        "keras-tuner==1.4.8",
+        "numpy>=1.26,<3",
+        "scipy>=1.13,<2",
+        "matplotlib>=3.8,<4",
+        "pillow>=10",
+    ],
+    extras_require={
+        # CPU build; an unpinned torch pulls several GB of CUDA packages.
+        "torch": ["torch==2.13.0"],
+        "dev": ["pytest>=8"],
+    },
+    entry_points={
+        "console_scripts": [
+            "nvan-evaluate=evaluate:main",
+            "nvan-convert=nvan_tf.convert:main",
+            "nvan-profile=nvan_tf.profile:main",
+        ],
+    },
+)
