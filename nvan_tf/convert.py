@@ -1,0 +1,319 @@
+"""Import the authors' PyTorch checkpoints and ImageNet ResNet-50 weights.
+
+Command line::
+
+    python -m nvan_tf.convert --torch ckpt_best.pth --variant ste-nvan \\
+        --num-identities 625 --out ste_nvan.weights.h5
+
+Python::
+
+    model = nvan_tf.build_model("nvan", 625)
+    nvan_tf.convert.load_torch_checkpoint(model, "ckpt_best.pth")
+
+Three sources are understood:
+
+- the authors' checkpoints (``module.features.backbone.*``, ``NL_K.I.*``,
+  ``bottleneck.*``, ``classifier.weight``; the ``module.`` prefix optional);
+- a torchvision ResNet-50 ``state_dict`` file (``conv1.weight``, ...,
+  ``fc.*`` ignored): the authors' ImageNet starting point;
+- Keras-applications ImageNet weights (``weights="imagenet"`` or a local
+  ``.h5``), which are a *different* layout (v1: stride on the first 1x1
+  conv, a ReLU in the stem, conv biases, caffe-style BGR input). They load
+  only into a model built in that layout (see ``KERAS_APPLICATIONS_LAYOUT``).
+
+Mismatched checkpoints are refused with the list of missing, unexpected and
+mis-shaped keys; nothing is loaded partially.
+"""
+
+import argparse
+import os
+import pickle
+import sys
+
+import numpy as np
+
+TORCH_INSTALL_HINT = "pip install 'nvan-tf[torch]' (torch==2.13.0, the CPU build)"
+
+# Build options a model needs to take Keras-applications ImageNet weights.
+KERAS_APPLICATIONS_LAYOUT = {"stride_in_1x1": True, "stem_relu": True, "input_convention": "caffe"}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read or does not fit the model."""
+
+
+# --------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------
+
+def read_state_dict(path):
+    """Reads a PyTorch ``state_dict`` file into ``{key: np.ndarray}``.
+
+    Uses ``torch.load(..., weights_only=True)``: pickles holding anything but
+    tensors and plain containers are refused. A ``{"state_dict": ...}``
+    wrapper is unwrapped; a leading ``module.`` (``nn.DataParallel``) is
+    stripped from every key.
+    """
+    try:
+        import torch
+    except ImportError as err:
+        raise ImportError(f"Reading PyTorch checkpoints needs torch: {TORCH_INSTALL_HINT}") from err
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"{path}: refused to unpickle: it holds objects other than tensors "
+            f"(weights_only=True). Save a plain state_dict. Details: {err}"
+        ) from err
+    except Exception as err:  # torch raises RuntimeError, EOFError, zipfile errors, ...
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): "
+            f"{type(err).__name__}: {err}"
+        ) from err
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not obj:
+        raise CheckpointError(
+            f"{path}: expected a state_dict (a dict of tensor names to tensors). "
+            f"Received: {type(obj).__name__}"
+        )
+    not_tensors = sorted(str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor))
+    if not_tensors:
+        raise CheckpointError(f"{path}: entries that are not tensors: {_listing(not_tensors)}")
+    return {
+        (k[len("module."):] if k.startswith("module.") else k): v.detach().cpu().numpy()
+        for k, v in obj.items()
+    }
+
+
+def infer_num_identities(state_dict):
+    """Number of identities of a reference checkpoint (rows of its classifier)."""
+    weight = state_dict.get("classifier.weight")
+    if weight is None:
+        raise CheckpointError("the checkpoint has no 'classifier.weight'")
+    return int(weight.shape[0])
+
+
+# --------------------------------------------------------------------------
+# Key layout: which torch key feeds which Keras weight, and how
+# --------------------------------------------------------------------------
+
+def _conv2d(kernel):       # torch (out, in, kh, kw) -> keras (kh, kw, in, out)
+    return np.transpose(kernel, (2, 3, 1, 0))
+
+
+def _dense(kernel):        # torch (out, in[, 1, 1, 1]) -> keras (in, out)
+    return kernel.reshape(kernel.shape[0], -1).T
+
+
+def _bn_entries(prefix, bn):
+    return [
+        (f"{prefix}.weight", bn.gamma, None),
+        (f"{prefix}.bias", bn.beta, None),
+        (f"{prefix}.running_mean", bn.moving_mean, None),
+        (f"{prefix}.running_var", bn.moving_variance, None),
+    ]
+
+
+def backbone_entries(backbone, prefix):
+    """(torch key, Keras variable, transform) for every backbone weight."""
+    entries = [(f"{prefix}conv1.weight", backbone.stem_conv.kernel, _conv2d)]
+    entries += _bn_entries(f"{prefix}bn1", backbone.stem_bn)
+    for k, blocks in enumerate(backbone.blocks, start=1):
+        for i, block in enumerate(blocks):
+            base = f"{prefix}layer{k}.{i}"
+            for j in (1, 2, 3):
+                entries.append((f"{base}.conv{j}.weight", getattr(block, f"conv{j}").kernel, _conv2d))
+                entries += _bn_entries(f"{base}.bn{j}", getattr(block, f"bn{j}"))
+            if block.downsample:
+                entries.append((f"{base}.downsample.0.weight", block.downsample_conv.kernel, _conv2d))
+                entries += _bn_entries(f"{base}.downsample.1", block.downsample_bn)
+        for i, grouping in enumerate(backbone.nonlocal_blocks[k - 1]):
+            block, base = grouping.layer, f"{prefix}NL_{k}.{i}"
+            for name in ("theta", "phi", "g"):
+                sub = getattr(block, name)
+                entries += [(f"{base}.{name}.weight", sub.kernel, _dense),
+                            (f"{base}.{name}.bias", sub.bias, None)]
+            entries += [(f"{base}.W.0.weight", block.w.kernel, _dense),
+                        (f"{base}.W.0.bias", block.w.bias, None)]
+            entries += _bn_entries(f"{base}.W.1", block.w_bn)
+    return entries
+
+
+def reference_entries(model, include_classifier=True):
+    """The authors' checkpoint layout for ``model`` (keys without ``module.``)."""
+    entries = backbone_entries(model.backbone, "features.backbone.")
+    entries += _bn_entries("bottleneck", model.pooling.bn)
+    if include_classifier:
+        entries.append(("classifier.weight", model.classifier.kernel, _dense))
+    return entries
+
+
+def _optional_keys(entries):
+    """BN ``num_batches_tracked`` counters: accepted, not needed."""
+    return {key.rsplit(".", 1)[0] + ".num_batches_tracked"
+            for key, _, _ in entries if key.endswith(".running_var")}
+
+
+def _listing(keys, limit=20):
+    keys = sorted(keys)
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def assign_state_dict(entries, state_dict, source="checkpoint", ignore=()):
+    """Checks ``state_dict`` against ``entries`` and assigns every weight.
+
+    Refuses (``CheckpointError``) with the full list of missing, unexpected
+    and mis-shaped keys before anything is assigned.
+    """
+    expected = {key for key, _, _ in entries}
+    allowed = expected | _optional_keys(entries)
+    given = {k for k in state_dict if not any(k.startswith(p) for p in ignore)}
+    missing = expected - given
+    unexpected = given - allowed
+    converted, mismatched = [], []
+    for key, variable, transform in entries:
+        if key not in state_dict:
+            continue
+        value = np.asarray(state_dict[key], dtype="float32")
+        value = transform(value) if transform else value
+        if tuple(value.shape) != tuple(variable.shape):
+            mismatched.append(
+                f"{key}: checkpoint {tuple(state_dict[key].shape)} vs model "
+                f"{tuple(variable.shape)} ({variable.path})"
+            )
+        converted.append((variable, value))
+    problems = []
+    if missing:
+        problems.append(f"missing keys ({len(missing)}): {_listing(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys ({len(unexpected)}): {_listing(unexpected)}")
+    if mismatched:
+        problems.append(f"shape mismatches ({len(mismatched)}): " + "; ".join(mismatched[:20]))
+    if problems:
+        raise CheckpointError(f"{source} does not fit the model:\n  " + "\n  ".join(problems))
+    for variable, value in converted:
+        variable.assign(value)
+
+
+def load_torch_checkpoint(model, path, include_classifier=True):
+    """Loads an authors' checkpoint (``state_dict`` file) into ``model``.
+
+    ``model`` must be the matching variant (a baseline checkpoint does not fit
+    ``nvan``). With ``include_classifier=False`` the classifier is left alone,
+    so a model with another number of identities can take the embedding.
+    """
+    state_dict = read_state_dict(path)
+    entries = reference_entries(model, include_classifier)
+    variant = getattr(getattr(model, "config", None), "variant", "the model")
+    ignore = () if include_classifier else ("classifier.",)
+    assign_state_dict(entries, state_dict, source=f"{path} (for variant {variant})", ignore=ignore)
+    return model
+
+
+def load_torchvision_resnet50(model, path):
+    """Initialises the backbone from a torchvision ResNet-50 ``state_dict``.
+
+    This is the reference's ImageNet starting point; ``fc.*`` is ignored and
+    the non-local blocks keep their identity initialisation.
+    """
+    state_dict = read_state_dict(path)
+    entries = [e for e in backbone_entries(model.backbone, "") if not e[0].startswith("NL_")]
+    assign_state_dict(entries, state_dict, source=f"{path} (torchvision ResNet-50)", ignore=("fc.",))
+    return model
+
+
+def load_keras_applications_resnet50(model, weights="imagenet"):
+    """Initialises the backbone from ``keras.applications.ResNet50`` weights.
+
+    ``weights`` is ``"imagenet"`` (downloaded by Keras where there is
+    internet) or a local ``.h5`` of those weights. Keras-applications is the
+    v1 layout: the model must be built with ``KERAS_APPLICATIONS_LAYOUT``,
+    otherwise this refuses rather than load weights into a network that
+    computes something else. Conv biases are folded exactly into the BN
+    moving means, and its BN epsilon (1.001e-5) into the moving variances.
+    """
+    import keras
+
+    config = model.config
+    wrong = {k: getattr(config, k) for k, v in KERAS_APPLICATIONS_LAYOUT.items() if getattr(config, k) != v}
+    if wrong:
+        raise ValueError(
+            "Keras-applications ResNet-50 weights are the v1 layout (stride on the first "
+            "1x1 conv, a ReLU in the stem, caffe-style BGR input); they do not fit a model "
+            f"built with {wrong}. Build it with **nvan_tf.convert.KERAS_APPLICATIONS_LAYOUT, "
+            "or use a torchvision state_dict (load_torchvision_resnet50) for the reference layout."
+        )
+    source = keras.applications.ResNet50(include_top=False, weights=weights, input_shape=(None, None, 3))
+    backbone = model.backbone
+
+    def conv_bn(conv_name, bn_name, conv, bn):
+        kernel, bias = source.get_layer(conv_name).get_weights()
+        gamma, beta, mean, var = source.get_layer(bn_name).get_weights()
+        eps_src = source.get_layer(bn_name).epsilon
+        conv.kernel.assign(kernel)
+        bn.gamma.assign(gamma)
+        bn.beta.assign(beta)
+        bn.moving_mean.assign(mean - bias)
+        bn.moving_variance.assign(var + eps_src - bn.epsilon)
+
+    conv_bn("conv1_conv", "conv1_bn", backbone.stem_conv, backbone.stem_bn)
+    for k, blocks in enumerate(backbone.blocks, start=2):
+        for i, block in enumerate(blocks, start=1):
+            base = f"conv{k}_block{i}"
+            for j in (1, 2, 3):
+                conv_bn(f"{base}_{j}_conv", f"{base}_{j}_bn",
+                        getattr(block, f"conv{j}"), getattr(block, f"bn{j}"))
+            if block.downsample:
+                conv_bn(f"{base}_0_conv", f"{base}_0_bn", block.downsample_conv, block.downsample_bn)
+    return model
+
+
+# --------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------
+
+def main(argv=None):
+    from nvan_tf.model import VARIANTS, build_model
+
+    parser = argparse.ArgumentParser(
+        prog="python -m nvan_tf.convert",
+        description="Convert an authors' NVAN / STE-NVAN PyTorch checkpoint to Keras.",
+    )
+    parser.add_argument("--torch", required=True, metavar="CKPT", help="PyTorch state_dict (.pth)")
+    parser.add_argument("--variant", required=True, choices=sorted(VARIANTS))
+    parser.add_argument("--num-identities", type=int, default=None,
+                        help="classifier size; default: read from the checkpoint")
+    parser.add_argument("--out", required=True,
+                        help="output: NAME.weights.h5 (weights) or NAME.keras (whole model)")
+    parser.add_argument("--seq-len", type=int, default=8)
+    parser.add_argument("--height", type=int, default=256)
+    parser.add_argument("--width", type=int, default=128)
+    args = parser.parse_args(argv)
+    if not (args.out.endswith(".weights.h5") or args.out.endswith(".keras")):
+        parser.error(f"--out must end with .weights.h5 or .keras. Received: {args.out}")
+
+    try:
+        state_dict = read_state_dict(args.torch)
+        num_ids = args.num_identities or infer_num_identities(state_dict)
+        model = build_model(args.variant, num_ids, seq_len=args.seq_len,
+                            height=args.height, width=args.width)
+        assign_state_dict(reference_entries(model), state_dict,
+                          source=f"{args.torch} (for variant {args.variant})")
+    except (CheckpointError, FileNotFoundError, ImportError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.out.endswith(".keras"):
+        model.save(args.out)
+    else:
+        model.save_weights(args.out)
+    print(f"Converted {args.torch} ({args.variant}, {num_ids} identities) -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
