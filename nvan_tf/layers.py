@@ -296,7 +296,7 @@ class FeaturePooling(layers.Layer):
 
     def build(self, input_shape):
         _check_rank5(self, input_shape)
-        self.bn = batch_norm("bnneck")
+        self.bn = batch_norm("bnneck", dtype=self.dtype_policy)
         self.bn.build((None, input_shape[-1]))
         self.bn.beta.trainable = False
 

@@ -144,3 +144,17 @@ def test_weight_names_are_stable():
     assert "nvan/backbone/res4_block0/downsample_conv/kernel" in paths
     assert "nvan/feature_pooling/bnneck/gamma" in paths
     assert "nvan/classifier/kernel" in paths
+
+
+def test_mixed_precision_keeps_float32_outputs():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = small_model("ste-nvan")
+        assert model.backbone.compute_dtype == "bfloat16"
+        x = clips()
+        features = model(x, training=False)
+        f, logits = model(x, training=True)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert features.dtype == "float32" and f.dtype == "float32" and logits.dtype == "float32"
+    assert np.isfinite(np.asarray(features)).all()
