@@ -15,6 +15,7 @@ the temporal reductions see the video ``(B, T, H, W, C)``.
 import keras
 from keras import layers, ops
 
+from nvan_tf.imagenet import CAFFE_MEAN_BGR, IMAGENET_MEAN, IMAGENET_STD
 from nvan_tf.layers import (
     FrameGrouping,
     NonLocalBlock,
@@ -29,11 +30,7 @@ _PACKAGE = "nvan_tf"
 STAGES = (("res2", 64, 3), ("res3", 128, 4), ("res4", 256, 6), ("res5", 512, 3))
 EXPANSION = 4
 
-# Input conventions: nvan-tf feeds torch-style normalised RGB; Keras-applications
-# ImageNet weights expect caffe-style BGR in 0..255 minus a per-channel mean.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+# nvan-tf feeds torch-style normalised RGB; Keras-applications weights want caffe input.
 INPUT_CONVENTIONS = ("torch", "caffe")
 
 

@@ -1,0 +1,92 @@
+"""PRID-2011 (multi-shot).
+
+Hirzer, Beleznai, Roth, Bischof, "Person Re-Identification by Descriptive
+and Discriminative Classification", SCIA 2011.
+https://www.tugraz.at/institute/icg/research/team-bischof/lrs/downloads/prid11
+
+Statistics: 385 persons in camera A, 749 in camera B, the first 200 in
+both; 5 to 675 frames per tracklet. The standard protocol (Wang et al.,
+ECCV 2014) keeps the 178 persons with more than 21 frames in both cameras
+(ids among the first 200), ten random 89 / 89 train / test splits, camera A
+(query) ranked against camera B (gallery) by CMC.
+
+Splits: a JSON file ``splits_prid2011.json`` (torchreid's format: a list of
+``{"train": [...], "test": [...]}`` person folder names). When absent, ten
+random splits of the eligible persons are generated from ``seed`` and
+recorded there.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from nvan_tf.datasets.base import (
+    TwoCameraDataset,
+    load_json_splits,
+    make_random_splits,
+    read_person_folders,
+    record_json_splits,
+    require,
+)
+
+logger = logging.getLogger(__name__)
+
+LAYOUT = """\
+  <root>/prid_2011/multi_shot/cam_a/person_0001/*.png   (or <root> = the prid_2011 folder itself)
+  <root>/prid_2011/multi_shot/cam_b/person_0001/*.png
+  optional: <root>/splits_prid2011.json"""
+
+JSON_NAME = "splits_prid2011.json"
+PERSON = r"^person_\d+$"
+
+
+class PRID2011(TwoCameraDataset):
+    """PRID-2011 reader (layout in ``nvan_tf.datasets.prid.LAYOUT``).
+
+    Args:
+        root: the folder holding ``prid_2011`` (or that folder itself).
+        split_id: which of the splits to use (0..9).
+        split_file: an explicit JSON split file.
+        seed: seed of the generated splits when no split file exists.
+        min_frames: generated splits keep persons with more than this many
+            frames in both cameras (21, the standard protocol).
+        max_person: generated splits keep persons numbered up to this (200:
+            the persons seen by both cameras).
+        verbose: log the statistics table.
+    """
+
+    name = "PRID-2011"
+    layout = LAYOUT
+    num_splits = 10
+
+    def __init__(self, root: str, split_id: int = 0, *, split_file: str | None = None, seed: int = 0,
+                 min_frames: int = 21, max_person: int = 200, verbose: bool = True):
+        self.root = os.path.abspath(os.path.expanduser(root))
+        base = os.path.join(self.root, "prid_2011")
+        if not os.path.isdir(os.path.join(base, "multi_shot")) and os.path.isdir(os.path.join(self.root, "multi_shot")):
+            base = self.root
+        cam_dirs = [os.path.join(base, "multi_shot", c) for c in ("cam_a", "cam_b")]
+        require(cam_dirs, self.name, LAYOUT)
+        cams = [read_person_folders(d, PERSON) for d in cam_dirs]
+        if split_file is None and os.path.exists(os.path.join(self.root, JSON_NAME)):
+            split_file = os.path.join(self.root, JSON_NAME)
+        if split_file is not None:
+            require([split_file], self.name, LAYOUT)
+            splits = load_json_splits(split_file)
+            self.split_file = split_file
+        else:
+            eligible = sorted(
+                p for p in set(cams[0]) & set(cams[1])
+                if int(p.split("_")[1]) <= max_person
+                and len(cams[0][p]) > min_frames and len(cams[1][p]) > min_frames
+            )
+            logger.warning(
+                "PRID-2011: no split file %s under %s; generating %d random splits of the %d persons "
+                "with more than %d frames in both cameras, seed %d.",
+                JSON_NAME, self.root, self.num_splits, len(eligible), min_frames, seed,
+            )
+            splits = make_random_splits(eligible, self.num_splits, len(eligible) // 2, seed)
+            path = os.path.join(self.root, JSON_NAME)
+            self.split_file = path if record_json_splits(path, splits) else None
+        self._build(cams, cam_dirs, splits, split_id, verbose)
