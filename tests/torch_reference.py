@@ -253,8 +253,9 @@ def build_reference(variant, num_classes, non_layers=(0, 2, 3, 0), stripes=16):
 def randomize_(model, seed, neck_bias=False):
     """Fills every parameter and buffer with deterministic random values.
 
-    Convs: Kaiming normal (fan in); theta/phi at half that scale so the
-    attention logits stay moderate. BatchNorm: gamma ~ U(0.5, 1.5) (U(0.1, 0.4)
+    Convs: Kaiming normal (fan in), except theta/phi: N(0, 1.2 * fan_in**-0.75),
+    so the attention logits have std ~1-7 at 256x128 (a soft, input-dependent
+    softmax, neither uniform nor one-hot). BatchNorm: gamma ~ U(0.5, 1.5) (U(0.1, 0.4)
     on the last BN of each residual branch and on the non-local W BNs, so 16
     residual additions stay O(1)), beta ~ N(0, 0.1), running mean ~ N(0, 0.1),
     running var ~ U(0.5, 2), num_batches_tracked a random count. Conv biases
@@ -274,8 +275,10 @@ def randomize_(model, seed, neck_bias=False):
         leaf = name.rsplit(".", 1)[-1]
         if isinstance(m, (nn.Conv2d, nn.Conv3d)):
             fan_in = m.weight[0].numel()
-            scale = 0.5 if leaf in ("theta", "phi") or name.endswith(("theta.0", "phi.0")) else 1.0
-            normal(m.weight, scale * (2.0 / fan_in) ** 0.5)
+            if leaf in ("theta", "phi") or name.endswith(("theta.0", "phi.0")):
+                normal(m.weight, 1.2 * fan_in ** -0.75)  # attention logits ~ N(0, 1..7)
+            else:
+                normal(m.weight, (2.0 / fan_in) ** 0.5)
             if m.bias is not None:
                 normal(m.bias, 0.05)
         elif isinstance(m, nn.modules.batchnorm._BatchNorm):
