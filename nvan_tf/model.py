@@ -179,5 +179,5 @@ def build_model(variant, num_identities, seq_len=8, height=256, width=128, **ove
         variant, num_identities, seq_len=seq_len, height=height, width=width, **overrides
     )
     model = NVANModel(config)
-    model.build()
+    model.build(model.input_spec_shape)  # the shape is recorded for export
     return model

@@ -158,3 +158,13 @@ def test_mixed_precision_keeps_float32_outputs():
         keras.mixed_precision.set_global_policy("float32")
     assert features.dtype == "float32" and f.dtype == "float32" and logits.dtype == "float32"
     assert np.isfinite(np.asarray(features)).all()
+
+
+def test_savedmodel_export_after_a_call(tmp_path):
+    tf = pytest.importorskip("tensorflow")
+    model = small_model("ste-nvan")
+    x = clips()
+    expected = np.asarray(model(x))
+    model.export(str(tmp_path / "saved"), verbose=False)
+    served = tf.saved_model.load(str(tmp_path / "saved")).serve(x)
+    np.testing.assert_allclose(served.numpy(), expected, atol=1e-5)
