@@ -166,5 +166,5 @@ def test_savedmodel_export_after_a_call(tmp_path):
     x = clips()
     expected = np.asarray(model(x))
     model.export(str(tmp_path / "saved"), verbose=False)
-    served = tf.saved_model.load(str(tmp_path / "saved")).serve(x)
-    np.testing.assert_allclose(served.numpy(), expected, atol=1e-5)
+    loaded = tf.saved_model.load(str(tmp_path / "saved"))
+    np.testing.assert_allclose(loaded.serve(x).numpy(), expected, atol=1e-5)
