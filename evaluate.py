@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
-from nvan_tf.evaluation import (
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
+
+from nvan_tf.evaluation import (  # noqa: E402
     SAMPLING_MODES,
     EvaluationConfig,
     ModelSpec,

@@ -278,6 +278,7 @@ def load_keras_applications_resnet50(model, weights="imagenet"):
 # --------------------------------------------------------------------------
 
 def main(argv=None):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from nvan_tf.model import VARIANTS, build_model
 
     parser = argparse.ArgumentParser(
