@@ -12,7 +12,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11,<3.13",
     packages=find_packages(include=["nvan_tf", "nvan_tf.*"]),
-    py_modules=["train", "evaluate"],
+    py_modules=["evaluate"],  # train.py arrives with the training issue
     install_requires=[
         "tensorflow==2.21.0",
         "keras>=3.12,<4",
