@@ -31,6 +31,8 @@ def main(argv=None):
     parser.add_argument("--torch", help="optional authors' checkpoint to evaluate instead")
     args = parser.parse_args(argv)
 
+    import keras
+
     import evaluate
     from nvan_tf.datasets import build_dataset
     from nvan_tf.datasets.synthetic import generate
@@ -42,6 +44,7 @@ def main(argv=None):
     dataset = build_dataset("mars", data_root, verbose=False)
     print(dataset.format_statistics())
 
+    keras.utils.set_random_seed(args.seed)  # the random initialisation too
     print(f"[2/3] Building {args.variant} for clips of {args.seq_len} x {args.height}x{args.width}")
     model = build_model(args.variant, dataset.num_train_ids, seq_len=args.seq_len,
                         height=args.height, width=args.width)
