@@ -215,6 +215,22 @@ def load_torch_checkpoint(model, path, include_classifier=True):
     return model
 
 
+def model_from_torch_checkpoint(path, variant, num_identities=None, **build_kwargs):
+    """Builds ``variant`` and loads an authors' checkpoint into it (one read).
+
+    ``num_identities`` defaults to the checkpoint's classifier size;
+    ``build_kwargs`` go to ``build_model`` (``seq_len``, ``height``, ...).
+    """
+    from nvan_tf.model import build_model
+
+    state_dict = read_state_dict(path)
+    num_identities = num_identities or infer_num_identities(state_dict)
+    model = build_model(variant, num_identities, **build_kwargs)
+    assign_state_dict(reference_entries(model), state_dict,
+                      source=f"{path} (for variant {variant})")
+    return model
+
+
 def load_torchvision_resnet50(model, path):
     """Initialises the backbone from a torchvision ResNet-50 ``state_dict``.
 
@@ -279,7 +295,7 @@ def load_keras_applications_resnet50(model, weights="imagenet"):
 
 def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from nvan_tf.model import VARIANTS, build_model
+    from nvan_tf.model import VARIANTS
 
     parser = argparse.ArgumentParser(
         prog="python -m nvan_tf.convert",
@@ -299,12 +315,10 @@ def main(argv=None):
         parser.error(f"--out must end with .weights.h5 or .keras. Received: {args.out}")
 
     try:
-        state_dict = read_state_dict(args.torch)
-        num_ids = args.num_identities or infer_num_identities(state_dict)
-        model = build_model(args.variant, num_ids, seq_len=args.seq_len,
-                            height=args.height, width=args.width)
-        assign_state_dict(reference_entries(model), state_dict,
-                          source=f"{args.torch} (for variant {args.variant})")
+        model = model_from_torch_checkpoint(
+            args.torch, args.variant, args.num_identities,
+            seq_len=args.seq_len, height=args.height, width=args.width,
+        )
     except (CheckpointError, FileNotFoundError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -312,7 +326,7 @@ def main(argv=None):
         model.save(args.out)
     else:
         model.save_weights(args.out)
-    print(f"Converted {args.torch} ({args.variant}, {num_ids} identities) -> {args.out}")
+    print(f"Converted {args.torch} ({args.variant}, {model.config.num_identities} identities) -> {args.out}")
     return 0
 
 

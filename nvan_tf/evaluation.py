@@ -250,13 +250,10 @@ def load_feature_extractor(spec):
         _require_variant(spec, "a PyTorch state_dict")
         from nvan_tf import convert
 
-        num_identities = spec.num_identities or convert.infer_num_identities(
-            convert.read_state_dict(path))
-        model = nvan_tf.model.build_model(
-            spec.variant, num_identities, seq_len=spec.seq_len,
+        model = convert.model_from_torch_checkpoint(
+            path, spec.variant, spec.num_identities, seq_len=spec.seq_len,
             height=spec.height, width=spec.width, **spec.overrides,
         )
-        convert.load_torch_checkpoint(model, path)
         return _keras_extractor(model, spec, f"{spec.variant} torch checkpoint {path}")
     raise ValueError(
         f"unknown model format: {path}. Expected a .keras file, .weights.h5, a "
