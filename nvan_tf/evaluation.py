@@ -374,7 +374,7 @@ def _visualize(output_dir, result, distmat, tracklets, query_index, gallery_inde
     paths.append(visualize.plot_distance_histograms(
         distmat, pids[query_index], pids[gallery_index], camids[query_index],
         camids[gallery_index], os.path.join(folder, "distances.png"),
-        protocol=ranking.protocol,
+        metric=ranking.metric, protocol=ranking.protocol,
     ))
     gallery_frames = [tracklets[g].frames for g in gallery_index]
     for q in visualize.select_queries(result["ap"], num_visualize, mode="mixed"):
