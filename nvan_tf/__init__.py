@@ -14,8 +14,6 @@ import importlib.abc
 import importlib.util
 import sys
 
-from nvan_tf.loading import load_model
-
 __version__ = "0.1.0"
 
 __all__ = ["build_model", "load_model", "VARIANTS", "__version__"]
@@ -24,11 +22,15 @@ __all__ = ["build_model", "load_model", "VARIANTS", "__version__"]
 KERAS_MODULES = ("nvan_tf.layers", "nvan_tf.backbone", "nvan_tf.model")
 
 
-def __getattr__(name):
+def __getattr__(name):  # imported on first use, so `python -m nvan_tf.x` runs cleanly
     if name in ("build_model", "VARIANTS"):
         from nvan_tf import model
 
         return getattr(model, name)
+    if name == "load_model":
+        from nvan_tf import loading
+
+        return loading.load_model
     raise AttributeError(f"module 'nvan_tf' has no attribute {name!r}")
 
 

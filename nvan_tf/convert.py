@@ -207,12 +207,15 @@ def assign_state_dict(entries, state_dict, source="checkpoint", ignore=()):
 # Command line
 # --------------------------------------------------------------------------
 
-def main(argv=None):
+def build_parser():
     from nvan_tf import cli
 
-    parser = cli.make_parser("nvan-convert", __doc__.split("\n\n")[0] + "\n\n"
-                             "Writes NAME.weights.h5 (weights, the model config recorded "
-                             "inside) or NAME.keras (the whole model).")
+    parser = cli.make_parser(
+        "nvan-convert",
+        "Convert an authors' NVAN / STE-NVAN PyTorch checkpoint to Keras.\n\n"
+        "Writes NAME.weights.h5 (the weights, with the model config recorded inside)\n"
+        "or NAME.keras (the whole model).",
+    )
     parser.add_argument("--torch", required=True, metavar="CKPT",
                         help="the authors' PyTorch state_dict (.pth, .pt, .tar, .ckpt)")
     parser.add_argument("--variant", required=True, help=f"model variant: {VARIANT_NAMES}")
@@ -225,6 +228,13 @@ def main(argv=None):
     parser.add_argument("--width", type=int, default=128, help="frame width")
     parser.add_argument("--stripes", type=int, default=None,
                         help="override the stripe count (small inputs need fewer than 16)")
+    return parser
+
+
+def main(argv=None):
+    from nvan_tf import cli
+
+    parser = build_parser()
     args = parser.parse_args(argv)
     if not (args.out.endswith(".weights.h5") or args.out.endswith(".keras")):
         parser.error(f"--out must end with .weights.h5 or .keras. Received: {args.out}")
