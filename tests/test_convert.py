@@ -1,7 +1,7 @@
 """Checkpoint import: same weights in, same embeddings out.
 
 The ground truth is ``tests/torch_reference.py``, an independent PyTorch
-re-implementation of the authors' modules written from SPEC.md. A random
+re-implementation of the authors' modules written from docs/. A random
 reference model is saved in the authors' checkpoint layout, converted, and the
 Keras embeddings are compared with the PyTorch ones.
 """
