@@ -14,7 +14,6 @@
 5. prints rank-1 and mAP before -> after and writes ``summary.json``.
 """
 
-import argparse
 import json
 import os
 import sys
@@ -22,7 +21,7 @@ import time
 
 DEMO_RECIPE = {
     "seq_len": 4, "height": 64, "width": 32, "model_overrides": {"stripes": 4},
-    "p": 4, "k": 4, "lr": 3e-4, "lr_step": 0, "eval_every": 4, "checkpoint_every": 0,
+    "p": 4, "k": 4, "lr": 1e-3, "lr_step": 0, "eval_every": 5, "checkpoint_every": 0,
 }
 
 
@@ -41,16 +40,18 @@ def _evaluate(model_path, data_root, output_dir, visualize):
 
 
 def main(argv=None):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    parser = argparse.ArgumentParser(prog="python -m nvan_tf.demo", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    from nvan_tf import cli
+
+    parser = cli.make_parser("python -m nvan_tf.demo", __doc__.split("\n\n")[0])
     parser.add_argument("--out", default="demo_output", help="output folder")
     parser.add_argument("--variant", default="ste-nvan", help="model variant")
-    parser.add_argument("--ids", type=int, default=24, help="synthetic identities (half train, half test)")
-    parser.add_argument("--epochs", type=int, default=16, help="training epochs")
+    parser.add_argument("--ids", type=int, default=32, help="synthetic identities (half train, half test)")
+    parser.add_argument("--epochs", type=int, default=30, help="training epochs")
     parser.add_argument("--lr", type=float, default=DEMO_RECIPE["lr"], help="learning rate (Adam)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data, the model and the training")
+    parser.add_argument("--init", help="start from these weights (any file nvan-train --init takes)")
     args = parser.parse_args(argv)
+    cli.quiet_tensorflow(args.verbose)
 
     import logging
 
@@ -69,12 +70,17 @@ def main(argv=None):
     print(dataset.format_statistics())
 
     config = TrainConfig.preset(args.variant, dataset="mars", root=data_root, epochs=args.epochs,
-                                seed=args.seed, verbose=2, **{**DEMO_RECIPE, "lr": args.lr})
+                                seed=args.seed, verbose=cli.progress_verbosity(1), init=args.init,
+                                **{**DEMO_RECIPE, "lr": args.lr})
     print(f"[2/4] Evaluating the untrained {args.variant} (clips of {config.seq_len} x "
           f"{config.height}x{config.width})")
     keras.utils.set_random_seed(config.seed)  # the same initialisation train() starts from
     untrained = build_model(config.variant, dataset.num_train_ids, seq_len=config.seq_len,
                             height=config.height, width=config.width, **config.model_overrides)
+    if args.init:
+        from nvan_tf.loading import initialize_from
+
+        print(f"      initialised from {initialize_from(untrained, args.init)}")
     untrained_path = os.path.join(args.out, "untrained.keras")
     untrained.save(untrained_path)
     before = _evaluate(untrained_path, data_root, os.path.join(args.out, "before"), visualize=False)
