@@ -19,18 +19,11 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
-
-from nvan_tf.training import (  # noqa: E402
-    PRECISIONS,
-    PRESETS,
-    STRATEGIES,
-    ConfigMismatch,
-    TrainConfig,
-    TrainingDiverged,
-)
+from nvan_tf import cli
+from nvan_tf.training_config import PRECISIONS, PRESETS, STRATEGIES, TrainConfig
 
 HELP = {
     "variant": "model variant; its preset recipe is the starting point",
@@ -66,7 +59,7 @@ HELP = {
     "mixed_precision": f"one of {', '.join(PRECISIONS)}",
     "jit": "compile the training step with XLA",
     "strategy": f"one of {', '.join(STRATEGIES)} (multiworker reads TF_CONFIG)",
-    "verbose": "0 silent, 1 progress bar, 2 one line per epoch",
+    "progress": "0 silent, 1 progress bar (one line per epoch when not a terminal), 2 one line per epoch",
 }
 CHOICES = {"variant": sorted(PRESETS), "mixed_precision": PRECISIONS, "strategy": STRATEGIES,
            "optimizer": ("adam", "adamw", "sgd")}
@@ -93,11 +86,7 @@ def _json_dict(text):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="nvan-train", description=__doc__.splitlines()[0],
-        epilog="\n".join(__doc__.splitlines()[2:]),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = cli.make_parser("nvan-train", __doc__)
     run = parser.add_argument_group("run")
     run.add_argument("--config", metavar="FILE.json",
                      help="options from a JSON file (a run's config.json or a flat dict); flags override it")
@@ -156,17 +145,19 @@ def main(argv=None):
     try:
         config = config_from_args(args)
     except (ValueError, TypeError) as err:
-        parser.error(str(err))
+        # the configuration names its fields; the user typed flags
+        return cli.fail(parser, re.sub(r"^(\w+) must", lambda m: f"--{m.group(1).replace('_', '-')} must",
+                                       str(err)))
     if args.print_config:
         print(json.dumps(config.to_dict(), indent=2))
         return 0
-    from nvan_tf.training import train
+    cli.quiet_tensorflow(args.verbose)
+    from nvan_tf.training import TrainingDiverged, train
 
     try:
         result = train(config, args.output_dir, resume=args.resume)
-    except (ConfigMismatch, TrainingDiverged, ValueError, FileNotFoundError) as err:
-        print(f"nvan-train: error: {err}", file=sys.stderr)
-        return 2
+    except (TrainingDiverged, ValueError, FileNotFoundError) as err:
+        return cli.fail(parser, err)
     best = result["best"]
     if best:
         print(f"best: epoch {best['epoch']}, rank-1 {100 * best['rank1']:.2f}%, mAP {100 * best['mAP']:.2f}%")

@@ -56,9 +56,7 @@ def _variables(model):
 
 
 def _numpy(variable):
-    import keras
-
-    return np.asarray(keras.ops.convert_to_numpy(variable.value))
+    return np.asarray(variable.numpy())
 
 
 def save(folder, model, state):

@@ -1,6 +1,6 @@
 """The demo behind ``make demo``: watch STE-NVAN learn, on 2 CPU cores, in minutes.
 
-    python -m nvan_tf.demo --out demo_output [--variant ste-nvan --ids 24 --epochs 16 --seed 0]
+    python -m nvan_tf.demo --out demo_output [--variant ste-nvan --ids 32 --epochs 30 --seed 0]
 
 1. writes synthetic tracklets in the MARS layout (``.mat`` info files and
    all), read back by the real MARS reader;

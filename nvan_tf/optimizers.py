@@ -24,9 +24,9 @@ import math
 import keras
 from keras import ops
 
-__all__ = ["TorchAdam", "TorchSGD", "StepDecay", "build_optimizer", "OPTIMIZERS"]
+from nvan_tf.training_config import OPTIMIZERS
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
+__all__ = ["TorchAdam", "TorchSGD", "StepDecay", "build_optimizer", "OPTIMIZERS"]
 
 
 def _with_l2(gradient, variable, l2):

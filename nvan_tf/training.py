@@ -40,7 +40,14 @@ import numpy as np
 
 from nvan_tf import checkpoints
 from nvan_tf.losses import BatchHardTripletLoss, IdentityLoss
-from nvan_tf.optimizers import OPTIMIZERS, StepDecay, build_optimizer
+from nvan_tf.optimizers import StepDecay, build_optimizer
+from nvan_tf.training_config import (
+    PRECISIONS,
+    PRESETS,
+    STRATEGIES,
+    ConfigMismatch,
+    TrainConfig,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -56,158 +63,8 @@ __all__ = [
     "train",
 ]
 
-PRECISIONS = ("fp32", "mixed_float16", "mixed_bfloat16")
-STRATEGIES = ("default", "mirrored", "multiworker")
-VARIANT_NAMES = ("baseline", "nvan", "nvan-stripe", "nvan-temporal", "ste-nvan")
-
-# Fields that may change between a run and its resumption: they do not alter
-# what is computed at a given step (how it is run, how often it is saved or
-# evaluated, or how long it goes on).
-RESUMABLE_CHANGES = ("epochs", "strategy", "jit", "eval_every", "eval_batch_size",
-                     "checkpoint_every", "init", "verbose")
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """One training run. The defaults are the authors' recipe for the NVAN
-    models on MARS; :data:`PRESETS` holds each variant's (the baseline's own
-    script decays 1e-5 over 300 epochs)."""
-
-    # model
-    variant: str = "ste-nvan"
-    seq_len: int = 8
-    height: int = 256
-    width: int = 128
-    model_overrides: dict = dataclasses.field(default_factory=dict)
-    # data
-    dataset: str = "synthetic"
-    root: str | None = None
-    p: int = 8
-    k: int = 4
-    flip_prob: float = 0.5
-    random_erasing: float = 0.0
-    steps_per_epoch: int | None = None  # default: identities // p
-    # losses
-    margin: str | float = "soft"
-    triplet_weight: float = 1.0
-    identity_weight: float = 1.0
-    label_smoothing: float = 0.0
-    # optimizer and schedule (epochs)
-    optimizer: str = "adam"
-    lr: float = 1e-4
-    weight_decay: float = 5e-5
-    momentum: float = 0.9
-    epochs: int = 200
-    lr_step: int = 50
-    lr_gamma: float = 0.1
-    warmup_epochs: int = 0
-    # evaluation, checkpoints, run
-    eval_every: int = 10
-    eval_batch_size: int = 16
-    checkpoint_every: int = 200  # steps; epoch ends are always saved
-    init: str | None = None
-    seed: int = 0
-    mixed_precision: str = "fp32"
-    jit: bool = False
-    strategy: str = "default"
-    verbose: int = 1
-
-    def __post_init__(self):
-        def fail(name, expected):
-            raise ValueError(f"{name} must be {expected}. Received: {name}={getattr(self, name)!r}")
-
-        if self.variant not in VARIANT_NAMES:
-            fail("variant", f"one of {list(VARIANT_NAMES)}")
-        for name in ("seq_len", "height", "width", "p", "k", "epochs"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                fail(name, "a positive integer")
-        for name in ("lr_step", "warmup_epochs", "eval_every", "checkpoint_every", "seed"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                fail(name, "a non-negative integer")
-        if self.steps_per_epoch is not None and (int(self.steps_per_epoch) != self.steps_per_epoch
-                                                 or self.steps_per_epoch < 1):
-            fail("steps_per_epoch", "a positive integer or None")
-        if not isinstance(self.eval_batch_size, int) or self.eval_batch_size < 1:
-            fail("eval_batch_size", "a positive integer")
-        if not 0.0 <= self.flip_prob <= 1.0:
-            fail("flip_prob", "in [0, 1]")
-        if not 0.0 <= self.random_erasing <= 1.0:
-            fail("random_erasing", "in [0, 1]")
-        if self.margin != "soft":
-            try:
-                self.margin = float(self.margin)
-            except (TypeError, ValueError):
-                fail("margin", "'soft' or a non-negative number")
-            if self.margin < 0:
-                fail("margin", "'soft' or a non-negative number")
-        for name in ("triplet_weight", "identity_weight", "weight_decay", "momentum"):
-            if getattr(self, name) < 0:
-                fail(name, ">= 0")
-        if self.triplet_weight == 0 and self.identity_weight == 0:
-            raise ValueError("triplet_weight and identity_weight are both 0: nothing to train")
-        if not 0.0 <= self.label_smoothing < 1.0:
-            fail("label_smoothing", "in [0, 1)")
-        if self.lr <= 0:
-            fail("lr", "> 0")
-        if not 0.0 < self.lr_gamma <= 1.0:
-            fail("lr_gamma", "in (0, 1]")
-        if self.optimizer not in OPTIMIZERS:
-            fail("optimizer", f"one of {list(OPTIMIZERS)}")
-        if self.mixed_precision not in PRECISIONS:
-            fail("mixed_precision", f"one of {list(PRECISIONS)}")
-        if self.strategy not in STRATEGIES:
-            fail("strategy", f"one of {list(STRATEGIES)}")
-        if not isinstance(self.model_overrides, dict):
-            fail("model_overrides", "a dict of ModelConfig fields")
-        self.model_overrides = {key: tuple(v) if isinstance(v, list) else v
-                                for key, v in self.model_overrides.items()}
-
-    @classmethod
-    def preset(cls, variant, **overrides):
-        """The recipe of ``variant`` (see :data:`PRESETS`), with overrides."""
-        if variant not in PRESETS:
-            raise ValueError(f"Unknown variant {variant!r}; expected one of {sorted(PRESETS)}")
-        return cls(**{**PRESETS[variant], **overrides})
-
-    def to_dict(self):
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values, source="config"):
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - fields)
-        if unknown:
-            raise ValueError(f"{source}: unknown training option(s) {unknown}; valid: {sorted(fields)}")
-        return cls(**values)
-
-    def differences(self, other):
-        """``[(field, self value, other value)]`` of the fields that matter for a resume."""
-        mine, theirs = self.to_dict(), other.to_dict()
-        return [(name, theirs[name], mine[name]) for name in mine
-                if name not in RESUMABLE_CHANGES and _jsonable(mine[name]) != _jsonable(theirs[name])]
-
-
-def _jsonable(value):
-    return json.loads(json.dumps(value))
-
-
-PRESETS = {
-    "baseline": {"variant": "baseline", "weight_decay": 1e-5, "epochs": 300},
-    "nvan": {"variant": "nvan"},
-    "nvan-stripe": {"variant": "nvan-stripe"},
-    "nvan-temporal": {"variant": "nvan-temporal"},
-    "ste-nvan": {"variant": "ste-nvan"},
-}
-
-
 class TrainingDiverged(FloatingPointError):
     """A loss term became NaN or infinite."""
-
-
-class ConfigMismatch(ValueError):
-    """The output folder holds a run of another configuration."""
 
 
 # -----------------------------------------------------------------------------
@@ -341,8 +198,6 @@ def load_dataset(config, output_dir):
             logger.info("writing synthetic tracklets to %s", root)
             generate(root, num_ids=24, cameras=4, seed=config.seed)
         return build_dataset("mars", root, verbose=False)
-    if not config.root:
-        raise ValueError(f"--root is required for dataset {config.dataset!r}: the folder of the dataset")
     return build_dataset(config.dataset, config.root, verbose=False)
 
 
@@ -403,7 +258,7 @@ class _RunState(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         run = self.run
         step = self._step()
-        for name in ("loss", "triplet", "identity"):
+        for name in ("triplet", "identity", "loss"):
             value = (logs or {}).get(name)
             if value is not None and not math.isfinite(float(value)):
                 epoch = step // run.steps_per_epoch + 1
@@ -538,6 +393,43 @@ class _float32_policy:
         keras.config.set_dtype_policy(self._saved)
 
 
+def _work_around_multiworker_fit(model, strategy):
+    """Makes ``model.fit`` run under ``MultiWorkerMirroredStrategy``.
+
+    Keras 3's fit fails there in two places (keras-team/keras#20585):
+
+    1. its symbolic build converts the first distributed batch to a tensor
+       ("Attempt to convert a value (PerReplica...)"). The model, optimizer
+       and metrics are already built by :func:`compile_model`, so the build
+       is skipped: the model forgets its strategy, and fit, run inside
+       ``strategy.scope()``, finds it through the scope.
+    2. it reduces the per-replica logs with ``strategy.reduce("MEAN", v,
+       axis=0)``, which fails on scalars ("Invalid reduction dimension 0").
+       The train function below runs the same ``model.train_step`` on every
+       replica and averages the scalar logs over all replicas (``axis=None``).
+    """
+    import tensorflow as tf
+
+    model._distribute_strategy = None
+
+    @tf.function(reduce_retracing=True)
+    def one_step(data):
+        logs = strategy.run(model.train_step, args=(data,))
+        return {name: strategy.reduce("MEAN", value, axis=None) for name, value in logs.items()}
+
+    def train_function(iterator):
+        if isinstance(iterator, (tf.data.Iterator, tf.distribute.DistributedIterator)):
+            data = iterator.get_next_as_optional()
+            if not data.has_value():
+                raise StopIteration
+            return one_step(data.get_value())
+        for data in iterator:  # train_on_batch: a list of one batch
+            logs = one_step(data)
+        return logs
+
+    model.train_function = train_function
+
+
 def _check_output_dir(config, output_dir, resume):
     """Resume decision: returns True to resume; writes ``config.json`` otherwise."""
     path = os.path.join(output_dir, "config.json")
@@ -583,6 +475,7 @@ def train(config, output_dir="runs/train", *, resume=None, devices=None, callbac
     output_dir = os.path.abspath(output_dir)
     strategy = make_strategy(config.strategy, devices)
     chief = is_chief(strategy)
+    dataset = load_dataset(config, output_dir)  # a bad root fails before anything is written
     resuming = _check_output_dir(config, output_dir, resume)
     if chief:
         os.makedirs(output_dir, exist_ok=True)
@@ -593,7 +486,6 @@ def train(config, output_dir="runs/train", *, resume=None, devices=None, callbac
             checkpoints.clear(os.path.join(output_dir, "checkpoints"))
 
     run = _Run(config, output_dir, strategy, chief)
-    dataset = load_dataset(config, output_dir)
     tracklets = dataset.train
     num_ids = dataset.num_train_ids
     run.steps_per_epoch = config.steps_per_epoch or max(num_ids // config.p, 1)
@@ -623,20 +515,23 @@ def train(config, output_dir="runs/train", *, resume=None, devices=None, callbac
                 run.state = restored
                 logger.info("resumed %s at step %d (epoch %d)", output_dir, run.state["step"],
                             run.state["step"] // run.steps_per_epoch)
-        verbose = config.verbose if chief else 0
+        verbose = config.progress if chief else 0
         if verbose == 1 and not sys.stdout.isatty():
             verbose = 2  # one line per epoch in logs, no progress-bar redraws
         all_callbacks = [_RunState(run), *callbacks]
         if chief:
             all_callbacks.append(keras.callbacks.TensorBoard(os.path.join(output_dir, "tensorboard")))
+        if config.strategy == "multiworker":
+            _work_around_multiworker_fit(model, strategy)
         step = run.state["step"]
         while step < config.epochs * run.steps_per_epoch:
             epoch, offset = divmod(step, run.steps_per_epoch)
             # a resumed, part-done epoch runs its remaining steps on its own
-            model.fit(_train_stream(config, tracklets, strategy, step), initial_epoch=epoch,
-                      epochs=epoch + 1 if offset else config.epochs,
-                      steps_per_epoch=run.steps_per_epoch - offset, callbacks=all_callbacks,
-                      verbose=verbose)
+            with strategy.scope():
+                model.fit(_train_stream(config, tracklets, strategy, step), initial_epoch=epoch,
+                          epochs=epoch + 1 if offset else config.epochs, shuffle=False,
+                          steps_per_epoch=run.steps_per_epoch - offset, callbacks=all_callbacks,
+                          verbose=verbose)
             if model.stop_training or run.state["step"] == step:
                 break
             step = run.state["step"]
