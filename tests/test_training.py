@@ -350,3 +350,27 @@ def test_cli_bad_flags_name_the_flag(argv, message, tmp_path, capsys):
         code = exit.code
     assert code == 2
     assert message in capsys.readouterr().err
+
+
+def test_init_starts_from_the_given_weights(synth_root, tmp_path, caplog):
+    """--init: the run starts from the file's embedding network (its classifier
+    has another size and is left out); one Adam step moves a weight by <= ~lr."""
+    import logging
+
+    import keras
+
+    import nvan_tf
+
+    keras.utils.set_random_seed(7)
+    start = nvan_tf.build_model("baseline", 3, seq_len=4, height=64, width=32)
+    path = str(tmp_path / "start.keras")
+    start.save(path)
+    caplog.set_level(logging.INFO, logger="nvan_tf")
+    result = training.train(small_config(synth_root, init=path, epochs=1, steps_per_epoch=1, eval_every=0),
+                            str(tmp_path / "init"))
+    assert "initialised from" in caplog.text
+    trained = nvan_tf.load_model(result["last"])
+    kernel = lambda m: np.asarray(m.backbone.stem_conv.kernel)
+    assert np.abs(kernel(trained) - kernel(start)).max() <= 3e-4  # lr 1e-4: one Adam step
+    fresh = nvan_tf.build_model("baseline", 3, seq_len=4, height=64, width=32)
+    assert np.abs(kernel(fresh) - kernel(start)).max() > 1e-2  # the check can fail
