@@ -60,6 +60,8 @@ __all__ = [
     "ConfigMismatch",
     "compile_model",
     "make_strategy",
+    "evaluate_model",
+    "load_dataset",
     "train",
 ]
 
@@ -311,14 +313,7 @@ class _Run:
             epoch % every == 0 or epoch == self.config.epochs)
 
     def evaluate(self, epoch):
-        from nvan_tf import evaluation
-
-        tracklets, query, gallery = self.test_set
-        extractor = inference_extractor(self.model, f"epoch {epoch}")
-        features, pids, camids = evaluation.extract_features(
-            extractor, tracklets, batch_size=self.config.eval_batch_size, verbose=0)
-        result, _ = evaluation.evaluate_features(features, pids, camids, query, gallery)
-        scores = {"rank1": float(result["rank1"]), "mAP": float(result["mAP"])}
+        scores = evaluate_model(self.model, self.test_set, batch_size=self.config.eval_batch_size)
         logger.info("epoch %d: rank-1 %.2f%%, mAP %.2f%%", epoch, 100 * scores["rank1"], 100 * scores["mAP"])
         best = self.state["best"]
         if best is None or scores["rank1"] >= best["rank1"]:  # >= as the reference
@@ -349,6 +344,20 @@ class _Run:
             lines.append(",".join("" if row.get(c) is None else repr(row[c]) for c in columns))
         checkpoints.atomic_write_text(os.path.join(self.output_dir, "history.csv"), "\n".join(lines) + "\n")
         visualize.plot_training(history, os.path.join(self.output_dir, "training.png"))
+
+
+def evaluate_model(model, test_set, batch_size=16):
+    """Rank-1 and mAP (fractions) of ``model`` on ``test_set`` =
+    ``(tracklets, query_index, gallery_index)`` (``dataset.test_set()``), under
+    the MARS protocol with cosine distance, RRS test clips."""
+    from nvan_tf import evaluation
+
+    tracklets, query, gallery = test_set
+    extractor = inference_extractor(model, "training evaluation")
+    features, pids, camids = evaluation.extract_features(extractor, tracklets, batch_size=batch_size,
+                                                         verbose=0)
+    result, _ = evaluation.evaluate_features(features, pids, camids, query, gallery)
+    return {"rank1": float(result["rank1"]), "mAP": float(result["mAP"])}
 
 
 def inference_extractor(model, description):
