@@ -70,7 +70,7 @@ def main(argv=None):
     print(dataset.format_statistics())
 
     config = TrainConfig.preset(args.variant, dataset="mars", root=data_root, epochs=args.epochs,
-                                seed=args.seed, verbose=cli.progress_verbosity(1), init=args.init,
+                                seed=args.seed, progress=cli.progress_verbosity(1), init=args.init,
                                 **{**DEMO_RECIPE, "lr": args.lr})
     print(f"[2/4] Evaluating the untrained {args.variant} (clips of {config.seq_len} x "
           f"{config.height}x{config.width})")
