@@ -2,7 +2,7 @@
 
     python -m nvan_tf.benchmarks.train [--size 128x64 --seq-len 8 --p 4 --k 4]
         [--variants ste-nvan,nvan] [--precisions fp32,mixed_bfloat16] [--jit both]
-        [--inference] [--reference]
+        [--no-inference] [--reference]
 
 Training: clips/s of ``model.train_on_batch`` (``nvan_tf.training.compile_model``:
 the recipe's losses and torch-exact Adam) on a fixed P x K batch of random
@@ -10,7 +10,7 @@ clips, after warm-up steps, for each variant x precision x XLA setting; the
 input pipeline is measured on its own (``nvan_tf.benchmarks.pipeline``).
 On a GPU the peak device memory is reported too.
 
-Inference (``--inference``): clips/s of the embedding at 256x128, T=8,
+Inference (unless ``--no-inference``): clips/s of the embedding at 256x128, T=8,
 batch 1 and 4 (``model(clips, training=False)`` in a ``tf.function``, as
 evaluation runs it). ``--reference`` adds the PyTorch re-implementation of
 the authors' model (``tests/torch_reference.py``, torch's CPU threads as
@@ -203,7 +203,7 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=5, help="timed training steps")
     parser.add_argument("--warmup", type=int, default=2, help="untimed training steps (compilation)")
     parser.add_argument("--no-training", action="store_true", help="skip the training table")
-    parser.add_argument("--inference", action="store_true", help="also time inference at 256x128, T=8")
+    parser.add_argument("--no-inference", action="store_true", help="skip the inference table (256x128, T=8)")
     parser.add_argument("--reference", action="store_true", help="time the PyTorch reference too")
     parser.add_argument("--repeats", type=int, default=5, help="timed inference calls")
     parser.add_argument("--json", help="also write the figures to this file")
@@ -229,7 +229,7 @@ def main(argv=None):
                     print(f"{variant:<14} {precision:<15} {'on' if jit else 'off':<4} "
                           f"{row['clips_per_s']:8.2f} {row['step_s']:7.3f} "
                           f"{'-' if memory is None else f'{memory / 2**20:9.0f}':>9}", flush=True)
-    if args.inference:
+    if not args.no_inference:
         print("inference: clips of 8 x 256x128" + (" (vs the PyTorch reference)" if args.reference else ""))
         for row in inference_throughput(args.variants, (1, 4), args.repeats, args.reference):
             results["inference"].append(row)
