@@ -40,6 +40,20 @@ def register_keras_objects():
         importlib.import_module(module)
 
 
+def _initializing(name):
+    module = sys.modules.get(name)
+    return module is not None and getattr(getattr(module, "__spec__", None), "_initializing", False)
+
+
+def _register_after(name):
+    """Called at the end of every Keras module: registers the others once no
+    other Keras module of ours is half imported (``import nvan_tf.backbone``
+    in a fresh interpreter loads Keras from backbone's first lines, before the
+    classes that ``nvan_tf.model`` imports from it exist)."""
+    if not any(_initializing(m) for m in KERAS_MODULES if m != name):
+        register_keras_objects()
+
+
 class _RegisterAfterLoading(importlib.abc.Loader):
     """Wraps Keras' own loader: runs it, then registers our classes."""
 
@@ -51,7 +65,8 @@ class _RegisterAfterLoading(importlib.abc.Loader):
 
     def exec_module(self, module):
         self._loader.exec_module(module)
-        register_keras_objects()
+        if not any(_initializing(m) for m in KERAS_MODULES):
+            register_keras_objects()  # else the importing module's _register_after does it
 
     def __getattr__(self, name):  # resource readers and the like
         return getattr(self._loader, name)

@@ -13,6 +13,8 @@ the temporal reductions see the video ``(B, T, H, W, C)``.
 """
 
 import keras
+
+import nvan_tf
 from keras import layers, ops
 
 from nvan_tf.imagenet import CAFFE_MEAN_BGR, IMAGENET_MEAN, IMAGENET_STD
@@ -322,3 +324,6 @@ def _fold(x):
 def _unfold(x, frames):
     """(B*T, H, W, C) -> (B, T, H, W, C)."""
     return ops.reshape(x, (-1, frames) + tuple(x.shape[1:]))
+
+
+nvan_tf._register_after(__name__)  # the other Keras classes, for deserialisation

@@ -11,6 +11,8 @@ map, so the two have the same weights (up to a transpose) and the same output.
 """
 
 import keras
+
+import nvan_tf
 from keras import layers, ops
 
 BN_EPSILON = 1e-5  # PyTorch's BatchNorm default, used by the reference.
@@ -378,3 +380,6 @@ class FeaturePooling(layers.Layer):
         config = super().get_config()
         config.update({"per_frame": self.per_frame})
         return config
+
+
+nvan_tf._register_after(__name__)  # the other Keras classes, for deserialisation

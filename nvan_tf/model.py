@@ -16,6 +16,8 @@
 import dataclasses
 
 import keras
+
+import nvan_tf
 from keras import layers, ops
 
 from nvan_tf.backbone import VideoResNet50
@@ -195,3 +197,6 @@ def build_model(variant, num_identities, seq_len=8, height=256, width=128, **ove
     model = NVANModel(config)
     model.build(model.input_spec_shape)  # the shape is recorded for export
     return model
+
+
+nvan_tf._register_after(__name__)  # the other Keras classes, for deserialisation

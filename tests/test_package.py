@@ -39,3 +39,17 @@ def test_keras_load_model_works_after_import_nvan_tf(tmp_path, order):
         "print(type(model).__name__, model.config.variant, model.config.num_identities)\n"
     )
     assert out.split() == ["NVANModel", "baseline", "3"]
+
+
+@pytest.mark.parametrize("module", ["nvan_tf.layers", "nvan_tf.backbone", "nvan_tf.model",
+                                    "nvan_tf.losses", "nvan_tf.optimizers", "nvan_tf.training"])
+def test_any_keras_module_imports_first_and_registers_all(module):
+    """Importing one Keras part first (Keras loads from its first lines) works
+    and still registers every class: no half-imported module is imported from."""
+    out = run_python(
+        f"import {module}\n"
+        "from keras.saving import get_registered_object as get\n"
+        "names = ('NVANModel', 'VideoResNet50', 'BatchNorm', 'BatchHardTripletLoss', 'TorchAdam')\n"
+        "print(all(get('nvan_tf>' + n) is not None for n in names))\n"
+    )
+    assert out.strip() == "True"
