@@ -19,6 +19,8 @@ setup(
         "keras-tuner==1.4.8",
         # TensorBoard logs (the training callback) and keras-tuner's trials need it
         "tensorboard==2.20.0",
+        # keras-tuner's Bayesian optimisation needs it and does not declare it
+        "scikit-learn==1.9.1",
         "numpy>=1.26,<3",
         "scipy>=1.13,<2",
         "matplotlib>=3.8,<4",
@@ -32,6 +34,7 @@ setup(
     entry_points={
         "console_scripts": [
             "nvan-train=train:main",
+            "nvan-tune=nvan_tf.tuning:main",
             "nvan-evaluate=evaluate:main",
             "nvan-convert=nvan_tf.convert:main",
             "nvan-profile=nvan_tf.profile:main",

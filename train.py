@@ -96,6 +96,10 @@ def build_parser():
     run.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
     run.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
                      help="library log level")
+    tune = parser.add_argument_group("hyper-parameter search")
+    tune.add_argument("--tune", action="store_true",
+                      help="run a keras-tuner search instead: the other arguments are those of "
+                           "python -m nvan_tf.tuning (see nvan-train --tune --help)")
     recipe = parser.add_argument_group("recipe (defaults: the variant's preset; see --print-config)")
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
@@ -139,6 +143,11 @@ def config_from_args(args):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--tune" in argv:
+        from nvan_tf import tuning
+
+        return tuning.main([a for a in argv if a != "--tune"], prog="nvan-train --tune")
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")

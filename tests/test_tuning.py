@@ -1,0 +1,231 @@
+"""Hyper-parameter search: the search space's rules against the model, two
+tiny keras-tuner trials on synthetic data (the second killed with SIGKILL and
+resumed), the objective against the evaluation of the best trial's weights,
+the summary files, and the command line's errors.
+
+Small sizes keep it fast: clips of 4 frames at 64x32, P=2 x K=2, one step per
+epoch, one epoch per trial, one non-local block.
+"""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import train as train_cli
+from nvan_tf import tuning
+from nvan_tf.datasets import synthetic
+from nvan_tf.training import TrainConfig
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SIZE = ["--seq-len", "4", "--height", "64", "--width", "32", "--p", "2", "--k", "2",
+        "--steps-per-epoch", "1", "--epochs", "1"]
+SPACE = ["--non-local", "0,0,1,0", "--stripes", "2", "4", "--margin", "soft", "0.3"]
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("synth")
+    return synthetic.generate(str(folder), num_ids=10, cameras=3, seed=0, height=64, width=32,
+                              frames=(4, 8))
+
+
+def search_args(root, output_dir, *extra):
+    return ["--dataset", "mars", "--root", root, "--variant", "ste-nvan", "--algorithm", "bayesian",
+            "--objective", "mAP", "--max-trials", "2", "--output-dir", str(output_dir), "--quiet",
+            *SIZE, *SPACE, *extra]
+
+
+# -- the search space ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(lr=(1e-3, 1e-5)), "lr must be a range"),
+    (dict(weight_decay=(0.0, 1e-4)), "weight_decay must be a range"),
+    (dict(margin=("hard",)), "margin values must be 'soft' or numbers"),
+    (dict(margin=(-0.3,)), "margin values must be 'soft' or >= 0"),
+    (dict(label_smoothing=(0.0, 1.0)), r"label_smoothing values must be in \[0.0, 1.0\)"),
+    (dict(seq_len=(4, 4)), "seq_len lists a value twice"),
+    (dict(seq_len=()), "seq_len needs at least one value"),
+    (dict(non_local=("0,2,3",)), r"non_local table is 4 non-negative block counts"),
+    (dict(non_local=("0,5,0,0",)), "asks for 5 blocks in res3, which has 4"),
+    (dict(non_local=((0, 2, 3, 0), "a,b")), "4 comma-separated block counts"),
+])
+def test_bad_search_spaces_are_refused_by_name(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        tuning.SearchSpace(**kwargs)
+
+
+@pytest.mark.parametrize("variant, kwargs, height, message", [
+    ("ste-nvan", dict(stripes=(4, 8)), 64, r"stripes must divide the feature heights res3: 8, res4: 4 .*"
+                                            r"Received: stripes=\[8\]"),
+    ("ste-nvan", dict(seq_len=(4, 6)), 64, "6: the res4 non-local blocks group frames in 2s and see 3"),
+    ("nvan-temporal", dict(seq_len=(2,)), 64, "2: the temporal max after res4 halves the frames, and 1 is odd"),
+    ("baseline", dict(stripes=(2,)), 64, "variant 'baseline' has no non-local blocks"),
+    ("nvan", dict(stripes=(2,)), 64, "stripes apply to"),
+])
+def test_spaces_that_do_not_fit_the_variant_are_refused(variant, kwargs, height, message):
+    with pytest.raises(ValueError, match=message):
+        tuning.SearchSpace(**kwargs).resolve(variant, height)
+
+
+def test_resolved_space_matches_the_model():
+    from nvan_tf.backbone import VideoResNet50
+    from nvan_tf.model import build_model
+
+    # the feature heights: res5 (last stride 1) is what the backbone returns
+    for height in (64, 70, 100, 256):
+        assert tuning._feature_heights(height)[3] == VideoResNet50().compute_output_shape(
+            (None, 4, height, 32, 3))[2]
+    assert tuning.SearchSpace().resolve("ste-nvan", 64).stripes == (2, 4)
+    assert tuning.SearchSpace().resolve("ste-nvan", 256).stripes == (2, 4, 8, 16)
+    baseline = tuning.SearchSpace().resolve("baseline", 256)
+    assert (baseline.non_local, baseline.stripes) == ((), ())
+    tables = tuning.SearchSpace.DEFAULT_NON_LOCAL
+    valid = {v: [t for t in range(1, 9) if not tuning._seq_len_problem(v, t, tables)]
+             for v in ("nvan", "nvan-temporal", "ste-nvan")}
+    assert valid == {"nvan": list(range(1, 9)), "nvan-temporal": [4, 8], "ste-nvan": [4, 8]}
+    # what the rules refuse, the layers refuse too
+    for variant, overrides in [("ste-nvan", dict(seq_len=2, stripes=2)),
+                               ("ste-nvan", dict(seq_len=6, stripes=2)),
+                               ("nvan-temporal", dict(seq_len=2)), ("nvan-temporal", dict(seq_len=6)),
+                               ("ste-nvan", dict(seq_len=4, stripes=8))]:
+        with pytest.raises(ValueError, match="Received"):
+            build_model(variant, 5, height=64, width=32, non_local=(0, 2, 3, 0), **overrides)
+
+
+def test_trial_config_applies_the_values():
+    base = TrainConfig(variant="ste-nvan", seq_len=8, model_overrides={"stripes": 16})
+    config = tuning.trial_config(base, {"lr": 2e-4, "weight_decay": 1e-6, "margin": "0.3",
+                                        "identity_weight": 0.5, "label_smoothing": 0.1, "seq_len": 4,
+                                        "non_local": "0,1,1,0", "stripes": 4})
+    assert (config.lr, config.weight_decay, config.margin, config.identity_weight,
+            config.label_smoothing, config.seq_len) == (2e-4, 1e-6, 0.3, 0.5, 0.1, 4)
+    assert config.model_overrides == {"stripes": 4, "non_local": (0, 1, 1, 0)}
+    assert base.model_overrides == {"stripes": 16}
+
+
+# -- the command line's errors ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--seq-len", "6"], "--seq-len values that do not fit variant 'ste-nvan'"),
+    (["--stripes", "8"], "--stripes must divide the feature heights"),
+    (["--lr", "1e-3", "1e-5"], "--lr must be a range"),
+    (["--max-trials", "0"], "--max-trials must be a positive integer"),
+    (["--factor", "1"], "--factor must be an integer >= 2"),
+])
+def test_bad_arguments_are_reported(tmp_path, capsys, synth_root, extra, message):
+    assert train_cli.main(["--tune", *search_args(synth_root, tmp_path / "s"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nvan-train --tune: error: ") and message in err, err
+    assert "Traceback" not in err
+    assert not (tmp_path / "s" / "trials").exists()
+
+
+def test_a_missing_dataset_is_reported(tmp_path, capsys):
+    args = search_args(str(tmp_path / "nowhere"), tmp_path / "s")
+    assert tuning.main(args) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and "nowhere" in err, err
+
+
+# -- the search ------------------------------------------------------------------------
+
+
+def test_search_is_killed_and_resumed(tmp_path, capsys, synth_root):
+    """Two trials; the process is killed during the second; re-running the
+    command keeps the first and runs the second again."""
+    out = tmp_path / "search"
+    args = search_args(synth_root, out)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ROOT}
+    proc = subprocess.Popen([sys.executable, "-m", "nvan_tf.tuning", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    second = out / "trials" / "trial_1" / "trial.json"
+    deadline = time.time() + 240
+    while not second.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    if proc.poll() is not None:
+        pytest.fail(f"the search ended (rc {proc.returncode}) before its second trial began:\n"
+                    f"{proc.stdout.read()}")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
+    first = out / "trials" / "trial_0"
+    assert json.loads((first / "trial.json").read_text())["status"] == "COMPLETED"
+    assert json.loads(second.read_text())["status"] == "RUNNING"
+    kept = {name: (first / name).read_bytes() for name in ("trial.json", "checkpoint.weights.h5")}
+    assert not (out / "trials.csv").exists()
+
+    assert train_cli.main(["--tune", *args]) == 0
+    printed = capsys.readouterr().out
+    assert "2 trials (1 run now)" in printed, printed
+    assert {name: (first / name).read_bytes() for name in kept} == kept  # trial 0 was not re-run
+    assert json.loads(second.read_text())["status"] == "COMPLETED"
+
+    with open(out / "trials.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["trial"], r["status"]) for r in rows] == [("0", "COMPLETED"), ("1", "COMPLETED")]
+    for r in rows:
+        assert float(r["score"]) == float(r["mAP"]) and 0.0 < float(r["mAP"]) <= 1.0
+        assert r["non_local"] == "0,0,1,0" and r["seq_len"] == "4" and r["stripes"] in ("2", "4")
+        assert r["margin"] in ("soft", "0.3") and 3e-5 <= float(r["lr"]) <= 3e-4
+    png = (out / "trials.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 5000
+    best_row = max(rows, key=lambda r: float(r["score"]))
+    lines = printed.splitlines()
+    assert any(line.startswith("*") and line.split()[1] == best_row["trial"] for line in lines), printed
+
+    best = json.loads((out / "best_config.json").read_text())
+    best_config = TrainConfig.from_dict(best["train"])
+    assert best["trial"] == int(best_row["trial"]) and best["mAP"] == float(best_row["score"])
+    assert best_config.lr == float(best_row["lr"])
+    assert best_config.model_overrides["stripes"] == int(best_row["stripes"])
+
+    # the objective is the training evaluation of the trial's best weights
+    from nvan_tf.datasets import build_dataset
+    from nvan_tf.training import evaluate_model
+
+    dataset = build_dataset("mars", synth_root, verbose=False)
+    config = TrainConfig.preset("ste-nvan", dataset="mars", root=synth_root, seq_len=4, height=64, width=32,
+                                p=2, k=2, steps_per_epoch=1, epochs=1, progress=0)
+    space = tuning.SearchSpace(non_local=("0,0,1,0",), stripes=(2, 4), margin=("soft", 0.3), seq_len=(4,))
+    hypermodel = tuning.ReIDHyperModel(config, space.resolve("ste-nvan", 64), dataset)
+    tuner = tuning.build_tuner(hypermodel, str(out), max_trials=2)
+    assert len(tuner.oracle.trials) == 2
+    model = tuner.get_best_models(1)[0]
+    assert model.config.stripes == best_config.model_overrides["stripes"]
+    scores = evaluate_model(model, dataset.test_set())
+    assert scores["mAP"] == pytest.approx(float(best_row["mAP"]), abs=1e-6)
+    assert scores["rank1"] == pytest.approx(float(best_row["rank1"]), abs=1e-6)
+
+    # other settings are refused, the differences named
+    assert tuning.main([*args, "--objective", "rank1", "--lr", "1e-4"]) == 2
+    err = capsys.readouterr().err
+    assert "holds a search of other settings" in err and "objective: 'mAP' in the search, 'rank1' now" in err
+    assert "space.lr" in err, err
+
+
+def test_hyperband_tuner(tmp_path, synth_root):
+    import keras_tuner as kt
+
+    from nvan_tf.datasets import build_dataset
+
+    config = TrainConfig.preset("nvan", dataset="mars", root=synth_root, seq_len=4, height=64, width=32,
+                                p=2, k=2, epochs=9, progress=0)
+    space = tuning.SearchSpace(non_local=("0,0,1,0",), seq_len=(4,)).resolve("nvan", 64)
+    hypermodel = tuning.ReIDHyperModel(config, space, build_dataset("mars", synth_root, verbose=False))
+    assert hypermodel.steps_per_epoch == 5 // 2  # training identities // P
+    tuner = tuning.build_tuner(hypermodel, str(tmp_path), algorithm="hyperband", objective="rank1",
+                               max_trials=7, factor=3)
+    assert isinstance(tuner, kt.Hyperband)
+    assert (tuner.oracle.max_epochs, tuner.oracle.factor, tuner.oracle.max_trials) == (9, 3, 7)
+    assert tuner.oracle.objective.name == "rank1" and tuner.oracle.objective.direction == "max"
+    names = {hp.name for hp in tuner.oracle.hyperparameters.space}
+    assert {"lr", "weight_decay", "margin", "identity_weight", "label_smoothing", "non_local",
+            "seq_len"} <= names and "stripes" not in names
