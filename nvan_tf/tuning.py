@@ -611,7 +611,7 @@ def plot_trials(rows, path, objective):
 # -----------------------------------------------------------------------------
 # The command line
 # -----------------------------------------------------------------------------
-def build_parser(prog="python -m nvan_tf.tuning"):
+def build_parser(prog="nvan-tune"):
     parser = cli.make_parser(prog, __doc__)
     run = parser.add_argument_group("search")
     run.add_argument("--algorithm", choices=ALGORITHMS, default="bayesian",
@@ -684,7 +684,7 @@ def config_from_args(args, space):
     )
 
 
-def main(argv=None, prog="python -m nvan_tf.tuning"):
+def main(argv=None, prog="nvan-tune"):
     parser = build_parser(prog)
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
