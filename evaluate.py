@@ -9,14 +9,12 @@ Examples:
 
 from __future__ import annotations
 
-import argparse
 import logging
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
-
-from nvan_tf.evaluation import (  # noqa: E402
+from nvan_tf import cli
+from nvan_tf.convert import VARIANT_NAMES
+from nvan_tf.evaluation import (
     SAMPLING_MODES,
     EvaluationConfig,
     ModelSpec,
@@ -27,52 +25,52 @@ from nvan_tf.evaluation import (  # noqa: E402
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="nvan-evaluate", description=__doc__.splitlines()[0],
-        epilog="\n".join(__doc__.splitlines()[2:]),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = cli.make_parser("nvan-evaluate", __doc__)
     model = parser.add_argument_group("model")
     model.add_argument("--model", help=".keras file, .weights.h5, SavedModel folder or "
-                       "PyTorch checkpoint (.pth/.pt/.tar); omit to reuse --features")
-    model.add_argument("--variant", help="baseline, nvan, nvan-stripe, nvan-temporal or "
-                       "ste-nvan (needed for .weights.h5 and torch checkpoints)")
+                       "PyTorch checkpoint (.pth/.pt/.tar/.ckpt); omit to reuse --features")
+    model.add_argument("--variant", help=f"one of {VARIANT_NAMES}; needed for PyTorch "
+                       "checkpoints and for weights without a recorded config, checked "
+                       "against the file otherwise")
     model.add_argument("--num-identities", type=int,
-                       help="classifier size (needed for .weights.h5; read from torch checkpoints)")
-    model.add_argument("--seq-len", type=int, default=8, help="frames per clip (default 8)")
-    model.add_argument("--height", type=int, default=256, help="frame height (default 256)")
-    model.add_argument("--width", type=int, default=128, help="frame width (default 128)")
-    model.add_argument("--stripes", type=int, help="override the stripe count (small inputs)")
+                       help="classifier size; default: read from the file (checked if given)")
+    model.add_argument("--seq-len", type=int,
+                       help="frames per clip; default: the model's own, else 8")
+    model.add_argument("--height", type=int, help="frame height; default: the model's own, else 256")
+    model.add_argument("--width", type=int, help="frame width; default: the model's own, else 128")
+    model.add_argument("--stripes", type=int,
+                       help="override the stripe count (small inputs); default: the model's own")
 
     data = parser.add_argument_group("data")
-    data.add_argument("--dataset", default="mars", help="mars, dukev, ilidsvid, prid, folder")
+    data.add_argument("--dataset", default="mars", help="mars, dukev, ilidsvid, prid or folder")
     data.add_argument("--root", required=True, help="dataset folder")
-    data.add_argument("--split-id", type=int, help="split of iLIDS-VID / PRID-2011")
+    data.add_argument("--split-id", type=int,
+                      help="split of iLIDS-VID / PRID-2011; default: the reader's (0)")
     data.add_argument("--sampling", choices=SAMPLING_MODES, default="rrs",
-                      help="test clip sampling (default rrs: the reference's)")
-    data.add_argument("--batch-size", type=int, default=16, help="clips per batch (default 16)")
-    data.add_argument("--flip", action="store_true", help="average with flipped clips")
+                      help="test clip sampling (rrs: the reference's)")
+    data.add_argument("--batch-size", type=int, default=16, help="clips per batch")
+    data.add_argument("--flip", action="store_true", help="average with horizontally flipped clips")
 
     rank = parser.add_argument_group("ranking")
     rank.add_argument("--protocol", choices=("mars", "market"), default="mars",
-                      help="mars: official MARS rule (default); market: torchreid's rule")
+                      help="mars: official MARS rule; market: torchreid's rule")
     rank.add_argument("--metric", choices=("cosine", "euclidean"), default="cosine",
-                      help="distance (default cosine, as the reference)")
+                      help="distance (cosine, as the reference)")
     rank.add_argument("--rank-size", type=int,
-                      help="rank cut for AP/CMC (default: 10000 for mars, none for market)")
-    rank.add_argument("--max-rank", type=int, default=20, help="CMC length (default 20)")
+                      help="rank cut for AP/CMC; default: 10000 for mars, none for market")
+    rank.add_argument("--max-rank", type=int, default=20, help="CMC length")
     rank.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking")
-    rank.add_argument("--k1", type=int, default=20, help="re-ranking k1 (default 20)")
-    rank.add_argument("--k2", type=int, default=6, help="re-ranking k2 (default 6)")
+    rank.add_argument("--k1", type=int, default=20, help="re-ranking k1")
+    rank.add_argument("--k2", type=int, default=6, help="re-ranking k2")
     rank.add_argument("--lambda", dest="lambda_value", type=float, default=0.3,
-                      help="re-ranking weight of the original distance (default 0.3)")
+                      help="re-ranking weight of the original distance")
     rank.add_argument("--query-expansion", type=int, default=0, metavar="K",
-                      help="average query expansion with the top K gallery items")
+                      help="average query expansion with the top K gallery items (0: off)")
 
     out = parser.add_argument_group("output")
     out.add_argument("--output-dir", default="evaluation",
                      help="where results.json, features.npz and pictures go")
-    out.add_argument("--features", help="feature cache (.npz); default OUTPUT_DIR/features.npz")
+    out.add_argument("--features", help="feature cache (.npz); default: OUTPUT_DIR/features.npz")
     out.add_argument("--recompute", action="store_true", help="ignore a matching feature cache")
     out.add_argument("--visualize", action="store_true",
                      help="write the CMC curve, ranked lists and distance histograms")
@@ -108,13 +106,13 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not args.model and not args.features:
         parser.error("give --model, or --features with a cache written by an earlier run")
+    cli.quiet_tensorflow(args.verbose)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         config = config_from_args(args)
         results = run_evaluation(config)
     except (ValueError, FileNotFoundError) as err:
-        print(f"nvan-evaluate: error: {err}", file=sys.stderr)
-        return 2
+        return cli.fail(parser, err)
     print(format_table(results))
     print(f"results: {config.output_dir}/results.json")
     return 0

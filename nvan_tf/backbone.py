@@ -1,7 +1,7 @@
 """ResNet-50 video backbone in the torchvision layout, with non-local blocks.
 
 The layout follows torchvision's ResNet-50 ("v1.5"), which the reference
-builds on, including its three quirks (SPEC.md):
+builds on, including its three quirks (docs/architecture.md):
 
 - the stride of a bottleneck sits on its 3x3 convolution, and every padding
   is symmetric (PyTorch ``padding=1`` / ``padding=3``), not Keras ``"same"``;

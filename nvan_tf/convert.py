@@ -1,14 +1,13 @@
-"""Import the authors' PyTorch checkpoints and ImageNet ResNet-50 weights.
+"""The mapping from PyTorch ``state_dict`` keys to the Keras weights.
 
 Command line::
 
-    python -m nvan_tf.convert --torch ckpt_best.pth --variant ste-nvan \\
-        --num-identities 625 --out ste_nvan.weights.h5
+    nvan-convert --torch ckpt_best.pth --variant ste-nvan --out ste_nvan.weights.h5
 
-Python::
+Python (loading lives in ``nvan_tf.loading``, which uses this mapping)::
 
-    model = nvan_tf.build_model("nvan", 625)
-    nvan_tf.convert.load_torch_checkpoint(model, "ckpt_best.pth")
+    model = nvan_tf.load_model("ckpt_best.pth", variant="ste-nvan")
+    nvan_tf.loading.load_torch_checkpoint(model, "ckpt_best.pth")
 
 Three sources are understood:
 
@@ -19,13 +18,13 @@ Three sources are understood:
 - Keras-applications ImageNet weights (``weights="imagenet"`` or a local
   ``.h5``), which are a *different* layout (v1: stride on the first 1x1
   conv, a ReLU in the stem, conv biases, caffe-style BGR input). They load
-  only into a model built in that layout (see ``KERAS_APPLICATIONS_LAYOUT``).
+  only into a model built in that layout (see ``KERAS_APPLICATIONS_LAYOUT``
+  and ``loading.load_keras_applications_resnet50``).
 
 Mismatched checkpoints are refused with the list of missing, unexpected and
 mis-shaped keys; nothing is loaded partially.
 """
 
-import argparse
 import os
 import pickle
 import sys
@@ -35,6 +34,10 @@ import numpy as np
 TORCH_INSTALL_HINT = "pip install 'nvan-tf[torch]' (torch==2.13.0, the CPU build)"
 
 # Build options a model needs to take Keras-applications ImageNet weights.
+# The variant names, for help texts that must not import Keras (tests check
+# they equal ``model.VARIANTS``).
+VARIANT_NAMES = "baseline, nvan, nvan-stripe, nvan-temporal, ste-nvan"
+
 KERAS_APPLICATIONS_LAYOUT = {"stride_in_1x1": True, "stem_relu": True, "input_convention": "caffe"}
 
 
@@ -200,132 +203,56 @@ def assign_state_dict(entries, state_dict, source="checkpoint", ignore=()):
         variable.assign(value)
 
 
-def load_torch_checkpoint(model, path, include_classifier=True):
-    """Loads an authors' checkpoint (``state_dict`` file) into ``model``.
-
-    ``model`` must be the matching variant (a baseline checkpoint does not fit
-    ``nvan``). With ``include_classifier=False`` the classifier is left alone,
-    so a model with another number of identities can take the embedding.
-    """
-    state_dict = read_state_dict(path)
-    entries = reference_entries(model, include_classifier)
-    variant = getattr(getattr(model, "config", None), "variant", "the model")
-    ignore = () if include_classifier else ("classifier.",)
-    assign_state_dict(entries, state_dict, source=f"{path} (for variant {variant})", ignore=ignore)
-    return model
-
-
-def model_from_torch_checkpoint(path, variant, num_identities=None, **build_kwargs):
-    """Builds ``variant`` and loads an authors' checkpoint into it (one read).
-
-    ``num_identities`` defaults to the checkpoint's classifier size;
-    ``build_kwargs`` go to ``build_model`` (``seq_len``, ``height``, ...).
-    """
-    from nvan_tf.model import build_model
-
-    state_dict = read_state_dict(path)
-    num_identities = num_identities or infer_num_identities(state_dict)
-    model = build_model(variant, num_identities, **build_kwargs)
-    assign_state_dict(reference_entries(model), state_dict,
-                      source=f"{path} (for variant {variant})")
-    return model
-
-
-def load_torchvision_resnet50(model, path):
-    """Initialises the backbone from a torchvision ResNet-50 ``state_dict``.
-
-    This is the reference's ImageNet starting point; ``fc.*`` is ignored and
-    the non-local blocks keep their identity initialisation.
-    """
-    state_dict = read_state_dict(path)
-    entries = [e for e in backbone_entries(model.backbone, "") if not e[0].startswith("NL_")]
-    assign_state_dict(entries, state_dict, source=f"{path} (torchvision ResNet-50)", ignore=("fc.",))
-    return model
-
-
-def load_keras_applications_resnet50(model, weights="imagenet"):
-    """Initialises the backbone from ``keras.applications.ResNet50`` weights.
-
-    ``weights`` is ``"imagenet"`` (downloaded by Keras where there is
-    internet) or a local ``.h5`` of those weights. Keras-applications is the
-    v1 layout: the model must be built with ``KERAS_APPLICATIONS_LAYOUT``,
-    otherwise this refuses rather than load weights into a network that
-    computes something else. Conv biases are folded exactly into the BN
-    moving means, and its BN epsilon (1.001e-5) into the moving variances.
-    """
-    import keras
-
-    config = model.config
-    wrong = {k: getattr(config, k) for k, v in KERAS_APPLICATIONS_LAYOUT.items() if getattr(config, k) != v}
-    if wrong:
-        raise ValueError(
-            "Keras-applications ResNet-50 weights are the v1 layout (stride on the first "
-            "1x1 conv, a ReLU in the stem, caffe-style BGR input); they do not fit a model "
-            f"built with {wrong}. Build it with **nvan_tf.convert.KERAS_APPLICATIONS_LAYOUT, "
-            "or use a torchvision state_dict (load_torchvision_resnet50) for the reference layout."
-        )
-    source = keras.applications.ResNet50(include_top=False, weights=weights, input_shape=(None, None, 3))
-    backbone = model.backbone
-
-    def conv_bn(conv_name, bn_name, conv, bn):
-        kernel, bias = source.get_layer(conv_name).get_weights()
-        gamma, beta, mean, var = source.get_layer(bn_name).get_weights()
-        eps_src = source.get_layer(bn_name).epsilon
-        conv.kernel.assign(kernel)
-        bn.gamma.assign(gamma)
-        bn.beta.assign(beta)
-        bn.moving_mean.assign(mean - bias)
-        bn.moving_variance.assign(var + eps_src - bn.epsilon)
-
-    conv_bn("conv1_conv", "conv1_bn", backbone.stem_conv, backbone.stem_bn)
-    for k, blocks in enumerate(backbone.blocks, start=2):
-        for i, block in enumerate(blocks, start=1):
-            base = f"conv{k}_block{i}"
-            for j in (1, 2, 3):
-                conv_bn(f"{base}_{j}_conv", f"{base}_{j}_bn",
-                        getattr(block, f"conv{j}"), getattr(block, f"bn{j}"))
-            if block.downsample:
-                conv_bn(f"{base}_0_conv", f"{base}_0_bn", block.downsample_conv, block.downsample_bn)
-    return model
-
-
 # --------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------
 
-def main(argv=None):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from nvan_tf.model import VARIANTS
+def build_parser():
+    from nvan_tf import cli
 
-    parser = argparse.ArgumentParser(
-        prog="python -m nvan_tf.convert",
-        description="Convert an authors' NVAN / STE-NVAN PyTorch checkpoint to Keras.",
+    parser = cli.make_parser(
+        "nvan-convert",
+        "Convert an authors' NVAN / STE-NVAN PyTorch checkpoint to Keras.\n\n"
+        "Writes NAME.weights.h5 (the weights, with the model config recorded inside)\n"
+        "or NAME.keras (the whole model).",
     )
-    parser.add_argument("--torch", required=True, metavar="CKPT", help="PyTorch state_dict (.pth)")
-    parser.add_argument("--variant", required=True, choices=sorted(VARIANTS))
+    parser.add_argument("--torch", required=True, metavar="CKPT",
+                        help="the authors' PyTorch state_dict (.pth, .pt, .tar, .ckpt)")
+    parser.add_argument("--variant", required=True, help=f"model variant: {VARIANT_NAMES}")
     parser.add_argument("--num-identities", type=int, default=None,
                         help="classifier size; default: read from the checkpoint")
     parser.add_argument("--out", required=True,
-                        help="output: NAME.weights.h5 (weights) or NAME.keras (whole model)")
-    parser.add_argument("--seq-len", type=int, default=8)
-    parser.add_argument("--height", type=int, default=256)
-    parser.add_argument("--width", type=int, default=128)
+                        help="output: NAME.weights.h5 (weights + config) or NAME.keras (whole model)")
+    parser.add_argument("--seq-len", type=int, default=8, help="frames per clip")
+    parser.add_argument("--height", type=int, default=256, help="frame height")
+    parser.add_argument("--width", type=int, default=128, help="frame width")
+    parser.add_argument("--stripes", type=int, default=None,
+                        help="override the stripe count (small inputs need fewer than 16)")
+    return parser
+
+
+def main(argv=None):
+    from nvan_tf import cli
+
+    parser = build_parser()
     args = parser.parse_args(argv)
     if not (args.out.endswith(".weights.h5") or args.out.endswith(".keras")):
         parser.error(f"--out must end with .weights.h5 or .keras. Received: {args.out}")
+    cli.quiet_tensorflow(args.verbose)
+    from nvan_tf import loading
 
+    overrides = {"stripes": args.stripes} if args.stripes else {}
     try:
-        model = model_from_torch_checkpoint(
-            args.torch, args.variant, args.num_identities,
-            seq_len=args.seq_len, height=args.height, width=args.width,
+        model = loading.load_model(
+            args.torch, variant=args.variant, num_identities=args.num_identities,
+            seq_len=args.seq_len, height=args.height, width=args.width, **overrides,
         )
-    except (CheckpointError, FileNotFoundError, ImportError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except (ValueError, FileNotFoundError, ImportError) as err:
+        return cli.fail(parser, err)
     if args.out.endswith(".keras"):
         model.save(args.out)
     else:
-        model.save_weights(args.out)
+        loading.save_weights(model, args.out)
     print(f"Converted {args.torch} ({args.variant}, {model.config.num_identities} identities) -> {args.out}")
     return 0
 

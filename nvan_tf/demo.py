@@ -13,23 +13,24 @@ Without training the scores are near chance, which is the point of the
 synthetic data being non-trivial; the training issue adds ``train.py``.
 """
 
-import argparse
 import os
 import sys
 
 
 def main(argv=None):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    parser = argparse.ArgumentParser(prog="python -m nvan_tf.demo", description=__doc__.split("\n\n")[0])
+    from nvan_tf import cli
+
+    parser = cli.make_parser("python -m nvan_tf.demo", __doc__.split("\n\n")[0])
     parser.add_argument("--out", default="demo_output", help="output folder")
-    parser.add_argument("--variant", default="ste-nvan")
+    parser.add_argument("--variant", default="ste-nvan", help="model variant")
     parser.add_argument("--ids", type=int, default=24, help="synthetic identities (half train, half test)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--seq-len", type=int, default=8)
-    parser.add_argument("--height", type=int, default=256)
-    parser.add_argument("--width", type=int, default=128)
-    parser.add_argument("--torch", help="optional authors' checkpoint to evaluate instead")
+    parser.add_argument("--seed", type=int, default=0, help="data and initialisation seed")
+    parser.add_argument("--seq-len", type=int, default=8, help="frames per clip")
+    parser.add_argument("--height", type=int, default=256, help="frame height")
+    parser.add_argument("--width", type=int, default=128, help="frame width")
+    parser.add_argument("--torch", help="optional checkpoint to initialise from (nvan_tf.loading.initialize_from)")
     args = parser.parse_args(argv)
+    cli.quiet_tensorflow(args.verbose)
 
     import keras
 
@@ -49,9 +50,9 @@ def main(argv=None):
     model = build_model(args.variant, dataset.num_train_ids, seq_len=args.seq_len,
                         height=args.height, width=args.width)
     if args.torch:
-        from nvan_tf.convert import load_torch_checkpoint
+        from nvan_tf.loading import initialize_from
 
-        load_torch_checkpoint(model, args.torch, include_classifier=False)
+        print(f"      initialised from {initialize_from(model, args.torch)}")
     model_path = os.path.join(args.out, f"{args.variant.replace('-', '_')}.keras")
     model.save(model_path)
 

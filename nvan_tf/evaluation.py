@@ -3,10 +3,11 @@
 ``run_evaluation(EvaluationConfig(...))`` does the whole job behind
 ``evaluate.py``:
 
-1. read the dataset's test split (``build_dataset(...).test_set()``);
-2. load the model (``.keras``, ``.weights.h5`` + variant, a SavedModel
-   folder, or an authors' PyTorch checkpoint + variant) as a
-   :class:`FeatureExtractor`;
+1. load the model (``nvan_tf.loading``: ``.keras``, ``.weights.h5``, a
+   SavedModel folder, or an authors' PyTorch checkpoint + variant) as a
+   :class:`FeatureExtractor`, before the dataset is read, so a bad model
+   path or variant is reported at once;
+2. read the dataset's test split (``build_dataset(...).test_set()``);
 3. extract one feature per tracklet with the ordered test pipeline (RRS-test,
    evenly or dense sampling; dense clips of a tracklet are averaged;
    optional flip averaging), with a progress bar, and cache them (.npz);
@@ -28,6 +29,7 @@ import time
 import numpy as np
 
 from nvan_tf import metrics
+from nvan_tf.cli import progress_verbosity
 
 logger = logging.getLogger(__name__)
 
@@ -47,21 +49,21 @@ __all__ = [
 ]
 
 SAMPLING_MODES = ("rrs", "evenly", "dense")
-TORCH_SUFFIXES = (".pth", ".pt", ".pth.tar", ".tar", ".ckpt")
+DEFAULT_CLIP = (8, 256, 128)
 CACHE_VERSION = 1
 
 
 @dataclasses.dataclass
 class ModelSpec:
-    """Where the model comes from, and how to build it when the file holds
-    only weights (``.weights.h5``, a torch checkpoint)."""
+    """Where the model comes from, and what it must be (``loading.load_model``
+    checks these against the file; ``None`` takes them from the file)."""
 
     path: str
     variant: str | None = None
     num_identities: int | None = None
-    seq_len: int = 8
-    height: int = 256
-    width: int = 128
+    seq_len: int | None = None    # None: the model's own, else 8
+    height: int | None = None     # None: the model's own, else 256
+    width: int | None = None      # None: the model's own, else 128
     overrides: dict = dataclasses.field(default_factory=dict)
 
 
@@ -153,7 +155,7 @@ def _keras_extractor(model, spec, description):
         if isinstance(shape, tuple) and len(shape) == 5 and None not in shape[1:4]:
             seq_len, height, width = shape[1:4]
         else:
-            seq_len, height, width = spec.seq_len, spec.height, spec.width
+            seq_len, height, width = _clip_size(spec, (None, None, None))
     signature = tf.TensorSpec((None, seq_len, height, width, 3), tf.float32)
 
     @tf.function(input_signature=[signature], reduce_retracing=True)
@@ -163,102 +165,40 @@ def _keras_extractor(model, spec, description):
     return FeatureExtractor(lambda clips: infer(clips).numpy(), seq_len, height, width, description)
 
 
-def _saved_model_extractor(path, spec):
-    import tensorflow as tf
-
-    loaded = tf.saved_model.load(path)
-    signatures = getattr(loaded, "signatures", {})
-    if "serving_default" not in signatures:
-        raise ValueError(
-            f"SavedModel {path} has no 'serving_default' signature; found "
-            f"{sorted(signatures)}. Export it with model.export(...) or "
-            "tf.saved_model.save(..., signatures=...)"
-        )
-    fn = signatures["serving_default"]
-    args, kwargs = fn.structured_input_signature
-    if args or len(kwargs) != 1:
-        raise ValueError(
-            f"SavedModel {path}: expected a serving signature with one input; "
-            f"found {len(args)} positional and {sorted(kwargs)} named inputs"
-        )
-    (name, tensor_spec), = kwargs.items()
-    shape = tuple(tensor_spec.shape)
-    if len(shape) != 5:
-        raise ValueError(
-            f"SavedModel {path}: its input {name!r} has shape {shape}; "
-            "expected clips (batch, T, H, W, 3)"
-        )
-    seq_len = shape[1] or spec.seq_len
-    height = shape[2] or spec.height
-    width = shape[3] or spec.width
-    output_names = sorted(fn.structured_outputs)
-
-    def infer(clips):
-        outputs = fn(**{name: tf.convert_to_tensor(clips, tf.float32)})
-        return outputs[output_names[0]].numpy()
-
-    if len(output_names) > 1:
-        logger.warning("SavedModel %s has outputs %s; using %r", path, output_names, output_names[0])
-    return FeatureExtractor(infer, seq_len, height, width, f"SavedModel {path}")
-
-
-def _require_variant(spec, kind):
-    if not spec.variant:
-        raise ValueError(
-            f"{spec.path} holds {kind} only: pass the variant (--variant, one of "
-            "baseline, nvan, nvan-stripe, nvan-temporal, ste-nvan) and the clip "
-            "size (--seq-len, --height, --width) so the model can be built"
-        )
+def _clip_size(spec, fixed):
+    """The clip size: what the model fixes, else the spec's, else 8 x 256 x 128."""
+    given = (spec.seq_len, spec.height, spec.width)
+    return tuple(f or g or d for f, g, d in zip(fixed, given, DEFAULT_CLIP))
 
 
 def load_feature_extractor(spec):
-    """Loads ``spec.path`` and returns a :class:`FeatureExtractor`.
+    """Loads ``spec.path`` (``nvan_tf.loading``) as a :class:`FeatureExtractor`.
 
-    Formats: a ``.keras`` file; ``.weights.h5`` (needs ``variant`` and
-    ``num_identities``); a SavedModel folder (``tf.saved_model.save`` or
-    ``model.export``: its ``serving_default`` signature, first output); an
-    authors' PyTorch checkpoint (``.pth``/``.pt``/``.tar``; needs
-    ``variant``; the number of identities is read from it if not given).
+    Formats: a SavedModel folder (its ``serving_default`` signature, first
+    output), or anything ``loading.load_model`` reads (``.keras``,
+    ``.weights.h5``, an authors' PyTorch checkpoint); the spec's variant,
+    identities and sizes are checked against the file there.
     """
+    from nvan_tf import loading
+
     path = spec.path
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"model not found: {path}")
     if os.path.isdir(path):
-        if not os.path.exists(os.path.join(path, "saved_model.pb")):
-            raise ValueError(f"{path} is a folder without saved_model.pb: not a SavedModel")
-        return _saved_model_extractor(path, spec)
-
-    import keras
-
-    import nvan_tf.model  # noqa: F401  (registers the custom objects)
-
-    lower = path.lower()
-    if lower.endswith(".keras"):
-        model = keras.saving.load_model(path, compile=False)
-        return _keras_extractor(model, spec, f"Keras model {path}")
-    if lower.endswith(".h5"):
-        _require_variant(spec, "weights")
-        if not spec.num_identities:
-            raise ValueError(f"{path} holds weights only: pass --num-identities (the classifier size)")
-        model = nvan_tf.model.build_model(
-            spec.variant, spec.num_identities, seq_len=spec.seq_len,
-            height=spec.height, width=spec.width, **spec.overrides,
-        )
-        model.load_weights(path)
-        return _keras_extractor(model, spec, f"{spec.variant} weights {path}")
-    if lower.endswith(TORCH_SUFFIXES):
-        _require_variant(spec, "a PyTorch state_dict")
-        from nvan_tf import convert
-
-        model = convert.model_from_torch_checkpoint(
-            path, spec.variant, spec.num_identities, seq_len=spec.seq_len,
-            height=spec.height, width=spec.width, **spec.overrides,
-        )
-        return _keras_extractor(model, spec, f"{spec.variant} torch checkpoint {path}")
-    raise ValueError(
-        f"unknown model format: {path}. Expected a .keras file, .weights.h5, a "
-        f"SavedModel folder, or a PyTorch checkpoint ({', '.join(TORCH_SUFFIXES)})"
+        served = loading.load_saved_model(path)
+        if spec.variant:
+            raise loading.LoadError(f"{path} is a SavedModel, which records no variant: "
+                                    f"cannot check variant {spec.variant!r}; omit it")
+        seq_len, height, width = _clip_size(spec, served.clip_shape)
+        return FeatureExtractor(served, seq_len, height, width, f"SavedModel {path}")
+    model = loading.load_model(
+        path, variant=spec.variant, num_identities=spec.num_identities,
+        seq_len=spec.seq_len, height=spec.height, width=spec.width, **spec.overrides,
     )
+    config = getattr(model, "config", None)
+    if config is None:
+        description = f"Keras model {path}"
+    else:
+        description = f"{config.variant} ({config.num_identities} identities) from {path}"
+    return _keras_extractor(model, spec, description)
 
 
 # ----------------------------------------------------------------------------
@@ -276,7 +216,8 @@ def extract_features(extractor, tracklets, *, sampling="rrs", batch_size=16,
             (all clips of a tracklet, features averaged).
         batch_size: clips per batch.
         flip: also run the horizontally flipped clips and average.
-        verbose: 1 shows a progress bar, 0 does not.
+        verbose: 1 shows a progress bar (a one-line summary when stdout is
+            not a terminal, so logs hold no control codes), 0 nothing.
 
     Returns:
         (features (N, D) float32, pids (N,) int64, camids (N,) int64).
@@ -296,8 +237,8 @@ def extract_features(extractor, tracklets, *, sampling="rrs", batch_size=16,
         batch_size=batch_size, height=extractor.height, width=extractor.width,
     )
     steps = int(dataset.cardinality())
-    progbar = keras.utils.Progbar(steps if steps > 0 else None, verbose=verbose,
-                                  unit_name="batch")
+    progbar = keras.utils.Progbar(steps if steps > 0 else None, unit_name="batch",
+                                  verbose=progress_verbosity(verbose))
     sums = None
     counts = np.zeros(len(tracklets), dtype=np.int64)
     for clips, _, _, track_index in dataset:
@@ -433,7 +374,7 @@ def _visualize(output_dir, result, distmat, tracklets, query_index, gallery_inde
     paths.append(visualize.plot_distance_histograms(
         distmat, pids[query_index], pids[gallery_index], camids[query_index],
         camids[gallery_index], os.path.join(folder, "distances.png"),
-        protocol=ranking.protocol,
+        metric=ranking.metric, protocol=ranking.protocol,
     ))
     gallery_frames = [tracklets[g].frames for g in gallery_index]
     for q in visualize.select_queries(result["ap"], num_visualize, mode="mixed"):
@@ -462,6 +403,9 @@ def run_evaluation(config):
     if config.root is None:
         raise ValueError("root is required: the folder of the dataset to evaluate on")
     started = time.perf_counter()
+    # The model first: a missing file or a wrong variant is reported before
+    # the (possibly large) dataset is read.
+    extractor = load_feature_extractor(config.model) if config.model is not None else None
     dataset = build_dataset(config.dataset, config.root, verbose=False, **config.dataset_kwargs)
     tracklets, query_index, gallery_index = dataset.test_set()
     logger.info("%s: %d test tracklets, %d queries, %d gallery", config.dataset,
@@ -470,8 +414,7 @@ def run_evaluation(config):
     cache_path = config.features or os.path.join(config.output_dir, "features.npz")
 
     cached = None
-    extractor = None
-    if config.model is None:
+    if extractor is None:
         cached = load_feature_cache(cache_path)
         if cached is None:
             raise ValueError(f"no model given and no feature cache at {cache_path}")
@@ -482,7 +425,6 @@ def run_evaluation(config):
             )
         key = cached["key"]
     else:
-        extractor = load_feature_extractor(config.model)
         key = _cache_key(config, tracklets, (extractor.seq_len, extractor.height, extractor.width))
         if config.reuse_features:
             cached = load_feature_cache(cache_path, key)

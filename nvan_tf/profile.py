@@ -1,17 +1,16 @@
 """Parameters and FLOPs of one clip, counted by TensorFlow's profiler.
 
-    python -m nvan_tf.profile --variant ste-nvan [--seq-len 8 --height 256 --width 128] [--json]
-    python -m nvan_tf.profile --all          # the table of the five variants
+    nvan-profile --variant ste-nvan [--seq-len 8 --height 256 --width 128] [--json]
+    nvan-profile --all          # the table of the five variants
 
 The inference function of the model is traced for a batch of one clip, its
 variables frozen to constants, and ``tf.compat.v1.profiler`` counts the FLOPs
 of every convolution and matrix multiplication in that graph (2 FLOPs per
 multiply-add; the non-local attention products included; BN, softmax, pooling
-and element-wise ops not counted), as SPEC.md counts the reference. The
+and element-wise ops not counted), as docs/architecture.md counts the reference. The
 non-local share is the part under the ``*_nonlocal_*`` name scopes.
 """
 
-import argparse
 import json
 import sys
 
@@ -81,27 +80,33 @@ def format_table(rows):
     return "\n".join(lines)
 
 
-def main(argv=None):
-    import os
+def build_parser():
+    from nvan_tf import cli
+    from nvan_tf.convert import VARIANT_NAMES
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from nvan_tf.model import VARIANTS
-
-    parser = argparse.ArgumentParser(prog="python -m nvan_tf.profile", description=__doc__.split("\n\n")[0])
+    parser = cli.make_parser("nvan-profile", __doc__.split("\n\n")[0])
     which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--variant", choices=sorted(VARIANTS))
+    which.add_argument("--variant", help=f"the variant to profile: {VARIANT_NAMES}")
     which.add_argument("--all", action="store_true", help="profile the five variants")
-    parser.add_argument("--seq-len", type=int, default=8)
-    parser.add_argument("--height", type=int, default=256)
-    parser.add_argument("--width", type=int, default=128)
+    parser.add_argument("--seq-len", type=int, default=8, help="frames per clip")
+    parser.add_argument("--height", type=int, default=256, help="frame height")
+    parser.add_argument("--width", type=int, default=128, help="frame width")
     parser.add_argument("--stripes", type=int, default=None,
                         help="override the stripe count (small inputs need fewer than 16)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    return parser
+
+
+def main(argv=None):
+    from nvan_tf import cli
+
+    parser = build_parser()
     args = parser.parse_args(argv)
+    cli.quiet_tensorflow(args.verbose)
+    from nvan_tf.model import VARIANTS
 
-    import tensorflow as tf
-
-    tf.get_logger().setLevel("ERROR")
+    if args.variant is not None and args.variant not in VARIANTS:
+        return cli.fail(parser, f"unknown variant {args.variant!r}; expected one of {sorted(VARIANTS)}")
     variants = list(VARIANTS) if args.all else [args.variant]
     rows = []
     for variant in variants:
@@ -111,8 +116,7 @@ def main(argv=None):
         try:
             rows.append(profile_variant(variant, args.seq_len, args.height, args.width, **overrides))
         except ValueError as err:
-            print(f"error: {variant}: {err}", file=sys.stderr)
-            return 2
+            return cli.fail(parser, f"{variant}: {err}")
     if args.json:
         print(json.dumps(rows[0] if len(rows) == 1 else rows, indent=None if len(rows) == 1 else 2))
     else:

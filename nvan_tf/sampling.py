@@ -3,7 +3,7 @@
 Frame sampling works on frame *indices* ``0 .. num_frames - 1`` of one
 tracklet; the input pipeline turns them into file paths.
 
-Restricted random sampling (RRS), as in the reference code (SPEC.md):
+Restricted random sampling (RRS), as in the reference code (docs/sampling.md):
 
 * A tracklet of ``F`` frames is cut into ``S = seq_len`` chunks.
   If ``F < S``: chunk ``i`` is ``[i]`` for ``i < F``; the remaining chunks

@@ -6,7 +6,8 @@ composed with PIL so their pixel size is exact:
 * a row of ``query_frames`` thumbnails (the query clip strip), a gap, then
   the ``top_k`` gallery tracklets in rank order, one thumbnail each (the
   tracklet's middle frame), framed green (same id as the query) or red
-  (another id), with the rank and distance written below.
+  (another id), with the rank, gallery id, camera and distance (enough
+  decimals to tell neighbours apart) written below.
 * Junk gallery items (the protocol's junk: the query itself, same id and
   same camera, and id -1 under "mars") are left out, as the metrics do.
 """
@@ -28,6 +29,9 @@ from nvan_tf import distance as distance_lib  # noqa: E402
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "cmc_figure",
+    "distance_histogram_figure",
+    "format_distances",
     "plot_cmc",
     "plot_distance_histograms",
     "plot_ranked_list",
@@ -40,7 +44,8 @@ GREEN = (30, 170, 60)
 RED = (220, 40, 40)
 BACKGROUND = (255, 255, 255)
 TEXT = (20, 20, 20)
-LABEL_HEIGHT = 14
+LABEL_LINE = 12          # pixels per caption line under a thumbnail
+CAPTION_LINES = 3        # "1. id 12", "cam 3", the distance
 
 
 def _ensure_dir(path):
@@ -48,18 +53,20 @@ def _ensure_dir(path):
     os.makedirs(folder, exist_ok=True)
 
 
-def plot_cmc(curves, path, *, title="CMC", size=(6.0, 4.0), dpi=100):
-    """Writes the CMC curve(s) as a PNG of ``size * dpi`` pixels.
+def cmc_figure(curves, *, title="CMC", size=(6.0, 4.0), dpi=100):
+    """The CMC curve(s) as a Matplotlib figure (close it when done).
 
     Args:
         curves: a (max_rank,) array of fractions, or ``{label: array}``.
-        path: output PNG path.
+
+    The values at ranks 1, 5, 10 and 20 are written next to their points,
+    inside the axes: above the point, or below it near the top, never on
+    the tick labels.
     """
     if not isinstance(curves, dict):
         curves = {"": curves}
     if not curves:
         raise ValueError("curves is empty: nothing to plot")
-    _ensure_dir(path)
     fig, ax = plt.subplots(figsize=size, dpi=dpi)
     for label, cmc in curves.items():
         cmc = np.asarray(cmc, dtype=np.float64)
@@ -69,12 +76,15 @@ def plot_cmc(curves, path, *, title="CMC", size=(6.0, 4.0), dpi=100):
         ax.plot(ranks, 100 * cmc, marker="o", markersize=3, label=label or None)
         for r in (1, 5, 10, 20):
             if r <= cmc.size:
-                ax.annotate(f"{100 * cmc[r - 1]:.1f}", (r, 100 * cmc[r - 1]),
-                            textcoords="offset points", xytext=(0, -12),
-                            ha="center", fontsize=7)
+                value = 100 * cmc[r - 1]
+                above = value < 85
+                ax.annotate(f"{value:.1f}", (r, value), textcoords="offset points",
+                            xytext=(0, 5 if above else -5), ha="center",
+                            va="bottom" if above else "top", fontsize=7)
     longest = max(np.asarray(c).size for c in curves.values())
     step = 5 if longest <= 50 else 10 ** int(np.log10(longest) - 1) * 5
     ax.set_xticks([1] + list(range(step, longest + 1, step)))
+    ax.set_xlim(0, longest + 1)  # room for the labels at rank 1 and the last rank
     ax.set_xlabel("rank")
     ax.set_ylabel("matching rate (%)")
     ax.set_title(title)
@@ -82,6 +92,14 @@ def plot_cmc(curves, path, *, title="CMC", size=(6.0, 4.0), dpi=100):
     ax.grid(True, alpha=0.3)
     if any(curves):
         ax.legend(loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_cmc(curves, path, *, title="CMC", size=(6.0, 4.0), dpi=100):
+    """Writes ``cmc_figure(curves)`` as a PNG of ``size * dpi`` pixels."""
+    fig = cmc_figure(curves, title=title, size=size, dpi=dpi)
+    _ensure_dir(path)
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
@@ -97,12 +115,16 @@ def junk_mask(q_pid, q_camid, g_pids, g_camids, protocol="mars"):
     return junk
 
 
-def plot_distance_histograms(distmat, q_pids, g_pids, q_camids, g_camids, path, *,
-                             protocol="mars", bins=100, size=(6.0, 4.0), dpi=100):
+def distance_histogram_figure(distmat, q_pids, g_pids, q_camids, g_camids, *, metric,
+                              protocol="mars", bins=100, size=(6.0, 4.0), dpi=100):
     """Histograms of positive (good) and negative distances, junk left out.
 
+    Args:
+        metric: the distance's name ("cosine", "euclidean"), on the x axis
+            and in the title.
+
     Returns:
-        the path, and logs the overlap statistics.
+        a Matplotlib figure (close it when done).
     """
     distmat = np.asarray(distmat)
     q_pids, g_pids = np.asarray(q_pids), np.asarray(g_pids)
@@ -124,7 +146,6 @@ def plot_distance_histograms(distmat, q_pids, g_pids, q_camids, g_camids, path, 
     if high <= low:
         high = low + 1.0
     edges = np.linspace(low, high, bins + 1)
-    _ensure_dir(path)
     fig, ax = plt.subplots(figsize=size, dpi=dpi)
     for values, label, colour in ((negatives, "negative", "tab:red"),
                                   (positives, "positive", "tab:green")):
@@ -132,10 +153,21 @@ def plot_distance_histograms(distmat, q_pids, g_pids, q_camids, g_camids, path, 
             counts, _ = np.histogram(values, bins=edges)
             ax.stairs(counts / max(1, values.size), edges, fill=True, alpha=0.5,
                       color=colour, label=f"{label} (n={values.size})")
-    ax.set_xlabel("distance")
+    name = "cosine distance (1 - cos)" if metric == "cosine" else f"{metric} distance"
+    ax.set_xlabel(name)
     ax.set_ylabel("fraction of pairs")
-    ax.set_title("positive and negative distances")
+    ax.set_title(f"{metric} distances of positive and negative pairs")
     ax.legend(loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def plot_distance_histograms(distmat, q_pids, g_pids, q_camids, g_camids, path, *,
+                             metric, protocol="mars", bins=100, size=(6.0, 4.0), dpi=100):
+    """Writes ``distance_histogram_figure(...)`` as a PNG; returns the path."""
+    fig = distance_histogram_figure(distmat, q_pids, g_pids, q_camids, g_camids, metric=metric,
+                                    protocol=protocol, bins=bins, size=size, dpi=dpi)
+    _ensure_dir(path)
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
@@ -165,8 +197,26 @@ def ranked_list_size(top_k=10, query_frames=4, thumb_size=(128, 64), gap=12, bor
     thumb_h, thumb_w = thumb_size
     cell = thumb_w + 2 * border
     width = query_frames * thumb_w + 2 * border + gap + top_k * (cell + 2) + gap
-    height = thumb_h + 2 * border + LABEL_HEIGHT + 4
+    height = thumb_h + 2 * border + CAPTION_LINES * LABEL_LINE + 4
     return width, height
+
+
+def format_distances(values, min_decimals=3, max_decimals=8):
+    """Distances as text with enough decimals to tell them apart.
+
+    The fewest decimals (``min_decimals`` .. ``max_decimals``) at which
+    distinct values print distinctly and non-zero values do not print as
+    zero: random-weight models give cosine distances of 1e-4 and less.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    distinct = len(np.unique(values))
+    for decimals in range(min_decimals, max_decimals + 1):
+        texts = [f"{v:.{decimals}f}" for v in values]
+        zero = f"{0:.{decimals}f}"
+        if (len(set(texts)) == distinct
+                and not any(t.lstrip("-") == zero for t, v in zip(texts, values) if v != 0)):
+            return texts
+    return texts
 
 
 def _thumbnail(path, thumb_size):
@@ -205,7 +255,9 @@ def plot_ranked_list(distances, query_frames, gallery_frames, q_pid, q_camid,
         thumb_size: (height, width) of a thumbnail.
 
     Returns:
-        list of (gallery index, is_same_id) for the items drawn.
+        list of (gallery index, is_same_id, caption) for the items drawn;
+        the caption (rank, gallery id, camera, distance) is written under
+        the thumbnail, one line each.
     """
     distances = np.asarray(distances)
     g_pids = np.asarray(g_pids)
@@ -233,14 +285,17 @@ def plot_ranked_list(distances, query_frames, gallery_frames, q_pid, q_camid,
     draw.text((border, thumb_h + 2 * border + 2), f"query id {q_pid} cam {q_camid}", fill=TEXT)
     x = num_query_frames * thumb_w + 2 * border + gap
     drawn = []
-    for rank, index in enumerate(order, 1):
+    texts = format_distances(distances[order]) if order else []
+    for rank, (index, text) in enumerate(zip(order, texts), 1):
         same = bool(g_pids[index] == q_pid)
         draw.rectangle([x, 0, x + thumb_w + 2 * border - 1, thumb_h + 2 * border - 1],
                        fill=GREEN if same else RED)
         frames = list(gallery_frames[index])
         canvas.paste(_thumbnail(frames[len(frames) // 2], thumb_size), (x + border, border))
-        draw.text((x, thumb_h + 2 * border + 2), f"{rank}: {distances[index]:.3f}", fill=TEXT)
-        drawn.append((index, same))
+        caption = f"{rank}. id {g_pids[index]}\ncam {g_camids[index]}\n{text}"
+        for line, words in enumerate(caption.split("\n")):
+            draw.text((x, thumb_h + 2 * border + 2 + line * LABEL_LINE), words, fill=TEXT)
+        drawn.append((index, same, caption))
         x += thumb_w + 2 * border + 2
     _ensure_dir(path)
     canvas.save(path)

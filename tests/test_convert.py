@@ -1,7 +1,7 @@
 """Checkpoint import: same weights in, same embeddings out.
 
 The ground truth is ``tests/torch_reference.py``, an independent PyTorch
-re-implementation of the authors' modules written from SPEC.md. A random
+re-implementation of the authors' modules written from docs/. A random
 reference model is saved in the authors' checkpoint layout, converted, and the
 Keras embeddings are compared with the PyTorch ones.
 """
@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")
 keras = pytest.importorskip("keras")
 
 import nvan_tf  # noqa: E402
-from nvan_tf import convert  # noqa: E402
+from nvan_tf import convert, loading  # noqa: E402
 from tests.torch_reference import build_reference, randomize_, reference_state_dict  # noqa: E402
 
 NUM_IDS = 11
@@ -66,7 +66,7 @@ def test_every_variant_small(tmp_path, variant):
     ref, ckpt = reference_checkpoint(tmp_path, variant, stripes=stripes, seed=1, prefix=False)
     overrides = {"stripes": stripes} if variant in SMALL_STRIPES else {}
     model = nvan_tf.build_model(variant, NUM_IDS, seq_len=4, height=64, width=32, **overrides)
-    convert.load_torch_checkpoint(model, ckpt)
+    loading.load_torch_checkpoint(model, ckpt)
     x, xt = torch_clips(2, 4, 64, 32, seed=2)
     with torch.no_grad():
         expected = ref(xt)
@@ -80,7 +80,7 @@ def test_training_outputs_match(tmp_path, variant):
     ref, ckpt = reference_checkpoint(tmp_path, variant, stripes=stripes, seed=3)
     overrides = {"stripes": stripes} if variant in SMALL_STRIPES else {}
     model = nvan_tf.build_model(variant, NUM_IDS, seq_len=4, height=64, width=32, **overrides)
-    convert.load_torch_checkpoint(model, ckpt)
+    loading.load_torch_checkpoint(model, ckpt)
     x, xt = torch_clips(3, 4, 64, 32, seed=4)
     ref.train()
     with torch.no_grad():
@@ -95,7 +95,7 @@ def test_wrong_variant_lists_missing_keys(tmp_path):
     model = nvan_tf.build_model("nvan", NUM_IDS, seq_len=4, height=64, width=32)
     before = [np.asarray(w).copy() for w in model.weights]
     with pytest.raises(convert.CheckpointError, match=r"missing keys \(60\):.*NL_2\.0\.W\.0\.bias"):
-        convert.load_torch_checkpoint(model, ckpt)
+        loading.load_torch_checkpoint(model, ckpt)
     for w, b in zip(model.weights, before):  # nothing was loaded partially
         np.testing.assert_array_equal(np.asarray(w), b)
 
@@ -104,15 +104,15 @@ def test_nvan_checkpoint_into_baseline_lists_unexpected_keys(tmp_path):
     _, ckpt = reference_checkpoint(tmp_path, "nvan")
     model = nvan_tf.build_model("baseline", NUM_IDS, seq_len=4, height=64, width=32)
     with pytest.raises(convert.CheckpointError, match=r"unexpected keys \(65\):.*NL_2\.0\.theta\.weight.*\(45 more\)"):
-        convert.load_torch_checkpoint(model, ckpt)
+        loading.load_torch_checkpoint(model, ckpt)
 
 
 def test_wrong_identity_count_is_a_shape_mismatch(tmp_path):
     _, ckpt = reference_checkpoint(tmp_path, "baseline")
     model = nvan_tf.build_model("baseline", NUM_IDS + 1, seq_len=4, height=64, width=32)
     with pytest.raises(convert.CheckpointError, match=r"classifier\.weight: checkpoint \(11, 2048\)"):
-        convert.load_torch_checkpoint(model, ckpt)
-    convert.load_torch_checkpoint(model, ckpt, include_classifier=False)  # embedding only
+        loading.load_torch_checkpoint(model, ckpt)
+    loading.load_torch_checkpoint(model, ckpt, include_classifier=False)  # embedding only
     assert np.asarray(model.pooling.bn.gamma).std() > 0.1
 
 
@@ -163,7 +163,7 @@ def test_torchvision_imagenet_initialisation(tmp_path):
     path = tmp_path / "resnet50.pth"
     torch.save(state, path)
     model = nvan_tf.build_model("nvan", NUM_IDS, seq_len=2, height=64, width=32)
-    convert.load_torchvision_resnet50(model, path)
+    loading.load_torchvision_resnet50(model, path)
     x, xt = torch_clips(1, 2, 64, 32, seed=6)
     with torch.no_grad():
         expected = ref.features.backbone(xt).permute(0, 2, 3, 4, 1)  # (B, T, H, W, C)
@@ -172,7 +172,7 @@ def test_torchvision_imagenet_initialisation(tmp_path):
     state["layer9.0.conv1.weight"] = torch.zeros(1)
     torch.save(state, path)
     with pytest.raises(convert.CheckpointError, match="unexpected keys.*layer9"):
-        convert.load_torchvision_resnet50(model, path)
+        loading.load_torchvision_resnet50(model, path)
 
 
 def test_keras_applications_weights_need_their_layout(tmp_path):
@@ -191,11 +191,11 @@ def test_keras_applications_weights_need_their_layout(tmp_path):
 
     reference_layout = nvan_tf.build_model("baseline", 3, seq_len=1, height=64, width=32)
     with pytest.raises(ValueError, match="v1 layout"):
-        convert.load_keras_applications_resnet50(reference_layout, str(weights))
+        loading.load_keras_applications_resnet50(reference_layout, str(weights))
 
     model = nvan_tf.build_model("baseline", 3, seq_len=1, height=64, width=32, last_stride=2,
                                 **convert.KERAS_APPLICATIONS_LAYOUT)
-    convert.load_keras_applications_resnet50(model, str(weights))
+    loading.load_keras_applications_resnet50(model, str(weights))
     x = np.random.default_rng(8).normal(size=(2, 1, 64, 32, 3)).astype("float32")
     mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
     caffe = keras.applications.resnet50.preprocess_input((x[:, 0] * std + mean) * 255.0)

@@ -196,23 +196,40 @@ def test_weights_and_torch_checkpoint_loaders(tmp_path):
     assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
 
 
+def test_variant_that_disagrees_with_the_model_is_refused(synth_root, keras_model_path,
+                                                         tmp_path, capsys):
+    rc = evaluate.main(["--model", keras_model_path, "--variant", "ste-nvan", "--root",
+                        str(tmp_path / "no_such_dataset"), "--output-dir", str(tmp_path / "o")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nvan-evaluate: error: ")
+    assert "variant='baseline' but variant='ste-nvan'" in err
+    assert not os.path.exists(tmp_path / "o" / "results.json")
+
+
 def test_cli_errors(synth_root, tmp_path, capsys):
     weights = tmp_path / "m.weights.h5"
     weights.write_bytes(b"")
     rc = evaluate.main(["--model", str(weights), "--root", synth_root,
                         "--output-dir", str(tmp_path / "o")])
     assert rc == 2
-    assert "--variant" in capsys.readouterr().err
+    assert "m.weights.h5 is not an HDF5 file" in capsys.readouterr().err
     unknown = tmp_path / "model.onnx"
     unknown.write_bytes(b"x")
     rc = evaluate.main(["--model", str(unknown), "--root", synth_root,
                         "--output-dir", str(tmp_path / "o")])
     assert rc == 2
     assert "unknown model format" in capsys.readouterr().err
-    rc = evaluate.main(["--model", str(tmp_path / "missing.keras"), "--root", synth_root,
+    # Model problems are reported before the dataset is read (this root does not exist).
+    no_data = str(tmp_path / "no_such_dataset")
+    rc = evaluate.main(["--model", str(tmp_path / "missing.keras"), "--root", no_data,
                         "--output-dir", str(tmp_path / "o")])
     assert rc == 2
     assert "model not found" in capsys.readouterr().err
+    rc = evaluate.main(["--model", str(unknown), "--variant", "stenvan", "--root", no_data,
+                        "--output-dir", str(tmp_path / "o")])
+    assert rc == 2
+    assert "unknown variant 'stenvan'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         evaluate.main(["--root", synth_root])        # neither --model nor --features
     with pytest.raises(ValueError, match="sampling must be one of"):

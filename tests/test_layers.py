@@ -1,4 +1,4 @@
-"""Custom layers against NumPy implementations of SPEC.md's equations."""
+"""Custom layers against NumPy implementations of the equations of docs/architecture.md."""
 
 import numpy as np
 import pytest
@@ -43,7 +43,7 @@ def np_bn(x, bn):
 
 
 def np_attention(tokens, block):
-    """SPEC.md: f = theta . phi^T; y = softmax(f) . g; return BN(W(y))."""
+    """docs/architecture.md: f = theta . phi^T; y = softmax(f) . g; return BN(W(y))."""
     def affine(x, dense):
         return x @ np.asarray(dense.kernel) + np.asarray(dense.bias)
 

@@ -7,7 +7,7 @@ from nvan_tf import distance, metrics
 
 
 # --------------------------------------------------------------------------
-# A plain per-query loop, written from SPEC.md's description of the MARS rule
+# A plain per-query loop, written from docs/evaluation.md's description of the MARS rule
 # and from torchreid's market rule. Slow but obvious.
 # --------------------------------------------------------------------------
 def loop_evaluate(distmat, q_pids, g_pids, q_cams, g_cams, protocol, rank_size,

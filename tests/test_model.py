@@ -92,7 +92,7 @@ def test_nonlocal_blocks_start_as_identity():
 
 
 def test_baseline_averages_frames():
-    """SPEC.md: the baseline's test feature is the mean of per-frame BN features."""
+    """docs/architecture.md: the baseline's test feature is the mean of per-frame BN features."""
     model = small_model("baseline")
     bn = model.pooling.bn
     rng = np.random.default_rng(1)
@@ -111,7 +111,7 @@ def test_normalized_embedding_option():
 
 
 def test_parameter_counts_match_spec():
-    """SPEC.md: 23.5M (baseline) and 30.9M (NVAN models) without the classifier."""
+    """docs/architecture.md: 23.5M (baseline) and 30.9M (NVAN models) without the classifier."""
     for variant, expected in (("baseline", 23.5e6), ("ste-nvan", 30.9e6)):
         model = NVANModel(ModelConfig.from_variant(variant, 5))
         model.build()

@@ -1,4 +1,4 @@
-"""FLOPs and parameter report, checked against hand counts and SPEC.md."""
+"""FLOPs and parameter report, checked against hand counts and docs/architecture.md."""
 
 import json
 
@@ -10,7 +10,7 @@ from nvan_tf import profile  # noqa: E402
 
 
 def nonlocal_block_flops(tokens, channels):
-    """SPEC.md's block: theta, phi, g (C -> C/2), f = theta.phi^T, y = A.g, W (C/2 -> C)."""
+    """docs/architecture.md's block: theta, phi, g (C -> C/2), f = theta.phi^T, y = A.g, W (C/2 -> C)."""
     inter = channels // 2
     projections = 3 * 2 * tokens * channels * inter + 2 * tokens * inter * channels
     attention = 2 * (2 * tokens * tokens * inter)
@@ -44,7 +44,7 @@ def test_bad_size_is_reported(capsys):
 
 @pytest.mark.slow
 def test_full_size_flops_match_spec():
-    """SPEC.md (PyTorch FlopCounterMode on the reference): 64.9 / 127.1 / 35.3 GFLOPs."""
+    """docs/architecture.md (PyTorch FlopCounterMode on the reference): 64.9 / 127.1 / 35.3 GFLOPs."""
     expected = {"baseline": 64.9e9, "nvan": 127.1e9, "ste-nvan": 35.3e9}
     rows = {v: profile.profile_variant(v) for v in expected}
     for variant, flops in expected.items():

@@ -21,10 +21,8 @@ def tree(tmp_path_factory):
     return root, build_dataset("mars", root, verbose=False)
 
 
-def test_tiny_tree_is_fast_and_readable(tmp_path):
-    start = time.perf_counter()
+def test_tiny_tree_is_readable(tmp_path):
     root = generate(str(tmp_path / "tiny"), num_ids=6, cameras=2, seed=1, height=32, width=16, frames=(3, 10))
-    assert time.perf_counter() - start < 2.0
     ds = build_dataset("mars", root, verbose=False)
     assert ds.num_train_ids == 3
     frame = Image.open(ds.train[0].frames[0])
@@ -53,8 +51,11 @@ def test_official_layout_and_info_files(tree):
 
 
 def test_deterministic_under_a_seed(tmp_path):
+    """Byte for byte, even generated in different seconds (.mat headers hold no time)."""
     kwargs = dict(num_ids=4, cameras=2, height=32, width=16, frames=(3, 5))
-    a, b, c = (generate(str(tmp_path / n), seed=s, **kwargs) for n, s in (("a", 5), ("b", 5), ("c", 6)))
+    a = generate(str(tmp_path / "a"), seed=5, **kwargs)
+    time.sleep(1.1)
+    b, c = (generate(str(tmp_path / n), seed=s, **kwargs) for n, s in (("b", 5), ("c", 6)))
     files = sorted(os.path.relpath(p, a) for p in glob.glob(os.path.join(a, "**", "*.*"), recursive=True))
     assert files
     match, mismatch, errors = filecmp.cmpfiles(a, b, files, shallow=False)

@@ -1,4 +1,4 @@
-"""Checks the PyTorch reference (tests/torch_reference.py) against SPEC.md."""
+"""Checks the PyTorch reference (tests/torch_reference.py) against docs/."""
 
 import numpy as np
 import pytest
@@ -41,7 +41,7 @@ def _bn(bn, x):
 
 
 def _nonlocal_numpy(block, tokens):
-    """z_residual on (c, n) tokens, from SPEC.md's equations."""
+    """z_residual on (c, n) tokens, from the equations of docs/architecture.md."""
     theta = _conv(block.theta.weight, block.theta.bias, tokens)
     phi = _conv(block.phi.weight, block.phi.bias, tokens)
     g = _conv(block.g.weight, block.g.bias, tokens)
@@ -68,7 +68,7 @@ def test_flops_per_clip(variant, gflops):
         model(torch.zeros(1, 8, 3, 256, 128, device="meta"))
     assert abs(counter.get_total_flops() / 1e9 - gflops) <= 0.1
     counts = counter.get_flop_counts()["Global"]
-    if variant == "nvan":  # SPEC: 49% of NVAN's FLOPs are in the 5 non-local blocks
+    if variant == "nvan":  # docs/architecture.md: 49% of NVAN's FLOPs are in the 5 non-local blocks
         attention = counts[torch.ops.aten.bmm]
         assert 40e9 < attention < 41e9
 

@@ -3,7 +3,7 @@
 Used by the converter tests as ground truth: build a reference model, fill it
 with random weights (`randomize_`), export `reference_state_dict` (the layout
 of the released `nn.DataParallel` checkpoints), convert it to Keras and compare
-embeddings. Written from SPEC.md; module attribute names are chosen so that the
+embeddings. Written from docs/; module attribute names are chosen so that the
 state_dict keys are exactly the authors' (`features.backbone.layer2.0.conv1`,
 `features.backbone.NL_3.2.W.1.running_var`, `bottleneck.weight`, ...).
 

@@ -9,7 +9,7 @@ Statistics (official split): 1,261 ids, 6 cameras, 20,478 tracklets,
 test: 636 ids (+ distractors ``0``, + junk ``-1``), 12,180 tracklets,
 681,089 frames; query: 1,980 tracklets (``query_IDX``).
 
-Protocol (official MARS-evaluation, SPEC.md): the gallery is *all* 12,180
+Protocol (official MARS-evaluation, docs/evaluation.md): the gallery is *all* 12,180
 test tracklets, queries included; ``test_set()`` returns them in info order
 with ``gallery_index = arange(12180)`` and ``query_index = query_IDX - 1``.
 Pid ``-1`` (junk) and ``0`` (distractors) keep their meaning: the metrics

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import logging
 import os
 import sys
@@ -240,6 +241,21 @@ def _folder(pid: int) -> str:
     return "00-1" if pid == -1 else f"{pid:04d}"
 
 
+# MAT 5 files start with a 116-byte text description; SciPy writes its
+# creation time there. A fixed text keeps the output byte-reproducible.
+MAT_DESCRIPTION = b"MATLAB 5.0 MAT-file, written by nvan-tf (synthetic MARS tree)"
+
+
+def _savemat(path, mdict):
+    """``scipy.io.savemat`` with a fixed header description (no timestamp)."""
+    buffer = io.BytesIO()
+    scipy.io.savemat(buffer, mdict)
+    data = bytearray(buffer.getvalue())
+    data[:116] = MAT_DESCRIPTION.ljust(116)
+    with open(path, "wb") as f:
+        f.write(data)
+
+
 def generate(
     out_dir: str,
     num_ids: int = 16,
@@ -325,7 +341,7 @@ def generate(
             info.append([start, len(lines), pid, cam])
         with open(os.path.join(info_dir, f"{split}_name.txt"), "w", encoding="utf-8") as f:
             f.write("\n".join(lines) + "\n")
-        scipy.io.savemat(
+        _savemat(
             os.path.join(info_dir, f"tracks_{split}_info.mat"),
             {f"track_{split}_info": np.asarray(info, dtype=np.float64).reshape(-1, 4)},
         )
@@ -335,7 +351,7 @@ def generate(
                 if pid > 0:
                     first_per_cam.setdefault((pid, cam), row)
             query_rows = sorted(first_per_cam.values())
-    scipy.io.savemat(os.path.join(info_dir, "query_IDX.mat"), {"query_IDX": np.asarray(query_rows, dtype=np.float64).reshape(1, -1)})
+    _savemat(os.path.join(info_dir, "query_IDX.mat"), {"query_IDX": np.asarray(query_rows, dtype=np.float64).reshape(1, -1)})
     logger.info("Wrote a synthetic MARS tree with %d identities, %d cameras to %s", num_ids, cameras, root)
     return root
 

@@ -1,0 +1,99 @@
+"""What the command lines share: a quiet TensorFlow start-up, one parser style, errors.
+
+    parser = cli.make_parser("nvan-evaluate", __doc__)   # adds --verbose
+    args = parser.parse_args(argv)
+    cli.quiet_tensorflow(args.verbose)                    # before TensorFlow is imported
+    ...
+    except (ValueError, FileNotFoundError) as err:
+        return cli.fail(parser, err)                      # "nvan-evaluate: error: ..."
+
+Plain Python: importing this module does not import TensorFlow.
+"""
+
+import argparse
+import logging
+import os
+import sys
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows every option's default and keeps the description's line breaks.
+
+    ``None`` defaults ("not given": the help text says what happens) and
+    ``False`` flags are not shown.
+    """
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def make_parser(prog, doc, **kwargs):
+    """An ``ArgumentParser`` named after the console script, with ``--verbose``.
+
+    ``doc`` (a module docstring): its first line is the description, the
+    rest (examples) the epilog.
+    """
+    lines = (doc or "").strip().splitlines()
+    parser = argparse.ArgumentParser(
+        prog=prog, description=lines[0] if lines else None,
+        epilog="\n".join(lines[1:]).strip() or None, formatter_class=HelpFormatter, **kwargs,
+    )
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's C++ start-up logs and Python warnings")
+    return parser
+
+
+def quiet_tensorflow(verbose=False):
+    """Silences TensorFlow's start-up noise, unless ``verbose``.
+
+    TensorFlow writes its C++ start-up lines (oneDNN, CUDA drivers, CPU
+    instructions, ``failed call to cuInit`` on machines without a GPU)
+    through absl before absl logging is initialised, where
+    ``TF_CPP_MIN_LOG_LEVEL`` does not reach them. So TensorFlow is imported
+    and its devices listed with the process's stderr (file descriptor 2)
+    pointed at /dev/null; then stderr is restored, and later C++ logs are
+    filtered by ``TF_CPP_MIN_LOG_LEVEL=2`` (errors still shown).
+    Call it before anything imports TensorFlow; later calls do nothing.
+    """
+    if verbose:
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow as tf
+
+        tf.config.list_logical_devices()  # device start-up logs here too
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+    tf.get_logger().setLevel(logging.ERROR)
+    logging.getLogger("absl").setLevel(logging.ERROR)
+
+
+def fail(parser, error, code=2):
+    """Reports ``error`` as ``prog: error: ...`` on stderr; returns ``code``."""
+    print(f"{parser.prog}: error: {error}", file=sys.stderr)
+    return code
+
+
+def progress_verbosity(verbose, stream=None):
+    """The ``keras.utils.Progbar`` verbosity for ``verbose`` (0 or 1).
+
+    Keras' bar redraws itself with backspaces, carriage returns and ANSI
+    bold codes even when stdout is a file (it treats any POSIX system as
+    interactive). When ``stream`` (default: stdout) is not a terminal, the
+    bar is replaced by Keras' one-line summary at the end (verbose 2).
+    """
+    if not verbose:
+        return 0
+    stream = sys.stdout if stream is None else stream
+    return 1 if getattr(stream, "isatty", lambda: False)() else 2
