@@ -49,7 +49,6 @@ half-written model under the target name.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import ctypes
 import dataclasses
@@ -250,6 +249,10 @@ def export_saved_model(model, out_dir, *, overwrite: bool = False) -> str:
                          input_signature=[tf.TensorSpec(None, tf.string, name="frames")])
     archive.add_endpoint("embed_clips", from_clips,
                          input_signature=[tf.TensorSpec(None, tf.float32, name="clips")])
+    # The clip size, for readers (the signatures' inputs have no static shape).
+    archive.add_variable_collection(
+        "clip_shape", [keras.Variable(np.array([t, h, w], np.int32), dtype="int32",
+                                      trainable=False, name="clip_shape")])
     with _atomic_output(out_dir, overwrite=overwrite, folder=True) as staged:
         archive.write_out(staged, verbose=False)
     logger.info("SavedModel written to %s (signatures %s)", out_dir, ", ".join(SIGNATURES))
@@ -625,35 +628,33 @@ def build_tensorrt_engine(onnx_path, engine_path, *, min_batch: int = 1, opt_bat
 
 
 def _parser():
-    parser = argparse.ArgumentParser(
-        prog="nvan-export",
-        description="Export a trained model as a SavedModel (TF Serving), ONNX (fp32, fp16, "
-                    "int8) or a TensorRT engine.",
-    )
+    from nvan_tf import cli
+
+    parser = cli.make_parser("nvan-export", __doc__.split("\n\nEvery exported form")[0])
     parser.add_argument("--model", required=True,
-                        help=".keras file, .weights.h5 (with --variant) or PyTorch checkpoint")
+                        help=".keras file, .weights.h5 or an authors' PyTorch checkpoint "
+                             "(with --variant)")
     parser.add_argument("--out", required=True,
                         help="output folder: the SavedModel itself (TF Serving: MODEL_BASE/VERSION), "
-                             "or the folder for model*.onnx / model.*.plan")
+                             "or the folder for model*.onnx and model.PRECISION.plan")
     parser.add_argument("--format", choices=FORMATS, default="savedmodel")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                        help="onnx / tensorrt only (default fp32)")
+                        help="onnx and tensorrt; a SavedModel is fp32")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    model = parser.add_argument_group("model (files holding weights only)")
+    model = parser.add_argument_group("model (checked against what the file records)")
     model.add_argument("--variant", help="baseline, nvan, nvan-stripe, nvan-temporal, ste-nvan")
     model.add_argument("--num-identities", type=int, help="classifier size (default: from the file)")
-    model.add_argument("--seq-len", type=int)
-    model.add_argument("--height", type=int)
-    model.add_argument("--width", type=int)
+    model.add_argument("--seq-len", type=int, help="frames per clip (default: recorded, else 8)")
+    model.add_argument("--height", type=int, help="frame height (default: recorded, else 256)")
+    model.add_argument("--width", type=int, help="frame width (default: recorded, else 128)")
     calibration = parser.add_argument_group("int8 calibration")
     calibration.add_argument("--calibration-data", help="dataset root; clips of its train split")
-    calibration.add_argument("--calibration-dataset", default="mars",
-                             help="reader for --calibration-data (default mars)")
+    calibration.add_argument("--calibration-dataset", default="mars", help="reader for --calibration-data")
     calibration.add_argument("--calibration-batches", type=int, default=8)
     calibration.add_argument("--calibration-batch-size", type=int, default=4)
     engine = parser.add_argument_group("tensorrt")
-    engine.add_argument("--max-batch", type=int, default=16)
-    engine.add_argument("--opt-batch", type=int, default=4)
+    engine.add_argument("--opt-batch", type=int, default=4, help="batch the engine is tuned for")
+    engine.add_argument("--max-batch", type=int, default=16, help="largest batch the engine takes")
     return parser
 
 
@@ -716,15 +717,17 @@ def _export(args) -> list[str]:
 
 
 def main(argv=None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from nvan_tf import cli
+
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
+    cli.quiet_tensorflow(args.verbose)
     try:
         written = _export(args)
-    except (OSError, ValueError, TypeError, ImportError, RuntimeError) as err:
-        print(f"{parser.prog}: error: {err}", file=sys.stderr)
-        return 2 if isinstance(err, (ValueError, TypeError)) else 1
+    except (ValueError, TypeError, FileExistsError, FileNotFoundError) as err:
+        return cli.fail(parser, err)
+    except (ImportError, RuntimeError, OSError) as err:
+        return cli.fail(parser, err, code=1)
     for path in written:
         print(f"wrote {path}")
     return 0
