@@ -57,6 +57,7 @@ import os
 import shutil
 import sys
 import tempfile
+import warnings
 
 import numpy as np
 
@@ -330,7 +331,9 @@ def export_onnx(model, path, *, opset: int = ONNX_OPSET, overwrite: bool = False
     spec = tf.TensorSpec((None, config.seq_len, config.height, config.width, 3), tf.float32, name="clips")
     with _atomic_output(path, overwrite=overwrite, folder=False) as staged:
         raw = staged + ".raw.onnx"
-        copy.export(raw, format="onnx", verbose=False, input_signature=[spec], opset_version=opset)
+        with warnings.catch_warnings():  # Keras' tf2onnx patch for NumPy 2 touches np.object
+            warnings.filterwarnings("ignore", message=".*np.object", category=FutureWarning)
+            copy.export(raw, format="onnx", verbose=False, input_signature=[spec], opset_version=opset)
         proto = onnx.load(raw)
         os.remove(raw)
         graph = proto.graph
