@@ -242,19 +242,19 @@ def export_saved_model(model, out_dir, *, overwrite: bool = False) -> str:
                              5, {1: t, 2: h, 3: w, 4: 3})
         return embed(tf.reshape(clips, [-1, t, h, w, 3]))
 
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint("serving_default", from_frames,
-                         input_signature=[tf.TensorSpec(None, tf.uint8, name="frames")])
-    archive.add_endpoint("embed_jpeg", from_jpeg,
-                         input_signature=[tf.TensorSpec(None, tf.string, name="frames")])
-    archive.add_endpoint("embed_clips", from_clips,
-                         input_signature=[tf.TensorSpec(None, tf.float32, name="clips")])
-    # The clip size, for readers (the signatures' inputs have no static shape).
-    archive.add_variable_collection(
-        "clip_shape", [keras.Variable(np.array([t, h, w], np.int32), dtype="int32",
-                                      trainable=False, name="clip_shape")])
     with _atomic_output(out_dir, overwrite=overwrite, folder=True) as staged:
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint("serving_default", from_frames,
+                             input_signature=[tf.TensorSpec(None, tf.uint8, name="frames")])
+        archive.add_endpoint("embed_jpeg", from_jpeg,
+                             input_signature=[tf.TensorSpec(None, tf.string, name="frames")])
+        archive.add_endpoint("embed_clips", from_clips,
+                             input_signature=[tf.TensorSpec(None, tf.float32, name="clips")])
+        # The clip size, for readers (the signatures' inputs have no static shape).
+        archive.add_variable_collection(
+            "clip_shape", [keras.Variable(np.array([t, h, w], np.int32), dtype="int32",
+                                          trainable=False, name="clip_shape")])
         archive.write_out(staged, verbose=False)
     logger.info("SavedModel written to %s (signatures %s)", out_dir, ", ".join(SIGNATURES))
     return os.path.abspath(out_dir)
@@ -640,7 +640,8 @@ def _parser():
     parser.add_argument("--out", required=True,
                         help="output folder: the SavedModel itself (TF Serving: MODEL_BASE/VERSION), "
                              "or the folder for model*.onnx and model.PRECISION.plan")
-    parser.add_argument("--format", choices=FORMATS, default="savedmodel")
+    parser.add_argument("--format", choices=FORMATS, default="savedmodel",
+                        help="SavedModel for TF Serving, ONNX (+ ONNX Runtime int8), TensorRT engine")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
                         help="onnx and tensorrt; a SavedModel is fp32")
     parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -664,9 +665,6 @@ def _parser():
 def _calibration(args, config):
     from nvan_tf.datasets import build_dataset
 
-    if not args.calibration_data:
-        raise ValueError("--precision int8 needs calibration clips: pass --calibration-data ROOT "
-                         "(a dataset root; clips of its train split are used)")
     dataset = build_dataset(args.calibration_dataset, args.calibration_data, verbose=False)
     return calibration_clips(dataset.train, seq_len=config.seq_len, height=config.height,
                              width=config.width, batches=args.calibration_batches,
@@ -677,6 +675,9 @@ def _export(args) -> list[str]:
     if args.format == "savedmodel" and args.precision != "fp32":
         raise ValueError("a SavedModel is exported in fp32; --precision fp16/int8 needs "
                          "--format onnx or tensorrt")
+    if args.precision == "int8" and not args.calibration_data:
+        raise ValueError("--precision int8 needs calibration clips: pass --calibration-data ROOT "
+                         "(a dataset root; clips of its train split are used)")
     if args.format == "tensorrt":
         reason = tensorrt_unavailable_reason()
         if reason:  # say so before the (slow) ONNX export
@@ -685,10 +686,10 @@ def _export(args) -> list[str]:
 
     sizes = {k: getattr(args, k) for k in ("seq_len", "height", "width") if getattr(args, k)}
     model = load_model(args.model, variant=args.variant, num_identities=args.num_identities, **sizes)
-    config = _config(model)
-    calibration = _calibration(args, config) if args.precision == "int8" else None
     if args.format == "savedmodel":
         return [export_saved_model(model, args.out, overwrite=args.overwrite)]
+    config = _config(model)
+    calibration = _calibration(args, config) if args.precision == "int8" else None
 
     def out(name):
         return os.path.join(args.out, name)
