@@ -244,7 +244,9 @@ def export_saved_model(model, out_dir, *, overwrite: bool = False) -> str:
 
     with _atomic_output(out_dir, overwrite=overwrite, folder=True) as staged:
         archive = keras.export.ExportArchive()
-        archive.track(model)
+        # No archive.track(model): it would save every variable a second time
+        # (as Keras variables beside the endpoints' own); the endpoints' are all
+        # that serving needs.
         archive.add_endpoint("serving_default", from_frames,
                              input_signature=[tf.TensorSpec(None, tf.uint8, name="frames")])
         archive.add_endpoint("embed_jpeg", from_jpeg,
