@@ -10,14 +10,19 @@ their train split (``nvan_tf.export.calibration_clips``), and fp32 and int8
 are both evaluated on their test split under the MARS protocol (rank-1, mAP,
 the share of queries whose best match is the same, embedding cosine).
 
-The PyTorch figure runs the independent re-implementation of the authors'
-model in ``tests/torch_reference.py`` (run from the repository root, with
-torch installed); without it that row is left out.
+Each runtime is timed in a fresh process of its own: TensorFlow's, ONNX
+Runtime's and PyTorch's thread pools slow each other down severalfold when
+they share one. The PyTorch figure runs the independent re-implementation of
+the authors' model in ``tests/torch_reference.py`` (run from the repository
+root, with torch installed); without it that row is left out.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +30,12 @@ import time
 import numpy as np
 
 BATCHES = (1, 4)
+RUNTIMES = {
+    "keras": "Keras fp32 (TensorFlow)",
+    "onnx-fp32": "ONNX Runtime fp32",
+    "onnx-int8": "ONNX Runtime int8",
+    "torch": "PyTorch reference (authors' model)",
+}
 
 
 def clips_per_second(run, clips, seconds, min_runs=3):
@@ -38,16 +49,33 @@ def clips_per_second(run, clips, seconds, min_runs=3):
     return count * len(clips) / (time.perf_counter() - start)
 
 
-def _torch_runner(variant, num_identities, threads):
-    """The reference model's forward pass on channels-first clips, or None."""
-    try:
-        import torch
+def _runner(runtime, artifact, threads):
+    """``run(clips)`` for one runtime; ``artifact``: the .keras / .onnx file,
+    or ``variant:num_identities`` for the PyTorch reference."""
+    if runtime == "keras":
+        from nvan_tf import cli
 
-        from tests import torch_reference
-    except ImportError:
-        return None
+        cli.quiet_tensorflow()
+        import keras
+        import tensorflow as tf
+
+        import nvan_tf.model  # noqa: F401  (registers the classes)
+
+        model = keras.saving.load_model(artifact, compile=False)
+        fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+        return lambda clips: fn(tf.constant(clips)).numpy()
+    if runtime.startswith("onnx"):
+        from nvan_tf import export
+
+        session = export.onnx_session(artifact, threads=threads)
+        return lambda clips: session.run(None, {"clips": clips})[0]
+    import torch
+
+    from tests import torch_reference
+
     torch.set_num_threads(threads)
-    model = torch_reference.build_reference(variant, num_identities)
+    variant, num_identities = artifact.split(":")
+    model = torch_reference.build_reference(variant, int(num_identities))
     torch_reference.randomize_(model, seed=0)
     model.eval()
 
@@ -56,6 +84,24 @@ def _torch_runner(variant, num_identities, threads):
             return model(torch.from_numpy(np.ascontiguousarray(clips.transpose(0, 1, 4, 2, 3)))).numpy()
 
     return run
+
+
+def _worker(args):
+    clips = np.load(args.clips)
+    run = _runner(args.worker, args.artifact, args.threads)
+    print(json.dumps([clips_per_second(run, clips[:b], args.seconds) for b in BATCHES]))
+    return 0
+
+
+def _time_in_subprocess(runtime, artifact, clips_path, args):
+    command = [sys.executable, "-m", "nvan_tf.benchmarks.inference", "--worker", runtime,
+               "--artifact", artifact, "--clips", clips_path, "--seconds", str(args.seconds),
+               "--threads", str(args.threads)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"{RUNTIMES[runtime]}: not timed ({done.stderr.strip().splitlines()[-1:]})", file=sys.stderr)
+        return None
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def _evaluate(paths, dataset, seq_len, height, width):
@@ -96,17 +142,21 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="threads of every runtime")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
     parser.add_argument("--no-evaluate", action="store_true", help="speed only")
+    parser.add_argument("--worker", choices=sorted(RUNTIMES), help=argparse.SUPPRESS)
+    parser.add_argument("--artifact", help=argparse.SUPPRESS)
+    parser.add_argument("--clips", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.worker:
+        return _worker(args)
     cli.quiet_tensorflow(args.verbose)
 
     import keras
-    import tensorflow as tf
 
     from nvan_tf import export
     from nvan_tf.datasets import build_dataset
     from nvan_tf.datasets.synthetic import generate
     from nvan_tf.loading import load_model
-    from nvan_tf.model import build_model
+    from nvan_tf.model import VARIANTS, build_model
 
     size = {"seq_len": args.seq_len, "height": args.height, "width": args.width}
     with tempfile.TemporaryDirectory(prefix="nvan_inference_") as tmp:
@@ -123,42 +173,39 @@ def main(argv=None) -> int:
         config = model.config
         size = {"seq_len": config.seq_len, "height": config.height, "width": config.width}
         t0 = time.perf_counter()
+        keras_file = os.path.join(tmp, "model.keras")
+        model.save(keras_file)
         fp32 = export.export_onnx(model, os.path.join(tmp, "model.onnx"))
         calibration = export.calibration_clips(dataset.train, batches=args.calibration_batches,
                                                batch_size=4, **size)
         int8 = export.quantize_onnx(fp32, os.path.join(tmp, "model.int8.onnx"), calibration)
         prepared = time.perf_counter() - t0
-
-        spec = tf.TensorSpec((None, config.seq_len, config.height, config.width, 3), tf.float32)
-        keras_fn = tf.function(lambda x: model(x, training=False), input_signature=[spec])
-        sessions = {name: export.onnx_session(path, threads=args.threads)
-                    for name, path in (("fp32", fp32), ("int8", int8))}
-        runners = {
-            "Keras fp32 (TensorFlow)": lambda x: keras_fn(tf.constant(x)).numpy(),
-            "ONNX Runtime fp32": lambda x: sessions["fp32"].run(None, {"clips": x})[0],
-            "ONNX Runtime int8": lambda x: sessions["int8"].run(None, {"clips": x})[0],
-        }
-        torch_run = None if args.no_torch else _torch_runner(config.variant, config.num_identities,
-                                                             args.threads)
-        if torch_run is not None:
-            runners["PyTorch reference (authors' model)"] = torch_run
-        clips = np.concatenate(calibration)[: max(BATCHES)]
-        speed = {name: [clips_per_second(run, clips[:b], args.seconds) for b in BATCHES]
-                 for name, run in runners.items()}
+        clips_path = os.path.join(tmp, "clips.npy")
+        np.save(clips_path, np.concatenate(calibration)[: max(BATCHES)])
+        del model
+        artifacts = {"keras": keras_file, "onnx-fp32": fp32, "onnx-int8": int8}
+        if not args.no_torch and config.variant in VARIANTS:
+            artifacts["torch"] = f"{config.variant}:{config.num_identities}"
+        speed = {}
+        for runtime, artifact in artifacts.items():
+            values = _time_in_subprocess(runtime, artifact, clips_path, args)
+            if values is not None:
+                speed[RUNTIMES[runtime]] = values
         evaluation = None if args.no_evaluate else _evaluate(
             {"fp32": fp32, "int8": int8}, dataset, config.seq_len, config.height, config.width)
 
     print(f"{config.variant}: clips of {config.seq_len} x {config.height}x{config.width}; "
-          f"{os.cpu_count()} CPU cores, {args.threads} threads per runtime; model: {source}")
-    print(f"(ONNX export + int8 calibration on {len(calibration)} batches: {prepared:.0f} s)")
+          f"{os.cpu_count()} CPU cores, {args.threads} threads per runtime, each runtime in its own "
+          f"process; model: {source}")
+    print(f"(ONNX export + int8 calibration on {len(calibration)} batches of 4 clips: {prepared:.0f} s)")
     header = f"{'runtime':<36}" + "".join(f"{f'batch {b}':>14}" for b in BATCHES)
     print(header)
     print("-" * len(header))
     for name, values in speed.items():
         print(f"{name:<36}" + "".join(f"{v:>9.2f} clip/s" for v in values))
-    reference = speed.get("PyTorch reference (authors' model)")
-    if reference:
-        ratio = [a / b for a, b in zip(speed["ONNX Runtime int8"], reference)]
+    reference = speed.get(RUNTIMES["torch"])
+    if reference and RUNTIMES["onnx-int8"] in speed:
+        ratio = [a / b for a, b in zip(speed[RUNTIMES["onnx-int8"]], reference)]
         print(f"{'int8 / PyTorch reference':<36}" + "".join(f"{r:>13.2f}x" for r in ratio))
     if evaluation:
         e = evaluation
