@@ -12,11 +12,13 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11,<3.13",
     packages=find_packages(include=["nvan_tf", "nvan_tf.*"]),
-    py_modules=["evaluate"],  # train.py arrives with the training issue
+    py_modules=["evaluate", "train"],
     install_requires=[
         "tensorflow==2.21.0",
         "keras>=3.12,<4",
         "keras-tuner==1.4.8",
+        # TensorBoard logs (the training callback) and keras-tuner's trials need it
+        "tensorboard==2.20.0",
         "numpy>=1.26,<3",
         "scipy>=1.13,<2",
         "matplotlib>=3.8,<4",
@@ -33,6 +35,7 @@ setup(
     },
     entry_points={
         "console_scripts": [
+            "nvan-train=train:main",
             "nvan-evaluate=evaluate:main",
             "nvan-convert=nvan_tf.convert:main",
             "nvan-profile=nvan_tf.profile:main",

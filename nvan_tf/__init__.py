@@ -19,7 +19,7 @@ __version__ = "0.1.0"
 __all__ = ["build_model", "load_model", "VARIANTS", "__version__"]
 
 # Every module that defines Keras-serialisable classes (registered on import).
-KERAS_MODULES = ("nvan_tf.layers", "nvan_tf.backbone", "nvan_tf.model")
+KERAS_MODULES = ("nvan_tf.layers", "nvan_tf.backbone", "nvan_tf.model", "nvan_tf.losses", "nvan_tf.optimizers")
 
 
 def __getattr__(name):  # imported on first use, so `python -m nvan_tf.x` runs cleanly

@@ -11,6 +11,7 @@ Plain Python: importing this module does not import TensorFlow.
 """
 
 import argparse
+import importlib.util
 import logging
 import os
 import sys
@@ -60,8 +61,8 @@ def quiet_tensorflow(verbose=False):
     if verbose:
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if "tensorflow" in sys.modules:
-        return
+    if "tensorflow" in sys.modules or importlib.util.find_spec("tensorflow") is None:
+        return  # already started, or another Keras backend without TensorFlow
     sys.stderr.flush()
     saved = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)

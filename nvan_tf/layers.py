@@ -19,10 +19,69 @@ BN_MOMENTUM = 0.9  # PyTorch momentum 0.1 expressed the Keras way.
 _PACKAGE = "nvan_tf"
 
 
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class BatchNorm(layers.BatchNormalization):
+    """``BatchNormalization`` that trains as torch's ``BatchNorm``.
+
+    - The running variance is updated with the *unbiased* batch variance
+      (``var * n / (n - 1)``, ``n`` values per channel), as torch does; the
+      batch is still normalised with the biased one. Keras uses the biased
+      variance for both, which drifts the evaluation statistics (most for
+      the BN neck, where ``n`` is the batch size).
+    - ``synchronized`` statistics (several replicas) are computed over the
+      global batch in two passes, the global mean first and then the mean
+      squared deviation from it. Keras's own synchronised path uses
+      ``E[x^2] - E[x]^2``, which cancels badly in float32.
+    """
+
+    def _batch_moments(self, x):
+        """(mean, biased variance, values per channel) over the batch."""
+        axes = self._reduction_axes
+        context = None
+        if self.synchronized and keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            context = tf.distribute.get_replica_context()
+            if context is not None and context.num_replicas_in_sync <= 1:
+                context = None
+        shape = ops.shape(x)
+        count = 1
+        for axis in axes:
+            count = count * shape[axis]
+        count = ops.cast(count, x.dtype)
+        if context is None:
+            mean, variance = ops.moments(x, axes=axes)
+            return mean, variance, count
+        total = context.all_reduce("sum", ops.sum(x, axis=axes, keepdims=True))
+        count = context.all_reduce("sum", count)
+        mean = total / count
+        squared = context.all_reduce("sum", ops.sum(ops.square(x - mean), axis=axes, keepdims=True))
+        return ops.squeeze(mean, axes), ops.squeeze(squared / count, axes), count
+
+    def call(self, inputs, training=None, mask=None):
+        if not (training and self.trainable) or self.renorm or mask is not None:
+            return super().call(inputs, training=training, mask=mask)
+        x = ops.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))
+        mean, variance, count = self._batch_moments(x)
+        momentum = self.momentum
+        unbiased = variance * (count / ops.maximum(count - 1.0, 1.0))
+        self.moving_mean.assign(
+            ops.cast(self.moving_mean, x.dtype) * momentum + mean * (1.0 - momentum))
+        self.moving_variance.assign(
+            ops.cast(self.moving_variance, x.dtype) * momentum + unbiased * (1.0 - momentum))
+        outputs = ops.batch_normalization(
+            x, mean=mean, variance=variance, axis=self.axis,
+            offset=ops.cast(self.beta, x.dtype) if self.center else None,
+            scale=ops.cast(self.gamma, x.dtype) if self.scale else None,
+            epsilon=self.epsilon,
+        )
+        return ops.cast(outputs, self.compute_dtype)
+
+
 def batch_norm(name, zero_init=False, **kwargs):
     """BatchNormalization with the reference's epsilon and momentum."""
     init = "zeros" if zero_init else "ones"
-    return layers.BatchNormalization(
+    return BatchNorm(
         epsilon=BN_EPSILON,
         momentum=BN_MOMENTUM,
         gamma_initializer=init,

@@ -157,6 +157,20 @@ class NVANModel(keras.Model):
     def compute_output_shape(self, input_shape):
         return (input_shape[0], EMBEDDING_DIM)
 
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The re-ID objective set by ``nvan_tf.training.compile_model``
+        (triplet on ``f`` + cross-entropy on the logits); Keras's otherwise."""
+        objective = getattr(self, "_reid_objective", None)
+        if objective is None:
+            return super().compute_loss(x, y, y_pred, sample_weight, training)
+        return objective(y, y_pred)
+
+    @property
+    def metrics(self):
+        metrics = super().metrics
+        objective = getattr(self, "_reid_objective", None)
+        return metrics + objective.metrics if objective is not None else metrics
+
     def get_config(self):
         return {"config": dataclasses.asdict(self.config), "name": self.name}
 

@@ -305,6 +305,8 @@ def train_dataset(
     seed: int | None = None,
     replacement: str = "as_needed",
     checker: FrameChecker | None = None,
+    start_step: int = 0,
+    shard: tuple[int, int] = (0, 1),
 ) -> tf.data.Dataset:
     """Endless P x K training stream.
 
@@ -317,6 +319,13 @@ def train_dataset(
     ``None`` draws fresh entropy. ``replacement``: see
     :class:`nvan_tf.sampling.PKSampler` (``"always"`` is the reference's).
     One epoch (one pass over the identities) is :func:`steps_per_epoch` batches.
+
+    ``start_step`` skips that many batches of the stream without reading a
+    frame (the random draws are replayed), so a resumed run sees exactly the
+    batches an uninterrupted one would. ``shard=(index, count)`` keeps rows
+    ``index * n / count .. (index + 1) * n / count`` of every ``n = p * k``
+    batch (whole clips; ``count`` must divide ``n``): each worker of a
+    multi-worker run reads only its part of the same global batch.
     """
     tracklets = list(tracklets)
     _check_common(tracklets, seq_len, height, width)
@@ -329,23 +338,37 @@ def train_dataset(
     camids = np.asarray([t.camid for t in tracklets], dtype=np.int32)
     PKSampler(labels, p, k, replacement=replacement)  # validates p, k against the data now
     checker = DEFAULT_CHECKER if checker is None else checker
-    batch = p * k
+    if int(start_step) != start_step or start_step < 0:
+        raise ValueError(f"start_step must be a non-negative integer. Received: start_step={start_step}")
+    shard_index, shard_count = (int(v) for v in shard)
+    if shard_count < 1 or not 0 <= shard_index < shard_count or (p * k) % shard_count:
+        raise ValueError(
+            f"shard=(index, count) needs 0 <= index < count and count dividing the batch "
+            f"p*k={p * k}. Received: shard={tuple(shard)}"
+        )
+    batch = p * k // shard_count
+    rows = slice(shard_index * batch, (shard_index + 1) * batch)
 
     def generate():
         sampler_seed, frame_seed = _seed_sequences(seed)
         sampler = PKSampler(labels, p, k, seed=int(sampler_seed.generate_state(1)[0]), replacement=replacement)
         rng = np.random.default_rng(frame_seed)
-        for indices in sampler:
-            paths, erase = [], []
-            for i in indices:
-                frames = tracklets[i].frames
-                paths.extend(checker.resolve(frames, sample_train_indices(len(frames), seq_len, rng)))
-                erase.extend(_erase_box(rng, random_erasing, height, width) for _ in range(seq_len))
-            flips = np.repeat(rng.random(batch) < flip_prob, seq_len)
+        for step, indices in enumerate(sampler):
+            # the draws of the whole global batch, in a fixed order
+            chosen = [sample_train_indices(len(tracklets[i].frames), seq_len, rng) for i in indices]
+            erase = [[_erase_box(rng, random_erasing, height, width) for _ in range(seq_len)]
+                     for _ in indices]
+            flips = rng.random(len(indices)) < flip_prob
+            if step < start_step:
+                continue
+            indices, chosen, erase, flips = indices[rows], chosen[rows], erase[rows], flips[rows]
+            paths = []
+            for i, frame_indices in zip(indices, chosen):
+                paths.extend(checker.resolve(tracklets[i].frames, frame_indices))
             yield (
                 np.asarray(paths, dtype=object),
-                flips,
-                np.asarray(erase, dtype=np.int32),
+                np.repeat(flips, seq_len),
+                np.asarray(erase, dtype=np.int32).reshape(-1, 4),
                 np.repeat(labels[indices], seq_len),
                 np.repeat(camids[indices], seq_len),
             )

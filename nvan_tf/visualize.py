@@ -18,6 +18,7 @@ import logging
 import os
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -38,6 +39,7 @@ __all__ = [
     "ranked_list_size",
     "select_queries",
     "junk_mask",
+    "plot_training",
 ]
 
 GREEN = (30, 170, 60)
@@ -300,3 +302,50 @@ def plot_ranked_list(distances, query_frames, gallery_frames, q_pid, q_camid,
     _ensure_dir(path)
     canvas.save(path)
     return drawn
+
+
+def plot_training(history, path, *, size=(10.0, 4.0), dpi=100):
+    """Writes the training curves: loss terms (left) and rank-1 / mAP (right,
+    at the evaluated epochs) against the epoch.
+
+    Args:
+        history: per-epoch dicts with ``epoch`` and any of ``loss``,
+            ``triplet``, ``identity``, ``rank1``, ``mAP`` (fractions).
+        path: output PNG path (written through a temporary file).
+    """
+    if not history:
+        raise ValueError("history is empty: nothing to plot")
+    _ensure_dir(path)
+    fig, (losses, scores) = plt.subplots(1, 2, figsize=size, dpi=dpi)
+    epochs = np.asarray([row["epoch"] for row in history])
+    for name in ("loss", "triplet", "identity"):
+        values = [row.get(name) for row in history]
+        if any(v is not None for v in values):
+            losses.plot(epochs, [np.nan if v is None else v for v in values], marker=".",
+                        label="total" if name == "loss" else name)
+    losses.set_xlabel("epoch")
+    losses.set_ylabel("loss (epoch mean)")
+    losses.set_title("training loss")
+    losses.grid(True, alpha=0.3)
+    losses.legend(loc="best")
+    losses.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    evaluated = [row for row in history if row.get("rank1") is not None]
+    for name, label in (("rank1", "rank-1"), ("mAP", "mAP")):
+        if evaluated:
+            scores.plot([row["epoch"] for row in evaluated], [100 * row[name] for row in evaluated],
+                        marker="o", label=label)
+    scores.set_xlim(losses.get_xlim())
+    scores.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    scores.set_ylim(0, 102)
+    scores.set_xlabel("epoch")
+    scores.set_ylabel("%")
+    scores.set_title("query / gallery evaluation")
+    scores.grid(True, alpha=0.3)
+    if evaluated:
+        scores.legend(loc="best")
+    fig.tight_layout()
+    tmp = f"{path}.tmp.png"
+    fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,158 @@
+"""Subprocess side of the distribution tests (tests/test_training.py).
+
+    python tests/training_worker.py mirrored OUT.npz
+        one first step of NVAN on a fixed global batch, with the default
+        strategy and with MirroredStrategy over two logical CPU devices;
+        writes the losses and the weight updates of both.
+    python tests/training_worker.py float64 OUT.npz
+        the same comparison in float64 on a small model made of the
+        project's BatchNorm and losses, trained with a tf.distribute loop.
+    python tests/training_worker.py multiworker OUT.npz INDEX PORTS ROOT OUTPUT_DIR
+        one worker of a MultiWorkerMirroredStrategy run of nvan_tf.training.train
+        on 127.0.0.1; writes its final weights.
+    python tests/training_worker.py default OUT.npz ROOT OUTPUT_DIR
+        the same run on one process (the default strategy).
+"""
+
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+SEQ_LEN, HEIGHT, WIDTH = 4, 64, 32
+
+
+def two_cpus():
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+
+def fixed_batch(dtype="float32", batch=8, shape=(SEQ_LEN, HEIGHT, WIDTH, 3)):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(batch,) + shape).astype(dtype)
+    y = np.repeat(np.arange(batch // 2), 2).astype("int32")
+    return x, y
+
+
+def mirrored(out):
+    import keras
+
+    import nvan_tf
+    from nvan_tf import training
+
+    strategies = {"default": tf.distribute.get_strategy(), "mirrored": two_cpus()}
+    x, y = fixed_batch()
+    results = {}
+    for name, strategy in strategies.items():
+        with strategy.scope():
+            keras.utils.set_random_seed(0)
+            model = nvan_tf.build_model("nvan", 4, seq_len=SEQ_LEN, height=HEIGHT, width=WIDTH)
+            # SGD: the update is the gradient itself (Adam's first step is its sign)
+            config = training.TrainConfig(seq_len=SEQ_LEN, height=HEIGHT, width=WIDTH, optimizer="sgd",
+                                          lr=0.01, momentum=0.0)
+            training.compile_model(model, config, steps_per_epoch=5)
+        before = [v.numpy() for v in model.trainable_variables]
+        logs = model.fit(tf.data.Dataset.from_tensors((x, y)), epochs=1, verbose=0, shuffle=False).history
+        for key in ("loss", "triplet", "identity"):
+            results[f"{name}_{key}"] = np.float64(logs[key][-1])
+        for i, (v, b) in enumerate(zip(model.trainable_variables, before)):
+            results[f"{name}_update{i}"] = v.numpy() - b
+        results[f"{name}_replicas"] = strategy.num_replicas_in_sync
+    np.savez(out, **results)
+
+
+def float64(out):
+    import keras
+
+    from nvan_tf.layers import BatchNorm
+    from nvan_tf.losses import BatchHardTripletLoss, IdentityLoss
+
+    keras.config.set_floatx("float64")
+    keras.config.set_dtype_policy("float64")
+    strategies = {"default": tf.distribute.get_strategy(), "mirrored": two_cpus()}
+    x, y = fixed_batch("float64", batch=12, shape=(8, 4, 3))
+    results = {}
+    for name, strategy in strategies.items():
+        with strategy.scope():
+            keras.utils.set_random_seed(1)
+            conv = keras.layers.Conv2D(16, 3, padding="same", use_bias=False)
+            bn = BatchNorm(momentum=0.9, epsilon=1e-5, synchronized=True)
+            head = keras.layers.Dense(6, use_bias=False)
+            inputs = keras.Input((8, 4, 3))
+            f = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(bn(conv(inputs))))
+            model = keras.Model(inputs, [f, head(f)])
+            triplet, identity = BatchHardTripletLoss(), IdentityLoss(label_smoothing=0.1)
+            weights = [v.numpy() for v in model.trainable_variables]
+
+        def step(clips, pids):
+            with tf.GradientTape() as tape:
+                f, logits = model(clips, training=True)
+                loss = triplet(pids, f) + identity(pids, logits)
+            grads = tape.gradient(loss, model.trainable_variables)
+            return loss, grads
+
+        replicas = strategy.num_replicas_in_sync
+        per = len(x) // replicas
+        data = strategy.experimental_distribute_values_from_function(
+            lambda ctx: (x[ctx.replica_id_in_sync_group * per:(ctx.replica_id_in_sync_group + 1) * per],
+                         y[ctx.replica_id_in_sync_group * per:(ctx.replica_id_in_sync_group + 1) * per]))
+        loss, grads = tf.function(lambda d: strategy.run(step, args=d))(data)
+        results[f"{name}_loss"] = strategy.reduce("SUM", loss, axis=None).numpy()
+        for i, g in enumerate(grads):
+            results[f"{name}_grad{i}"] = strategy.reduce("SUM", g, axis=None).numpy()
+        results[f"{name}_moving_variance"] = bn.moving_variance.numpy()
+        assert all(np.array_equal(a, b.numpy()) for a, b in zip(weights, model.trainable_variables))
+    np.savez(out, **results)
+
+
+class _Dump:
+    """A Keras callback writing the model's weights at the end of training."""
+
+    def __new__(cls, path):
+        import keras
+
+        class Dump(keras.callbacks.Callback):
+            def on_train_end(self, logs=None):
+                np.savez(path, *[v.numpy() for v in self.model.weights])
+
+        return Dump()
+
+
+def run_training(out, root, output_dir, strategy):
+    from nvan_tf.training import TrainConfig, train
+
+    config = TrainConfig(variant="baseline", dataset="mars", root=root, seq_len=SEQ_LEN, height=HEIGHT,
+                         width=WIDTH, p=2, k=2, steps_per_epoch=2, epochs=2, eval_every=0,
+                         checkpoint_every=0, strategy=strategy, progress=0)
+    result = train(config, output_dir, callbacks=[_Dump(out)])
+    print(json.dumps({"steps": result["steps"]}))
+
+
+def main(argv):
+    mode, out = argv[0], argv[1]
+    if mode == "mirrored":
+        mirrored(out)
+    elif mode == "float64":
+        float64(out)
+    elif mode == "multiworker":
+        index, ports, root, output_dir = int(argv[2]), argv[3].split(","), argv[4], argv[5]
+        os.environ["TF_CONFIG"] = json.dumps({
+            "cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
+            "task": {"type": "worker", "index": index},
+        })
+        run_training(out, root, output_dir, "multiworker")
+    elif mode == "default":
+        run_training(out, argv[2], argv[3], "default")
+    else:
+        raise SystemExit(f"unknown mode {mode!r}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
