@@ -30,6 +30,10 @@ setup(
         # CPU build; an unpinned torch pulls several GB of CUDA packages.
         "torch": ["torch==2.13.0"],
         "dev": ["pytest>=8"],
+        # nvan-export: ONNX export (Keras calls tf2onnx), ONNX Runtime, int8 quantization.
+        "export": ["tf2onnx==1.17.0", "onnx==1.23.2", "onnxruntime==1.31.1"],
+        # TensorRT engines (NVIDIA GPU); 11.x, CUDA 12 like tensorflow[and-cuda] 2.21.
+        "tensorrt": ["tensorrt-cu12==11.4.0.106"],
     },
     entry_points={
         "console_scripts": [
@@ -38,6 +42,7 @@ setup(
             "nvan-evaluate=evaluate:main",
             "nvan-convert=nvan_tf.convert:main",
             "nvan-profile=nvan_tf.profile:main",
+            "nvan-export=nvan_tf.export:main",
         ],
     },
 )

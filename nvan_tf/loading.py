@@ -368,7 +368,9 @@ def load_saved_model(path):
 
     Returns:
         a :class:`SavedModelFunction` for its ``serving_default`` signature,
-        which must take one input of clips ``(batch, T, H, W, 3)``.
+        which must take one input of clips ``(batch, T, H, W, 3)``; for an
+        ``nvan-export`` SavedModel, its ``embed_clips`` signature (float
+        clips; ``serving_default`` there takes uint8 frames).
     """
     import tensorflow as tf
 
@@ -384,7 +386,8 @@ def load_saved_model(path):
             f"{sorted(signatures)}. Export it with model.export(...) or "
             "tf.saved_model.save(..., signatures=...)"
         )
-    fn = signatures["serving_default"]
+    # nvan-export's serving_default takes uint8 frames; its embed_clips the float clips.
+    fn = signatures["embed_clips" if "embed_clips" in signatures else "serving_default"]
     args, kwargs = fn.structured_input_signature
     if args or len(kwargs) != 1:
         raise LoadError(
@@ -392,7 +395,10 @@ def load_saved_model(path):
             f"found {len(args)} positional and {sorted(kwargs)} named inputs"
         )
     (name, tensor_spec), = kwargs.items()
-    shape = tuple(tensor_spec.shape)
+    if tensor_spec.shape.rank is None and hasattr(loaded, "clip_shape"):  # nvan-export
+        shape = (None, *(int(v) for v in loaded.clip_shape[0].numpy()), 3)
+    else:
+        shape = tuple(tensor_spec.shape) if tensor_spec.shape.rank is not None else ()
     if len(shape) != 5:
         raise LoadError(f"SavedModel {path}: its input {name!r} has shape {shape}; "
                         "expected clips (batch, T, H, W, 3)")

@@ -57,8 +57,10 @@ __all__ = [
     "IMAGENET_STD",
     "FrameChecker",
     "bad_frame_report",
+    "decode_frame",
     "denormalize",
     "normalize",
+    "resize_frames",
     "eval_dataset",
     "num_eval_clips",
     "steps_per_epoch",
@@ -185,6 +187,33 @@ def bad_frame_report() -> dict:
 # -- TensorFlow side --------------------------------------------------------------
 
 
+def decode_frame(data: tf.Tensor) -> tf.Tensor:
+    """Encoded JPEG / PNG (or BMP, GIF) bytes -> uint8 ``(H, W, 3)``."""
+    image = tf.cond(
+        tf.io.is_jpeg(data),
+        lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
+        lambda: tf.io.decode_image(data, channels=3, expand_animations=False),
+    )
+    image.set_shape([None, None, 3])
+    return image
+
+
+def resize_frames(images: tf.Tensor, height: int, width: int) -> tf.Tensor:
+    """uint8 frames ``(H, W, 3)`` or ``(N, H, W, 3)`` -> ``height x width``.
+
+    Bilinear, antialiased when shrinking, rounded back to 8 bits as PIL's
+    resize (which torchvision uses) does; frames already at the size pass
+    through untouched."""
+    shape = tf.shape(images)
+    same = tf.logical_and(tf.equal(shape[-3], height), tf.equal(shape[-2], width))
+
+    def resize():
+        resized = tf.image.resize(images, [height, width], method="bilinear", antialias=True)
+        return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+
+    return tf.cond(same, lambda: images, resize)
+
+
 def _load_frame(path, flip, height, width):
     """One frame: read, decode, resize, flip -> uint8 (H, W, 3).
 
@@ -192,22 +221,8 @@ def _load_frame(path, flip, height, width):
     frame, i.e. zeros after normalisation."""
 
     def decode():
-        data = tf.io.read_file(path)
-        image = tf.cond(
-            tf.io.is_jpeg(data),
-            lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
-            lambda: tf.io.decode_image(data, channels=3, expand_animations=False),
-        )
-        image.set_shape([None, None, 3])
-        shape = tf.shape(image)
-        same = tf.logical_and(tf.equal(shape[0], height), tf.equal(shape[1], width))
-
-        def resize():
-            # bilinear, antialiased when shrinking, rounded back to 8 bits as PIL does
-            resized = tf.image.resize(image, [height, width], method="bilinear", antialias=True)
-            return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
-
-        return tf.ensure_shape(tf.cond(same, lambda: image, resize), [height, width, 3])
+        image = resize_frames(decode_frame(tf.io.read_file(path)), height, width)
+        return tf.ensure_shape(image, [height, width, 3])
 
     grey = tf.cast(tf.round(tf.constant(IMAGENET_MEAN) * 255.0), tf.uint8)
     image = tf.cond(

@@ -1,0 +1,84 @@
+"""nvan-export end to end: SavedModel and ONNX (fp32, int8) from saved models; its errors."""
+
+import os
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+from nvan_tf import export, loading  # noqa: E402
+from nvan_tf.datasets.synthetic import generate  # noqa: E402
+
+try:
+    from tests.test_export import H, T, W, keras_embedding, small_model
+except ImportError:  # tests/ itself on sys.path
+    from test_export import H, T, W, keras_embedding, small_model
+
+
+@pytest.fixture(scope="module")
+def model():
+    return small_model("nvan-temporal", seed=3)
+
+
+@pytest.fixture(scope="module")
+def keras_file(model, tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("cli") / "model.keras")
+    model.save(path)
+    return path
+
+
+def test_savedmodel_from_a_keras_file(model, keras_file, tmp_path, capsys):
+    out = str(tmp_path / "nvan" / "1")
+    assert export.main(["--model", keras_file, "--out", out]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {out}"
+    clips = np.random.default_rng(0).normal(size=(2, T, H, W, 3)).astype("float32")
+    served = tf.saved_model.load(out).signatures["embed_clips"](clips=clips)["embedding"]
+    np.testing.assert_allclose(served.numpy(), keras_embedding(model, clips), atol=1e-5)
+    assert export.main(["--model", keras_file, "--out", out]) == 2
+    assert "already exists; pass overwrite=True (--overwrite)" in capsys.readouterr().err
+    assert export.main(["--model", keras_file, "--out", out, "--overwrite"]) == 0
+
+
+def test_onnx_int8_from_recorded_weights(model, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("tf2onnx")
+    weights = loading.save_weights(model, str(tmp_path / "model.weights.h5"))
+    data = generate(str(tmp_path / "data"), num_ids=8, cameras=2, seed=0, height=H, width=W,
+                    frames=(4, 8))
+    code = export.main(["--model", weights, "--out", str(tmp_path / "onnx"), "--format", "onnx",
+                        "--precision", "int8", "--calibration-data", data, "--calibration-batches", "2",
+                        "--calibration-batch-size", "2"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert sorted(os.listdir(tmp_path / "onnx")) == ["model.int8.onnx", "model.onnx"]
+    line = next(x for x in out.splitlines() if x.startswith("int8 vs Keras fp32 on 4 calibration clips"))
+    assert float(line.split("cosine min ")[1].split(",")[0]) > 0.98
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--precision", "int8"], "a SavedModel is exported in fp32"),
+    (["--format", "onnx", "--precision", "int8"], "--precision int8 needs calibration clips"),
+])
+def test_argument_errors(keras_file, tmp_path, capsys, extra, message):
+    assert export.main(["--model", keras_file, "--out", str(tmp_path / "o"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nvan-export: error: ") and message in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_model(tmp_path, capsys):
+    assert export.main(["--model", str(tmp_path / "none.keras"), "--out", str(tmp_path / "o")]) == 2
+    assert f"nvan-export: error: model not found: {tmp_path / 'none.keras'}" in capsys.readouterr().err
+
+
+def test_tensorrt_without_gpu_says_so(keras_file, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(export, "tensorrt_unavailable_reason",
+                        lambda: "no NVIDIA GPU driver (libcuda.so.1 cannot be loaded)")
+    code = export.main(["--model", keras_file, "--out", str(tmp_path / "trt"), "--format", "tensorrt",
+                        "--precision", "fp16"])
+    assert code == 1
+    assert capsys.readouterr().err.strip() == (
+        "nvan-export: error: --format tensorrt needs an NVIDIA GPU and TensorRT: "
+        "no NVIDIA GPU driver (libcuda.so.1 cannot be loaded)")
+    assert not (tmp_path / "trt").exists()

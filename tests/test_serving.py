@@ -1,0 +1,335 @@
+"""The TF Serving REST client against a local stand-in server, and the Gallery."""
+
+import base64
+import json
+import re
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+from nvan_tf import export, pipeline  # noqa: E402
+from nvan_tf.datasets import Tracklet  # noqa: E402
+from nvan_tf.sampling import sample_test_indices  # noqa: E402
+from nvan_tf.serving import Gallery, ServingClient, ServingError  # noqa: E402
+
+try:
+    from tests.test_export import H, T, W, encode, keras_embedding, small_model
+except ImportError:  # tests/ itself on sys.path
+    from test_export import H, T, W, encode, keras_embedding, small_model
+
+PREDICT = re.compile(r"^/v1/models/(?P<name>[^/:]+)(/versions/(?P<version>\d+))?:predict$")
+
+
+def _decode(value):
+    """JSON values of a TF Serving request -> nested lists, {"b64": s} -> bytes."""
+    if isinstance(value, dict):
+        if set(value) != {"b64"}:
+            raise ValueError(f"an object in a request must be {{'b64': ...}}; got keys {sorted(value)}")
+        return base64.b64decode(value["b64"])
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    return value
+
+
+class StandIn(ThreadingHTTPServer):
+    """TF Serving's REST predict API, answered by a SavedModel's signatures.
+
+    Request ``{"signature_name", "instances" | "inputs"}`` (row or columnar
+    format of a single-input signature); answers ``{"predictions": [...]}``
+    or ``{"outputs": ...}``, and ``{"error": message}`` with 400 (bad input),
+    404 (unknown model, signature) or 503 (the first ``unavailable``
+    requests). ``delay`` seconds before every answer.
+    """
+
+    daemon_threads = True
+
+    def __init__(self, saved_model, name="nvan"):
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.model = tf.saved_model.load(saved_model)
+        self.name = name
+        self.delay = 0.0
+        self.unavailable = 0
+        self.requests = []
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def answer(self, path, body):
+        match = PREDICT.match(path)
+        if not match or match["name"] != self.name:
+            return 404, {"error": f"Servable not found for request: Latest({path})"}
+        if self.unavailable > 0:
+            self.unavailable -= 1
+            return 503, {"error": "Model is loading; try again"}
+        try:
+            request = json.loads(body)
+        except ValueError as err:
+            return 400, {"error": f"JSON Parse error: {err}"}
+        name = request.get("signature_name", "serving_default")
+        if name not in self.model.signatures:
+            return 404, {"error": f"Serving signature name: \"{name}\" not found in signature def"}
+        signature = self.model.signatures[name]
+        (input_name, spec), = signature.structured_input_signature[1].items()
+        rows = "instances" in request
+        try:
+            values = _decode(request["instances"] if rows else request["inputs"])
+            array = np.array(values, dtype=object if spec.dtype == tf.string else spec.dtype.as_numpy_dtype)
+            if spec.dtype == tf.string:
+                array = array.astype(bytes)
+            outputs = signature(**{input_name: tf.constant(array)})
+        except (KeyError, ValueError, TypeError, OverflowError) as err:
+            return 400, {"error": f"{type(err).__name__}: {err}"}
+        except tf.errors.InvalidArgumentError as err:
+            return 400, {"error": err.message}
+        if rows:
+            (output,) = outputs.values()
+            return 200, {"predictions": output.numpy().tolist()}
+        return 200, {"outputs": {k: v.numpy().tolist() for k, v in outputs.items()}}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_POST(self):  # noqa: N802 (http.server's name)
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.server.requests.append((self.path, body))
+        time.sleep(self.server.delay)
+        status, answer = self.server.answer(self.path, body)
+        data = json.dumps(answer).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def model():
+    return small_model("ste-nvan", seed=5)
+
+
+@pytest.fixture(scope="module")
+def server(model, tmp_path_factory):
+    path = export.export_saved_model(model, str(tmp_path_factory.mktemp("serving") / "nvan" / "1"))
+    standin = StandIn(path)
+    thread = threading.Thread(target=standin.serve_forever, daemon=True)
+    thread.start()
+    yield standin
+    standin.shutdown()
+    standin.server_close()
+
+
+@pytest.fixture(autouse=True)
+def reset(server):
+    server.delay, server.unavailable = 0.0, 0
+    server.requests.clear()
+
+
+@pytest.fixture(scope="module")
+def tracklets(tmp_path_factory):
+    """Three tracklets of JPEG frames of different lengths and sizes."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path_factory.mktemp("frames")
+    out = []
+    for index, (count, h, w) in enumerate(((11, 80, 40), (3, 64, 32), (6, 50, 24))):
+        paths = []
+        for i in range(count):
+            paths.append(str(folder / f"t{index}_{i:02d}.jpg"))
+            with open(paths[-1], "wb") as f:
+                f.write(encode(rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)))
+        out.append(paths)
+    return out
+
+
+def reference(model, paths, sampling="rrs"):
+    """The evaluation pipeline's clips through the Keras model, averaged, normalised."""
+    clips = [c for c, *_ in pipeline.eval_dataset([Tracklet(paths, 1, 1, 1)], seq_len=T,
+                                                  sampling=sampling, height=H, width=W)]
+    mean = keras_embedding(model, np.concatenate(clips)).mean(axis=0)
+    return mean / np.linalg.norm(mean)
+
+
+def test_embeddings_match_the_keras_model(server, model, tracklets):
+    client = ServingClient(server.url, seq_len=T)
+    embeddings = client.embed_tracklets(tracklets, batch_size=2)
+    assert embeddings.shape == (3, 2048) and embeddings.dtype == np.float32
+    for row, paths in zip(embeddings, tracklets):
+        np.testing.assert_allclose(row, reference(model, paths), atol=1e-5)
+    assert len(server.requests) == 2  # 3 clips, 2 a request
+
+
+def test_dense_sampling_averages_clips(server, model, tracklets):
+    client = ServingClient(server.url, seq_len=T, sampling="dense")
+    embedding = client.embed_tracklet(tracklets[0])  # 11 frames: 3 clips of 4
+    np.testing.assert_allclose(embedding, reference(model, tracklets[0], "dense"), atol=1e-5)
+
+
+def test_request_body_is_tf_serving_rest(server, tracklets):
+    ServingClient(server.url, seq_len=T).embed_tracklet(tracklets[0])
+    ((path, body),) = server.requests
+    assert path == "/v1/models/nvan:predict"
+    request = json.loads(body)
+    assert request["signature_name"] == "embed_jpeg"
+    (clip,) = request["instances"]
+    chosen = sample_test_indices(len(tracklets[0]), T, "rrs")[0]
+    assert [base64.b64decode(frame["b64"]) for frame in clip] == [
+        open(tracklets[0][i], "rb").read() for i in chosen]
+
+
+def test_columnar_inputs_and_versions(server, model, tracklets):
+    frames = [[open(p, "rb").read() for p in tracklets[1][:3] + tracklets[1][:1]]]
+    body = json.dumps({"signature_name": "embed_jpeg",
+                       "inputs": [[{"b64": base64.b64encode(f).decode()} for f in frames[0]]]}).encode()
+    status, answer = server.answer("/v1/models/nvan/versions/1:predict", body)
+    assert status == 200
+    via_client = ServingClient(server.url, seq_len=T, version=1).embed_clips(frames)
+    np.testing.assert_allclose(answer["outputs"]["embedding"], via_client, atol=1e-6)
+    assert server.requests[-1][0] == "/v1/models/nvan/versions/1:predict"
+
+
+def test_server_error_is_quoted_and_not_retried(server, tracklets):
+    client = ServingClient(server.url, seq_len=T, retries=3, backoff=0)
+    good = open(tracklets[1][0], "rb").read()
+    with pytest.raises(ServingError) as info:
+        client.embed_clips([[good, good, b"this is not a JPEG", good]])
+    message = str(info.value)
+    assert message.startswith(f"{client.url} answered HTTP 400: ")
+    assert "embed_jpeg: a frame is not a JPEG or PNG image" in message
+    assert info.value.status == 400
+    assert len(server.requests) == 1
+
+
+def test_wrong_seq_len_is_refused_by_the_signature(server, tracklets):
+    client = ServingClient(server.url, seq_len=T + 1)
+    with pytest.raises(ServingError, match=f"input frames must have shape \\(batch, {T}\\)"):
+        client.embed_tracklet(tracklets[0])
+
+
+def test_unknown_model(server, tracklets):
+    client = ServingClient(server.url, model="other", seq_len=T, retries=2, backoff=0)
+    with pytest.raises(ServingError, match="HTTP 404: Servable not found"):
+        client.embed_tracklet(tracklets[1])
+    assert len(server.requests) == 1
+
+
+def test_retries_while_unavailable(server, model, tracklets):
+    server.unavailable = 2
+    embedding = ServingClient(server.url, seq_len=T, retries=2, backoff=0.01).embed_tracklet(tracklets[1])
+    np.testing.assert_allclose(embedding, reference(model, tracklets[1]), atol=1e-5)
+    assert len(server.requests) == 3
+    server.unavailable = 5
+    with pytest.raises(ServingError, match=r"HTTP 503: Model is loading; try again \(after 2 attempts\)"):
+        ServingClient(server.url, seq_len=T, retries=1, backoff=0.01).embed_tracklet(tracklets[1])
+
+
+def test_timeout(server, tracklets):
+    server.delay = 1.5
+    client = ServingClient(server.url, seq_len=T, timeout=0.3, retries=1, backoff=0)
+    with pytest.raises(ServingError, match=r"did not answer within 0.3 s \(after 2 attempts\)"):
+        client.embed_tracklet(tracklets[1])
+    assert len(server.requests) == 2
+
+
+def test_nothing_listening():
+    import socket
+
+    with socket.socket() as s:  # a free port, closed again
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = ServingClient(f"http://127.0.0.1:{port}", retries=0)
+    with pytest.raises(ServingError, match="cannot reach"):
+        client.embed_clips([[b"x"] * 8])
+
+
+def test_client_arguments_are_checked(tmp_path):
+    with pytest.raises(ValueError, match="url must start with http"):
+        ServingClient("localhost:8501")
+    with pytest.raises(ValueError, match="sampling must be one of"):
+        ServingClient("http://x", sampling="random")
+    client = ServingClient("http://127.0.0.1:9", seq_len=4)
+    with pytest.raises(ValueError, match="clip 0 has 3 frames; the model takes seq_len=4"):
+        client.embed_clips([[b"a", b"b", b"c"]])
+    with pytest.raises(ValueError, match="at least one frame"):
+        client.embed_tracklet([])
+
+
+# -- Gallery ------------------------------------------------------------------------
+
+
+def _gallery(rng, n=12, d=16):
+    embeddings = rng.normal(size=(n, d)).astype(np.float32)
+    return Gallery(embeddings, ids=[f"p{i % 5}" for i in range(n)], cameras=np.arange(n) % 3)
+
+
+def test_gallery_top_k_is_nearest_by_cosine(tmp_path):
+    rng = np.random.default_rng(0)
+    gallery = _gallery(rng)
+    queries = rng.normal(size=(3, 16)).astype(np.float32)
+    matches = gallery.query(queries, k=4)
+    for q, match in zip(queries, matches):
+        cos = gallery.embeddings @ q / (np.linalg.norm(gallery.embeddings, axis=1) * np.linalg.norm(q))
+        expected = np.argsort(1 - cos, kind="stable")[:4]
+        np.testing.assert_array_equal(match.indices, expected)
+        np.testing.assert_allclose(match.distances, (1 - cos)[expected], atol=1e-6)
+        np.testing.assert_array_equal(match.ids, gallery.ids[expected])
+        np.testing.assert_array_equal(match.cameras, gallery.cameras[expected])
+    (single,) = gallery.query(queries[0], k=100)  # k beyond the gallery: all of it
+    assert len(single.indices) == len(gallery)
+
+
+def test_gallery_cross_camera_and_reranking():
+    rng = np.random.default_rng(1)
+    gallery = _gallery(rng, n=30)
+    queries = rng.normal(size=(2, 16)).astype(np.float32)
+    matches = gallery.query(queries, k=30, cameras=[0, 2], exclude_same_camera=True)
+    assert all((m.cameras != cam).all() and len(m.indices) == 20 for m, cam in zip(matches, (0, 2)))
+    plain = gallery.query(queries, k=30)
+    reranked = gallery.query(queries, k=30, rerank=True, k1=6, k2=3)
+    assert [len(m.indices) for m in reranked] == [30, 30]
+    assert all(np.all(np.diff(m.distances) >= 0) for m in reranked)
+    assert any((a.indices != b.indices).any() for a, b in zip(plain, reranked))
+    with pytest.raises(ValueError, match="needs the queries' cameras"):
+        gallery.query(queries, exclude_same_camera=True)
+
+
+def test_gallery_add_save_load(tmp_path):
+    rng = np.random.default_rng(2)
+    gallery = _gallery(rng, n=4)
+    gallery.add(rng.normal(size=(2, 16)), ids=["x", "y"], cameras=[7, 8])
+    path = gallery.save(tmp_path / "g.npz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.npz"]
+    loaded = Gallery.load(path)
+    assert len(loaded) == 6 and loaded.ids.tolist()[-2:] == ["x", "y"]
+    np.testing.assert_array_equal(loaded.embeddings, gallery.embeddings)
+    np.testing.assert_array_equal(loaded.cameras, [0, 1, 2, 0, 7, 8])
+    assert len(Gallery.load(Gallery().save(tmp_path / "empty.npz"))) == 0
+
+
+def test_gallery_refuses_bad_input(tmp_path):
+    gallery = _gallery(np.random.default_rng(3), n=3)
+    with pytest.raises(ValueError, match="holds 16-d embeddings. Received 8-d ones"):
+        gallery.add(np.zeros((1, 8)), ids=["z"], cameras=[1])
+    with pytest.raises(ValueError, match="one id and one camera per embedding"):
+        gallery.add(np.zeros((2, 16)), ids=["z"], cameras=[1, 2])
+    with pytest.raises(ValueError, match="all be strings or all integers"):
+        gallery.add(np.zeros((1, 16)), ids=[3], cameras=[1])
+    with pytest.raises(ValueError, match="Received 4-d queries"):
+        gallery.query(np.zeros(4))
+    with pytest.raises(ValueError, match="The gallery is empty"):
+        Gallery().query(np.zeros(4))
+    np.savez(tmp_path / "other.npz", features=np.zeros((2, 2)))
+    with pytest.raises(ValueError, match=r"is not a gallery: no \['cameras', 'embeddings', 'ids'\]"):
+        Gallery.load(tmp_path / "other.npz")
+    (tmp_path / "junk.npz").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="cannot be read as a gallery"):
+        Gallery.load(tmp_path / "junk.npz")
