@@ -10,7 +10,8 @@ $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch is pinned: 2.13.0 is the CPU build here; unpinned pulls GBs of CUDA packages.
-	$(PY) -m pip install -q -e ".[dev,torch]"
+	# [export]: ONNX export and ONNX Runtime, so the export tests run too.
+	$(PY) -m pip install -q -e ".[dev,torch,export]"
 	touch $(STAMP)
 
 install: $(STAMP)
