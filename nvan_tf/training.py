@@ -27,7 +27,6 @@ chief-only writing of everything under the output folder.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math

@@ -93,10 +93,12 @@ def _worker(args):
     return 0
 
 
-def _time_in_subprocess(runtime, artifact, clips_path, args):
+def time_in_subprocess(runtime, artifact, clips_path, seconds, threads):
+    """Clips/s of ``runtime`` (a key of ``RUNTIMES``) on ``artifact`` for each
+    batch of ``BATCHES``, timed in a fresh process; None if it failed."""
     command = [sys.executable, "-m", "nvan_tf.benchmarks.inference", "--worker", runtime,
-               "--artifact", artifact, "--clips", clips_path, "--seconds", str(args.seconds),
-               "--threads", str(args.threads)]
+               "--artifact", artifact, "--clips", clips_path, "--seconds", str(seconds),
+               "--threads", str(threads)]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         print(f"{RUNTIMES[runtime]}: not timed ({done.stderr.strip().splitlines()[-1:]})", file=sys.stderr)
@@ -188,7 +190,7 @@ def main(argv=None) -> int:
             artifacts["torch"] = f"{config.variant}:{config.num_identities}"
         speed = {}
         for runtime, artifact in artifacts.items():
-            values = _time_in_subprocess(runtime, artifact, clips_path, args)
+            values = time_in_subprocess(runtime, artifact, clips_path, args.seconds, args.threads)
             if values is not None:
                 speed[RUNTIMES[runtime]] = values
         evaluation = None if args.no_evaluate else _evaluate(

@@ -12,13 +12,13 @@ On a GPU the peak device memory is reported too.
 
 Inference (unless ``--no-inference``): clips/s of the embedding at 256x128, T=8,
 batch 1 and 4 (``model(clips, training=False)`` in a ``tf.function``, as
-evaluation runs it). ``--reference`` adds the PyTorch re-implementation of
-the authors' model (``tests/torch_reference.py``, torch's CPU threads as
-installed) for the same clips.
+evaluation runs it), timed in a fresh process by ``nvan_tf.benchmarks.inference``;
+``--reference`` adds the PyTorch re-implementation of the authors' model
+(``tests/torch_reference.py``, run from the repository root) for the same clips.
 
-Runs on any Keras backend: with ``KERAS_BACKEND=jax`` the training step is
-Keras's JAX trainer (always XLA-compiled), which is how the figures of a
-machine without TensorFlow are taken.
+The training table runs on any Keras backend: with ``KERAS_BACKEND=jax`` the
+step is Keras's JAX trainer (always XLA-compiled), which is how the figures
+of a machine without TensorFlow are taken (``--no-inference`` there).
 """
 
 from __future__ import annotations
@@ -105,69 +105,37 @@ def training_throughput(variant, precision, jit, *, seq_len, height, width, p, k
             "loss": float(logs["loss"])}
 
 
-def _keras_inference(model):
+def inference_throughput(variants, seconds, reference):
+    """Clips/s at 256x128, T=8, batch 1 and 4, each runtime in a fresh process
+    (``nvan_tf.benchmarks.inference``): Keras (TensorFlow) and, with
+    ``reference``, the PyTorch re-implementation of the authors' model."""
+    import tempfile
+
     import keras
 
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        infer = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-        return lambda x: np.asarray(infer(x))
-    return lambda x: np.asarray(model.predict_on_batch(x))
-
-
-def _time(fn, x, repeats, warmup=2):
-    for _ in range(warmup):
-        fn(x)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn(x)
-    return (time.perf_counter() - start) / repeats
-
-
-def inference_throughput(variants, batches, repeats, reference):
-    import keras
-
+    from nvan_tf.benchmarks import inference
     from nvan_tf.model import build_model
 
     rows = []
-    for variant in variants:
-        keras.utils.set_random_seed(0)
-        model = build_model(variant, 625)
-        fn = _keras_inference(model)
-        torch_model = _reference_model(variant) if reference else None
-        for batch in batches:
-            x = np.random.default_rng(0).normal(size=(batch, 8, 256, 128, 3)).astype("float32")
-            seconds = _time(fn, x, repeats)
-            row = {"variant": variant, "batch": batch, "keras_clips_per_s": batch / seconds}
-            if torch_model is not None:
-                import torch
-
-                device = "cuda" if torch.cuda.is_available() else "cpu"
-                torch_model = torch_model.to(device)
-                xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 1, 4, 2, 3))).to(device)
-
-                def reference_call(clips):
-                    with torch.no_grad():
-                        out = torch_model(clips)
-                    return out.cpu()  # waits for the device
-
-                ref = _time(reference_call, xt, repeats)
-                row["reference_clips_per_s"] = batch / ref
-                row["speedup"] = ref / seconds
-            rows.append(row)
+    with tempfile.TemporaryDirectory(prefix="nvan_bench_") as tmp:
+        clips_path = os.path.join(tmp, "clips.npy")
+        clips = np.random.default_rng(0).normal(size=(max(inference.BATCHES), 8, 256, 128, 3))
+        np.save(clips_path, clips.astype("float32"))
+        for variant in variants:
+            keras.utils.set_random_seed(0)
+            path = os.path.join(tmp, f"{variant}.keras")
+            build_model(variant, 625).save(path)
+            keras_speed = inference.time_in_subprocess("keras", path, clips_path, seconds, os.cpu_count())
+            torch_speed = (inference.time_in_subprocess("torch", f"{variant}:625", clips_path, seconds,
+                                                        os.cpu_count()) if reference else None)
+            for i, batch in enumerate(inference.BATCHES):
+                row = {"variant": variant, "batch": batch,
+                       "keras_clips_per_s": keras_speed[i] if keras_speed else None}
+                if torch_speed and keras_speed:
+                    row["reference_clips_per_s"] = torch_speed[i]
+                    row["speedup"] = keras_speed[i] / torch_speed[i]
+                rows.append(row)
     return rows
-
-
-def _reference_model(variant):
-    """The PyTorch re-implementation of the authors' model, in eval mode."""
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    sys.path.insert(0, os.path.join(root, "tests"))
-    try:
-        import torch_reference
-    except ImportError as err:
-        raise SystemExit(f"--reference needs torch and tests/torch_reference.py ({err})") from None
-    return torch_reference.build_reference(variant, 625).eval()
 
 
 def _size(text):
@@ -205,7 +173,7 @@ def main(argv=None):
     parser.add_argument("--no-training", action="store_true", help="skip the training table")
     parser.add_argument("--no-inference", action="store_true", help="skip the inference table (256x128, T=8)")
     parser.add_argument("--reference", action="store_true", help="time the PyTorch reference too")
-    parser.add_argument("--repeats", type=int, default=5, help="timed inference calls")
+    parser.add_argument("--seconds", type=float, default=10.0, help="inference timing per variant and batch")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
     cli.quiet_tensorflow(args.verbose)
@@ -231,12 +199,13 @@ def main(argv=None):
                           f"{'-' if memory is None else f'{memory / 2**20:9.0f}':>9}", flush=True)
     if not args.no_inference:
         print("inference: clips of 8 x 256x128" + (" (vs the PyTorch reference)" if args.reference else ""))
-        for row in inference_throughput(args.variants, (1, 4), args.repeats, args.reference):
+        for row in inference_throughput(args.variants, args.seconds, args.reference):
             results["inference"].append(row)
             extra = (f"  reference {row['reference_clips_per_s']:.2f} clips/s, x{row['speedup']:.2f}"
                      if "speedup" in row else "")
-            print(f"{row['variant']:<14} batch {row['batch']}: {row['keras_clips_per_s']:.2f} clips/s{extra}",
-                  flush=True)
+            speed = row["keras_clips_per_s"]
+            print(f"{row['variant']:<14} batch {row['batch']}: "
+                  f"{'not timed' if speed is None else f'{speed:.2f} clips/s'}{extra}", flush=True)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=2)
