@@ -35,7 +35,6 @@ import sys
 import time
 
 import keras
-import numpy as np
 
 from nvan_tf import checkpoints
 from nvan_tf.losses import BatchHardTripletLoss, IdentityLoss
@@ -304,6 +303,7 @@ class _Run:
         self.schedule = None
         self.steps_per_epoch = None
         self.test_set = None
+        self.copy = None
 
     # -- evaluation --------------------------------------------------------
     def should_evaluate(self, epoch):
@@ -312,14 +312,22 @@ class _Run:
             epoch % every == 0 or epoch == self.config.epochs)
 
     def evaluate(self, epoch):
-        scores = evaluate_model(self.model, self.test_set, batch_size=self.config.eval_batch_size)
+        copy = self.inference_copy()
+        scores = evaluate_model(copy, self.test_set, batch_size=self.config.eval_batch_size)
         logger.info("epoch %d: rank-1 %.2f%%, mAP %.2f%%", epoch, 100 * scores["rank1"], 100 * scores["mAP"])
         best = self.state["best"]
         if best is None or scores["rank1"] >= best["rank1"]:  # >= as the reference
             self.state["best"] = {"epoch": epoch, **scores}
-            save_inference_model(self.model, os.path.join(self.output_dir, "model.keras"))
+            save_model_atomically(copy, os.path.join(self.output_dir, "model.keras"))
             logger.info("new best model (rank-1 %.2f%%) saved", 100 * scores["rank1"])
         return scores
+
+    def inference_copy(self):
+        """The float32, uncompiled copy (built once, outside any strategy, on
+        the chief) holding the training model's current weights: what is
+        evaluated and saved for evaluation and export."""
+        self.copy.set_weights([v.numpy() for v in self.model.weights])
+        return self.copy
 
     # -- checkpoints -------------------------------------------------------
     def save_checkpoint(self, step):
@@ -375,30 +383,27 @@ def inference_extractor(model, description):
     return FeatureExtractor(lambda clips: infer(clips).numpy(), c.seq_len, c.height, c.width, description)
 
 
-def save_inference_model(model, path):
-    """Writes ``model``'s weights into a float32, uncompiled copy saved as
-    ``.keras`` (what evaluation and export take), atomically."""
+def float32_copy(model):
+    """An uncompiled ``NVANModel`` of ``model``'s configuration in float32,
+    built (its weights are not copied)."""
     from nvan_tf.model import NVANModel
 
-    with _float32_policy():
+    saved = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
+    try:
         copy = NVANModel(model.config)
         copy.build(copy.input_spec_shape)
-    copy.set_weights([np.asarray(keras.ops.convert_to_numpy(w)) for w in model.weights])
+    finally:
+        keras.config.set_dtype_policy(saved)
+    return copy
+
+
+def save_model_atomically(model, path):
+    """``model.save(path)`` through a temporary file and a rename."""
     tmp = path + ".tmp.keras"
-    copy.save(tmp)
+    model.save(tmp)
     os.replace(tmp, path)
     return path
-
-
-class _float32_policy:
-    """Context: the global dtype policy is float32 inside."""
-
-    def __enter__(self):
-        self._saved = keras.config.dtype_policy()
-        keras.config.set_dtype_policy("float32")
-
-    def __exit__(self, *exc):
-        keras.config.set_dtype_policy(self._saved)
 
 
 def _work_around_multiworker_fit(model, strategy):
@@ -517,6 +522,8 @@ def train(config, output_dir="runs/train", *, resume=None, devices=None, callbac
                 logger.info("initialised from %s", loading.initialize_from(model, config.init))
             run.model = model
             run.schedule = compile_model(model, config, run.steps_per_epoch)
+        if chief:
+            run.copy = float32_copy(model)
         if resuming:
             restored = checkpoints.restore(run.checkpoint_dir, model)
             if restored is not None:
@@ -549,9 +556,9 @@ def train(config, output_dir="runs/train", *, resume=None, devices=None, callbac
     last = os.path.join(output_dir, "last.keras")
     best = os.path.join(output_dir, "model.keras")
     if chief:
-        save_inference_model(model, last)
+        save_model_atomically(run.inference_copy(), last)
         if not os.path.exists(best):  # never evaluated: the last model is the model
-            save_inference_model(model, best)
+            save_model_atomically(run.copy, best)
         run.write_history()
     return {"history": run.state["history"], "best": run.state["best"], "model": best, "last": last,
             "steps": run.state["step"], "seconds": time.time() - started}

@@ -129,7 +129,7 @@ def run_training(out, root, output_dir, strategy):
     from nvan_tf.training import TrainConfig, train
 
     config = TrainConfig(variant="baseline", dataset="mars", root=root, seq_len=SEQ_LEN, height=HEIGHT,
-                         width=WIDTH, p=2, k=2, steps_per_epoch=2, epochs=2, eval_every=0,
+                         width=WIDTH, p=2, k=2, steps_per_epoch=2, epochs=2, eval_every=2,
                          checkpoint_every=0, strategy=strategy, progress=0)
     result = train(config, output_dir, callbacks=[_Dump(out)])
     print(json.dumps({"steps": result["steps"]}))
