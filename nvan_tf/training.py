@@ -495,8 +495,11 @@ def train(config, output_dir="runs/train", *, resume=None, devices=None, callbac
         checkpoints.atomic_write_text(
             os.path.join(output_dir, "config.json"),
             json.dumps({"train": config.to_dict(), "output_dir": output_dir}, indent=2) + "\n")
-        if not resuming:
+        if not resuming:  # a new run: nothing of an earlier one may pass for its result
             checkpoints.clear(os.path.join(output_dir, "checkpoints"))
+            for name in ("model.keras", "last.keras", "history.csv", "training.png"):
+                if os.path.exists(os.path.join(output_dir, name)):
+                    os.remove(os.path.join(output_dir, name))
 
     run = _Run(config, output_dir, strategy, chief)
     tracklets = dataset.train

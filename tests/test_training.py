@@ -170,6 +170,14 @@ def test_train_writes_everything_and_resumes_only_the_same_config(synth_root, tm
     assert longer["steps"] == 6 and [r["epoch"] for r in longer["history"]] == [1, 2, 3]
     with pytest.raises(training.ConfigMismatch, match=r"lr: 0.0001 in the run, 0.001 now"):
         training.train(small_config(synth_root, lr=1e-3), out)
+    # starting over (resume=False) leaves nothing of the old run behind
+    fresh = training.train(small_config(synth_root, lr=1e-3, epochs=1, eval_every=0), out, resume=False)
+    assert fresh["steps"] == 2 and [r["epoch"] for r in fresh["history"]] == [1]
+    with open(os.path.join(out, "history.csv")) as f:
+        assert len(f.read().splitlines()) == 2
+    # never evaluated: model.keras is this run's last model, not the old run's best
+    for a, b in zip(_weights(os.path.join(out, "model.keras")), _weights(os.path.join(out, "last.keras"))):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_a_nan_loss_stops_the_run_and_names_the_step(synth_root, tmp_path, monkeypatch):
