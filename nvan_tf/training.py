@@ -265,8 +265,8 @@ class _RunState(keras.callbacks.Callback):
                 raise TrainingDiverged(
                     f"The {name} loss became {float(value)} at epoch {epoch}, step "
                     f"{step - (epoch - 1) * run.steps_per_epoch} of {run.steps_per_epoch} "
-                    f"(global step {step}). The last checkpoint (step {run.state['step']}) is "
-                    "intact; lower --lr or use --mixed-precision fp32 and resume."
+                    f"(global step {step}). Nothing after step {run.state['step']} was saved; "
+                    "the checkpoint of that step is intact."
                 )
         if run.config.checkpoint_every and step % run.config.checkpoint_every == 0 \
                 and step % run.steps_per_epoch:
