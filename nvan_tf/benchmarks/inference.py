@@ -51,7 +51,7 @@ def clips_per_second(run, clips, seconds, min_runs=3):
 
 def _runner(runtime, artifact, threads):
     """``run(clips)`` for one runtime; ``artifact``: the .keras / .onnx file,
-    or ``variant:num_identities`` for the PyTorch reference."""
+    or ``variant:num_identities[:stripes]`` for the PyTorch reference."""
     if runtime == "keras":
         from nvan_tf import cli
 
@@ -74,8 +74,9 @@ def _runner(runtime, artifact, threads):
     from tests import torch_reference
 
     torch.set_num_threads(threads)
-    variant, num_identities = artifact.split(":")
-    model = torch_reference.build_reference(variant, int(num_identities))
+    variant, num_identities, *stripes = artifact.split(":")
+    model = torch_reference.build_reference(variant, int(num_identities),
+                                            stripes=int(stripes[0]) if stripes else 16)
     torch_reference.randomize_(model, seed=0)
     model.eval()
 
@@ -187,7 +188,7 @@ def main(argv=None) -> int:
         del model
         artifacts = {"keras": keras_file, "onnx-fp32": fp32, "onnx-int8": int8}
         if not args.no_torch and config.variant in VARIANTS:
-            artifacts["torch"] = f"{config.variant}:{config.num_identities}"
+            artifacts["torch"] = f"{config.variant}:{config.num_identities}:{config.stripes or 16}"
         speed = {}
         for runtime, artifact in artifacts.items():
             values = time_in_subprocess(runtime, artifact, clips_path, args.seconds, args.threads)
