@@ -293,10 +293,9 @@ class _RunState(keras.callbacks.Callback):
 class _Run:
     """Everything :func:`train` keeps while it runs."""
 
-    def __init__(self, config, output_dir, strategy, chief):
+    def __init__(self, config, output_dir, chief):
         self.config = config
         self.output_dir = output_dir
-        self.strategy = strategy
         self.chief = chief
         self.state = {"step": 0, "best": None, "history": []}
         self.model = None
@@ -501,7 +500,7 @@ def train(config, output_dir="runs/train", *, resume=None, devices=None, callbac
                 if os.path.exists(os.path.join(output_dir, name)):
                     os.remove(os.path.join(output_dir, name))
 
-    run = _Run(config, output_dir, strategy, chief)
+    run = _Run(config, output_dir, chief)
     tracklets = dataset.train
     num_ids = dataset.num_train_ids
     run.steps_per_epoch = config.steps_per_epoch or max(num_ids // config.p, 1)

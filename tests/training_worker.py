@@ -112,17 +112,15 @@ def float64(out):
     np.savez(out, **results)
 
 
-class _Dump:
-    """A Keras callback writing the model's weights at the end of training."""
+def dump_weights(path):
+    """A Keras callback writing the model's weights to ``path`` (.npz) at the end of training."""
+    import keras
 
-    def __new__(cls, path):
-        import keras
+    class DumpWeights(keras.callbacks.Callback):
+        def on_train_end(self, logs=None):
+            np.savez(path, *[v.numpy() for v in self.model.weights])
 
-        class Dump(keras.callbacks.Callback):
-            def on_train_end(self, logs=None):
-                np.savez(path, *[v.numpy() for v in self.model.weights])
-
-        return Dump()
+    return DumpWeights()
 
 
 def run_training(out, root, output_dir, strategy):
@@ -131,7 +129,7 @@ def run_training(out, root, output_dir, strategy):
     config = TrainConfig(variant="baseline", dataset="mars", root=root, seq_len=SEQ_LEN, height=HEIGHT,
                          width=WIDTH, p=2, k=2, steps_per_epoch=2, epochs=2, eval_every=2,
                          checkpoint_every=0, strategy=strategy, progress=0)
-    result = train(config, output_dir, callbacks=[_Dump(out)])
+    result = train(config, output_dir, callbacks=[dump_weights(out)])
     print(json.dumps({"steps": result["steps"]}))
 
 
