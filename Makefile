@@ -20,7 +20,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q tests
 
 demo: $(STAMP)
-	$(PY) -m nvan_tf.demo --out demo_output
+	$(PY) -m nvan_tf.cli.demo --out demo_output
 
 clean:
 	rm -rf $(VENV) demo_output *.egg-info

@@ -12,7 +12,6 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11,<3.13",
     packages=find_packages(include=["nvan_tf", "nvan_tf.*"]),
-    py_modules=["evaluate", "train"],
     install_requires=[
         "tensorflow==2.21.0",
         "keras>=3.12,<4",
@@ -37,12 +36,12 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "nvan-train=train:main",
-            "nvan-tune=nvan_tf.tuning:main",
-            "nvan-evaluate=evaluate:main",
-            "nvan-convert=nvan_tf.convert:main",
-            "nvan-profile=nvan_tf.profile:main",
-            "nvan-export=nvan_tf.export:main",
+            "nvan-train=nvan_tf.cli.train:main",
+            "nvan-tune=nvan_tf.cli.tune:main",
+            "nvan-evaluate=nvan_tf.cli.evaluate:main",
+            "nvan-convert=nvan_tf.cli.convert:main",
+            "nvan-profile=nvan_tf.cli.profile:main",
+            "nvan-export=nvan_tf.cli.export:main",
         ],
     },
 )

@@ -1,7 +1,21 @@
 """nvan-tf: NVAN and STE-NVAN for video-based person re-identification.
 
-The plain-Python parts (``datasets``, ``sampling``, ``metrics``) import
-without TensorFlow; ``build_model`` and the layers load Keras on first use.
+Sub-packages, in the order a clip goes through them:
+
+- ``nvan_tf.data``: dataset readers, sampling, the tf.data input pipeline;
+- ``nvan_tf.models``: layers, the ResNet-50 video backbone, the five variants;
+- ``nvan_tf.training``: the recipe (config, losses, optimizers), the task,
+  checkpoints, the training loop, the hyper-parameter search;
+- ``nvan_tf.evaluation``: distances, re-ranking, CMC / mAP, feature
+  extraction and its cache, reports;
+- ``nvan_tf.io``: loading every model format, PyTorch key conversion,
+  atomic writes;
+- ``nvan_tf.deploy``: SavedModel, ONNX, TensorRT, the serving client;
+- ``nvan_tf.cli``: the command lines; ``nvan_tf.choices``: every choice list.
+
+The plain-Python parts (``data`` without its pipeline, ``evaluation``'s
+metrics, ``choices``) import without TensorFlow; ``build_model`` and the
+layers load Keras on first use.
 
 Saved models load after ``import nvan_tf`` alone: ``nvan_tf.load_model(path)``
 (every format, see ``nvan_tf.loading``), and ``keras.saving.load_model`` for
@@ -19,19 +33,25 @@ __version__ = "0.1.0"
 __all__ = ["build_model", "load_model", "VARIANTS", "__version__"]
 
 # Every module that defines Keras-serialisable classes (registered on import).
-KERAS_MODULES = ("nvan_tf.layers", "nvan_tf.backbone", "nvan_tf.model", "nvan_tf.losses", "nvan_tf.optimizers")
+KERAS_MODULES = ("nvan_tf.models.layers", "nvan_tf.models.backbone", "nvan_tf.models.model",
+                 "nvan_tf.training.losses", "nvan_tf.training.optimizers")
 
 
-def __getattr__(name):  # imported on first use, so `python -m nvan_tf.x` runs cleanly
-    if name in ("build_model", "VARIANTS"):
-        from nvan_tf import model
+def lazy_exports(package, table):
+    """A module ``__getattr__`` that imports ``name`` from ``package + "." +
+    table[name]`` on first use: the names a package offers without importing
+    Keras or TensorFlow until one is used."""
 
-        return getattr(model, name)
-    if name == "load_model":
-        from nvan_tf import loading
+    def __getattr__(name):
+        if name in table:
+            return getattr(importlib.import_module(f"{package}.{table[name]}"), name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
 
-        return loading.load_model
-    raise AttributeError(f"module 'nvan_tf' has no attribute {name!r}")
+    return __getattr__
+
+
+__getattr__ = lazy_exports(__name__, {"build_model": "models.model", "load_model": "io.loading",
+                                      "VARIANTS": "choices"})
 
 
 def register_keras_objects():

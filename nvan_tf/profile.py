@@ -1,130 +1,13 @@
-"""Parameters and FLOPs of one clip, counted by TensorFlow's profiler.
+"""``nvan_tf.profile``: kept for code written before the sub-packages; the module is ``nvan_tf.models.profile``.
+``python -m nvan_tf.profile`` runs ``nvan_tf.cli.profile``."""
 
-    nvan-profile --variant ste-nvan [--seq-len 8 --height 256 --width 128] [--json]
-    nvan-profile --all          # the table of the five variants
-
-The inference function of the model is traced for a batch of one clip, its
-variables frozen to constants, and ``tf.compat.v1.profiler`` counts the FLOPs
-of every convolution and matrix multiplication in that graph (2 FLOPs per
-multiply-add; the non-local attention products included; BN, softmax, pooling
-and element-wise ops not counted), as docs/architecture.md counts the reference. The
-non-local share is the part under the ``*_nonlocal_*`` name scopes.
-"""
-
-import json
 import sys
 
-COUNTED_OPS = ["Conv2D", "MatMul", "BatchMatMul.*"]
-
-
-def _profile_flops(graph, scope_regex=None):
-    import tensorflow as tf
-
-    builder = tf.compat.v1.profiler.ProfileOptionBuilder
-    options = builder(builder.float_operation()).with_accounted_types(COUNTED_OPS)
-    if scope_regex:
-        options = options.with_node_names(start_name_regexes=[scope_regex])
-    result = tf.compat.v1.profiler.profile(graph, options=options.with_empty_output().build())
-    return int(result.total_float_ops)
-
-
-def count_parameters(model):
-    """Weights of the embedding network: no classifier, no BN moving statistics."""
-    return sum(
-        int(w.numpy().size) for w in model.weights
-        if "moving_" not in w.path and "/classifier/" not in w.path
-    )
-
-
-def profile_model(model):
-    """Returns ``{params, flops, nonlocal_flops, ...}`` for one clip through ``model``."""
-    import tensorflow as tf
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-
-    c = model.config
-    spec = tf.TensorSpec((1, c.seq_len, c.height, c.width, 3), tf.float32)
-    function = tf.function(lambda clips: model(clips, training=False)).get_concrete_function(spec)
-    graph = convert_variables_to_constants_v2(function).graph
-    flops = _profile_flops(graph)
-    nonlocal_flops = _profile_flops(graph, ".*_nonlocal_.*")
-    return {
-        "variant": c.variant,
-        "seq_len": c.seq_len,
-        "height": c.height,
-        "width": c.width,
-        "params": count_parameters(model),
-        "flops": flops,
-        "nonlocal_flops": nonlocal_flops,
-        "nonlocal_share": nonlocal_flops / flops if flops else 0.0,
-    }
-
-
-def profile_variant(variant, seq_len=8, height=256, width=128, **overrides):
-    from nvan_tf.model import build_model
-
-    return profile_model(build_model(variant, 1, seq_len=seq_len, height=height, width=width, **overrides))
-
-
-def format_table(rows):
-    lines = [
-        "| variant | params (M) | GFLOPs / clip | non-local GFLOPs (share) | vs. NVAN |",
-        "| --- | ---: | ---: | ---: | ---: |",
-    ]
-    nvan = next((r["flops"] for r in rows if r["variant"] == "nvan"), None)
-    for r in rows:
-        versus = f"{100 * (r['flops'] / nvan - 1):+.1f}%" if nvan else "-"
-        lines.append(
-            f"| {r['variant']} | {r['params'] / 1e6:.2f} | {r['flops'] / 1e9:.2f} | "
-            f"{r['nonlocal_flops'] / 1e9:.2f} ({100 * r['nonlocal_share']:.0f}%) | {versus} |"
-        )
-    return "\n".join(lines)
-
-
-def build_parser():
-    from nvan_tf import cli
-    from nvan_tf.convert import VARIANT_NAMES
-
-    parser = cli.make_parser("nvan-profile", __doc__.split("\n\n")[0])
-    which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--variant", help=f"the variant to profile: {VARIANT_NAMES}")
-    which.add_argument("--all", action="store_true", help="profile the five variants")
-    parser.add_argument("--seq-len", type=int, default=8, help="frames per clip")
-    parser.add_argument("--height", type=int, default=256, help="frame height")
-    parser.add_argument("--width", type=int, default=128, help="frame width")
-    parser.add_argument("--stripes", type=int, default=None,
-                        help="override the stripe count (small inputs need fewer than 16)")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    return parser
-
-
-def main(argv=None):
-    from nvan_tf import cli
-
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    cli.quiet_tensorflow(args.verbose)
-    from nvan_tf.model import VARIANTS
-
-    if args.variant is not None and args.variant not in VARIANTS:
-        return cli.fail(parser, f"unknown variant {args.variant!r}; expected one of {sorted(VARIANTS)}")
-    variants = list(VARIANTS) if args.all else [args.variant]
-    rows = []
-    for variant in variants:
-        overrides = {}
-        if args.stripes and VARIANTS[variant].get("stripes"):
-            overrides["stripes"] = args.stripes
-        try:
-            rows.append(profile_variant(variant, args.seq_len, args.height, args.width, **overrides))
-        except ValueError as err:
-            return cli.fail(parser, f"{variant}: {err}")
-    if args.json:
-        print(json.dumps(rows[0] if len(rows) == 1 else rows, indent=None if len(rows) == 1 else 2))
-    else:
-        print(f"One clip of {args.seq_len} frames at {args.height}x{args.width}, "
-              "2 FLOPs per multiply-add (convs and matmuls, attention included):")
-        print(format_table(rows))
-    return 0
-
-
 if __name__ == "__main__":
+    from nvan_tf.cli.profile import main
+
     sys.exit(main())
+
+from nvan_tf.models import profile as _module  # noqa: E402
+
+sys.modules[__name__] = _module  # the same module object under both names

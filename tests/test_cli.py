@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-import evaluate
-from nvan_tf import cli, convert, profile
+from nvan_tf import cli
+from nvan_tf.cli import convert, evaluate, profile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PARSERS = {"nvan-evaluate": evaluate.build_parser, "nvan-convert": convert.build_parser,
@@ -44,12 +44,6 @@ def test_defaults_are_shown_except_none_and_false():
     assert "(default: None)" not in text and "(default: False)" not in text
 
 
-def test_variant_names_in_help_are_the_variants():
-    from nvan_tf.model import VARIANTS
-
-    assert convert.VARIANT_NAMES.split(", ") == list(VARIANTS)
-
-
 def run(args):
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as a user has it
     env["PYTHONPATH"] = ROOT
@@ -58,13 +52,13 @@ def run(args):
 
 
 def test_commands_start_quietly(tmp_path):
-    result = run(["-m", "nvan_tf.profile", "--variant", "baseline", "--seq-len", "1",
+    result = run(["-m", "nvan_tf.cli.profile", "--variant", "baseline", "--seq-len", "1",
                   "--height", "64", "--width", "32", "--json"])
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     assert '"variant": "baseline"' in result.stdout
     # Errors come alone, as "prog: error: ...", TensorFlow imported or not.
-    result = run(["-m", "nvan_tf.convert", "--torch", str(tmp_path / "missing.pth"),
+    result = run(["-m", "nvan_tf.cli.convert", "--torch", str(tmp_path / "missing.pth"),
                   "--variant", "nvan", "--out", str(tmp_path / "x.keras")])
     assert result.returncode == 2
     assert result.stderr == f"nvan-convert: error: model not found: {tmp_path / 'missing.pth'}\n"
@@ -80,8 +74,8 @@ class FakeTerminal:
 
 
 def test_progress_bars_write_no_control_codes_when_not_a_terminal(tmp_path, capsys):
-    from nvan_tf import evaluation
-    from nvan_tf.datasets import build_dataset, synthetic
+    from nvan_tf.evaluation import evaluator as evaluation
+    from nvan_tf.data.datasets import build_dataset, synthetic
 
     assert cli.progress_verbosity(1, FakeTerminal()) == 1
     assert cli.progress_verbosity(0, FakeTerminal()) == 0

@@ -13,7 +13,9 @@ torch = pytest.importorskip("torch")
 keras = pytest.importorskip("keras")
 
 import nvan_tf  # noqa: E402
-from nvan_tf import convert, loading  # noqa: E402
+from nvan_tf.cli import convert as convert_cli
+from nvan_tf.io import convert  # noqa: E402
+from nvan_tf.io import loading  # noqa: E402
 from tests.torch_reference import build_reference, randomize_, reference_state_dict  # noqa: E402
 
 NUM_IDS = 11
@@ -48,7 +50,7 @@ def test_full_size_conversion_reproduces_pytorch_embeddings(tmp_path, variant):
     """256x128, T=8: the published configuration, through the command line."""
     ref, ckpt = reference_checkpoint(tmp_path, variant)
     out = tmp_path / f"{variant}.weights.h5"
-    assert convert.main(["--torch", str(ckpt), "--variant", variant, "--out", str(out)]) == 0
+    assert convert_cli.main(["--torch", str(ckpt), "--variant", variant, "--out", str(out)]) == 0
     model = nvan_tf.build_model(variant, NUM_IDS)
     model.load_weights(out)
     x, xt = torch_clips(1, 8, 256, 128)
@@ -119,11 +121,11 @@ def test_wrong_identity_count_is_a_shape_mismatch(tmp_path):
 def test_cli_infers_identities_and_reports_errors(tmp_path, capsys):
     _, ckpt = reference_checkpoint(tmp_path, "baseline")
     out = tmp_path / "b.keras"
-    assert convert.main(["--torch", str(ckpt), "--variant", "baseline", "--out", str(out),
+    assert convert_cli.main(["--torch", str(ckpt), "--variant", "baseline", "--out", str(out),
                          "--seq-len", "2", "--height", "64", "--width", "32"]) == 0
     loaded = keras.saving.load_model(out)
     assert loaded.config.num_identities == NUM_IDS
-    assert convert.main(["--torch", str(ckpt), "--variant", "nvan", "--out", str(out),
+    assert convert_cli.main(["--torch", str(ckpt), "--variant", "nvan", "--out", str(out),
                          "--seq-len", "2", "--height", "64", "--width", "32"]) == 2
     assert "missing keys" in capsys.readouterr().err
 

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from nvan_tf.datasets import DATASETS, BadFileNameError, DatasetLayoutError, Tracklet, build_dataset
+from nvan_tf.data.datasets import DATASETS, BadFileNameError, DatasetLayoutError, Tracklet, build_dataset
 try:
     from tests import data_trees
 except ImportError:  # tests/ itself on sys.path
@@ -61,7 +61,7 @@ def test_mars_statistics(mars_root, caplog):
     assert stats["train"] == {"ids": 2, "tracklets": 4, "frames": 11, "cameras": 2}
     assert stats["query"] == {"ids": 2, "tracklets": 2, "frames": 10, "cameras": 1}
     assert stats["gallery"] == {"ids": 4, "tracklets": 6, "frames": 25, "cameras": 3}
-    with caplog.at_level(logging.INFO, logger="nvan_tf.datasets.base"):
+    with caplog.at_level(logging.INFO, logger="nvan_tf.data.datasets.base"):
         table = ds.print_statistics()
     assert "# tracklets" in table and "gallery" in table
     assert table in caplog.text

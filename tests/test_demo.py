@@ -3,7 +3,7 @@
 import json
 import os
 
-from nvan_tf import demo
+from nvan_tf.cli import demo
 
 
 def test_demo_runs_end_to_end_and_writes_the_summary(tmp_path, capsys):

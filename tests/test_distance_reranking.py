@@ -1,9 +1,11 @@
-"""Tests for nvan_tf.distance and nvan_tf.reranking."""
+"""Tests for nvan_tf.evaluation.distance and nvan_tf.evaluation.reranking."""
 
 import numpy as np
 import pytest
 
-from nvan_tf import distance, metrics, reranking
+from nvan_tf.evaluation import distance
+from nvan_tf.evaluation import metrics
+from nvan_tf.evaluation import reranking
 
 
 def test_cosine_and_euclidean_against_direct_formulas():

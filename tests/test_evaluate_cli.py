@@ -1,4 +1,4 @@
-"""End-to-end tests of evaluate.py / nvan_tf.evaluation on synthetic data.
+"""End-to-end tests of evaluate.py / nvan_tf.evaluation.evaluator on synthetic data.
 
 A tiny baseline model (64 x 32 frames, T=4, random weights) keeps them fast;
 the numbers are checked for consistency, not for quality.
@@ -10,10 +10,11 @@ import os
 import numpy as np
 import pytest
 
-import evaluate
-from nvan_tf import evaluation, metrics
-from nvan_tf.datasets import build_dataset
-from nvan_tf.datasets import synthetic
+from nvan_tf.cli import evaluate
+from nvan_tf.evaluation import evaluator as evaluation
+from nvan_tf.evaluation import metrics
+from nvan_tf.data.datasets import build_dataset
+from nvan_tf.data.datasets import synthetic
 
 SEQ_LEN, HEIGHT, WIDTH = 4, 64, 32
 
@@ -107,7 +108,7 @@ class ToyExtractor:
 
 
 def test_flip_and_dense_averaging(synth_root):
-    from nvan_tf import pipeline
+    from nvan_tf.data import pipeline
 
     tracklets, _, _ = build_dataset("mars", synth_root, verbose=False).test_set()
     tracklets = tracklets[:5]

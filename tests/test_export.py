@@ -13,9 +13,10 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 
-from nvan_tf import export, pipeline  # noqa: E402
-from nvan_tf.datasets import Tracklet  # noqa: E402
-from nvan_tf.model import build_model  # noqa: E402
+from nvan_tf import deploy as export  # noqa: E402
+from nvan_tf.data import pipeline  # noqa: E402
+from nvan_tf.data.datasets import Tracklet  # noqa: E402
+from nvan_tf.models.model import build_model  # noqa: E402
 
 T, H, W = 4, 64, 32
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -183,7 +184,7 @@ def test_embed_jpeg_rejects_bad_frames(loaded):
 
 
 def test_clip_shape_recorded_for_readers(saved, loaded):
-    from nvan_tf import loading
+    from nvan_tf.io import loading
 
     assert loaded.clip_shape[0].numpy().tolist() == [T, H, W]
     served = loading.load_saved_model(saved)  # what nvan-evaluate uses: the float clips
@@ -246,8 +247,8 @@ def test_killed_export_never_leaves_a_half_written_model(tmp_path):
         import os, signal, sys
         sys.path.insert(0, {REPO!r})
         import keras
-        from nvan_tf import export
-        from nvan_tf.model import build_model
+        from nvan_tf import deploy as export
+        from nvan_tf.models.model import build_model
 
         def write_then_die(self, filepath, options=None, verbose=True):
             os.makedirs(os.path.join(filepath, "variables"))

@@ -7,8 +7,10 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from nvan_tf import export, loading  # noqa: E402
-from nvan_tf.datasets.synthetic import generate  # noqa: E402
+from nvan_tf import deploy as export
+from nvan_tf.cli import export as export_cli  # noqa: E402
+from nvan_tf.io import loading  # noqa: E402
+from nvan_tf.data.datasets.synthetic import generate  # noqa: E402
 
 try:
     from tests.test_export import H, T, W, keras_embedding, small_model
@@ -30,14 +32,14 @@ def keras_file(model, tmp_path_factory):
 
 def test_savedmodel_from_a_keras_file(model, keras_file, tmp_path, capsys):
     out = str(tmp_path / "nvan" / "1")
-    assert export.main(["--model", keras_file, "--out", out]) == 0
+    assert export_cli.main(["--model", keras_file, "--out", out]) == 0
     assert capsys.readouterr().out.strip() == f"wrote {out}"
     clips = np.random.default_rng(0).normal(size=(2, T, H, W, 3)).astype("float32")
     served = tf.saved_model.load(out).signatures["embed_clips"](clips=clips)["embedding"]
     np.testing.assert_allclose(served.numpy(), keras_embedding(model, clips), atol=1e-5)
-    assert export.main(["--model", keras_file, "--out", out]) == 2
+    assert export_cli.main(["--model", keras_file, "--out", out]) == 2
     assert "already exists; pass overwrite=True (--overwrite)" in capsys.readouterr().err
-    assert export.main(["--model", keras_file, "--out", out, "--overwrite"]) == 0
+    assert export_cli.main(["--model", keras_file, "--out", out, "--overwrite"]) == 0
 
 
 def test_onnx_int8_from_recorded_weights(model, tmp_path, capsys):
@@ -46,7 +48,7 @@ def test_onnx_int8_from_recorded_weights(model, tmp_path, capsys):
     weights = loading.save_weights(model, str(tmp_path / "model.weights.h5"))
     data = generate(str(tmp_path / "data"), num_ids=8, cameras=2, seed=0, height=H, width=W,
                     frames=(4, 8))
-    code = export.main(["--model", weights, "--out", str(tmp_path / "onnx"), "--format", "onnx",
+    code = export_cli.main(["--model", weights, "--out", str(tmp_path / "onnx"), "--format", "onnx",
                         "--precision", "int8", "--calibration-data", data, "--calibration-batches", "2",
                         "--calibration-batch-size", "2"])
     out = capsys.readouterr().out
@@ -61,21 +63,21 @@ def test_onnx_int8_from_recorded_weights(model, tmp_path, capsys):
     (["--format", "onnx", "--precision", "int8"], "--precision int8 needs calibration clips"),
 ])
 def test_argument_errors(keras_file, tmp_path, capsys, extra, message):
-    assert export.main(["--model", keras_file, "--out", str(tmp_path / "o"), *extra]) == 2
+    assert export_cli.main(["--model", keras_file, "--out", str(tmp_path / "o"), *extra]) == 2
     err = capsys.readouterr().err
     assert err.startswith("nvan-export: error: ") and message in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
 
 
 def test_missing_model(tmp_path, capsys):
-    assert export.main(["--model", str(tmp_path / "none.keras"), "--out", str(tmp_path / "o")]) == 2
+    assert export_cli.main(["--model", str(tmp_path / "none.keras"), "--out", str(tmp_path / "o")]) == 2
     assert f"nvan-export: error: model not found: {tmp_path / 'none.keras'}" in capsys.readouterr().err
 
 
 def test_tensorrt_without_gpu_says_so(keras_file, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(export, "tensorrt_unavailable_reason",
                         lambda: "no NVIDIA GPU driver (libcuda.so.1 cannot be loaded)")
-    code = export.main(["--model", keras_file, "--out", str(tmp_path / "trt"), "--format", "tensorrt",
+    code = export_cli.main(["--model", keras_file, "--out", str(tmp_path / "trt"), "--format", "tensorrt",
                         "--precision", "fp16"])
     assert code == 1
     assert capsys.readouterr().err.strip() == (

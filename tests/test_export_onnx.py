@@ -12,10 +12,13 @@ pytest.importorskip("tf2onnx")
 import onnx  # noqa: E402
 from onnx import TensorProto, numpy_helper  # noqa: E402
 
-from nvan_tf import evaluation, export, metrics  # noqa: E402
-from nvan_tf.datasets import build_dataset  # noqa: E402
-from nvan_tf.datasets.synthetic import generate  # noqa: E402
-from nvan_tf.model import VARIANTS  # noqa: E402
+from nvan_tf.evaluation import evaluator as evaluation  # noqa: E402
+from nvan_tf import deploy as export
+from nvan_tf.deploy import onnx as deploy_onnx  # noqa: E402
+from nvan_tf.evaluation import metrics  # noqa: E402
+from nvan_tf.data.datasets import build_dataset  # noqa: E402
+from nvan_tf.data.datasets.synthetic import generate  # noqa: E402
+from nvan_tf.models.model import VARIANTS  # noqa: E402
 
 try:
     from tests.test_export import H, T, W, keras_embedding, small_model
@@ -98,7 +101,7 @@ def test_int8_static_quantization(fp32, dataset, tmp_path):
     graph = onnx.load(int8).graph
     quantized = [n for n in graph.node if n.op_type == "QuantizeLinear"]
     assert len(quantized) > 50
-    tail = export._embedding_tail(onnx.load(fp32).graph)
+    tail = deploy_onnx._embedding_tail(onnx.load(fp32).graph)
     assert graph.node[-1].op_type == "Div" and graph.node[-1].name in tail  # normalisation in float
 
     tracklets, query, gallery = dataset.test_set()
@@ -124,8 +127,8 @@ def test_int8_for_tensorrt_is_symmetric(fp32, dataset, tmp_path):
     assert zero_points and all(z.data_type == TensorProto.INT8 for z in zero_points)
     assert all(not numpy_helper.to_array(z).any() for z in zero_points)
     clips = calibration[0]
-    assert cosine(export._run_onnx(export.onnx_session(path), clips),
-                  export._run_onnx(export.onnx_session(fp32), clips)).min() > 0.98
+    assert cosine(deploy_onnx._run_onnx(export.onnx_session(path), clips),
+                  deploy_onnx._run_onnx(export.onnx_session(fp32), clips)).min() > 0.98
 
 
 def test_quantize_onnx_refuses_bad_arguments(fp32, tmp_path):
@@ -145,8 +148,8 @@ def test_fp16_graph(fp32, tmp_path):
     assert model.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
     assert model.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
     clips = np.random.default_rng(1).normal(size=(2, T, H, W, 3)).astype("float32")
-    half = export._run_onnx(export.onnx_session(path), clips)
-    full = export._run_onnx(export.onnx_session(fp32), clips)
+    half = deploy_onnx._run_onnx(export.onnx_session(path), clips)
+    full = deploy_onnx._run_onnx(export.onnx_session(fp32), clips)
     assert cosine(half, full).min() > 0.999
     np.testing.assert_allclose(np.linalg.norm(half, axis=1), 1.0, atol=1e-5)  # normalised in float32
 

@@ -5,7 +5,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from nvan_tf.layers import (  # noqa: E402
+from nvan_tf.models.layers import (  # noqa: E402
     BN_EPSILON,
     FeaturePooling,
     FrameGrouping,

@@ -1,4 +1,4 @@
-"""nvan_tf.loading: every format in, the right model out, or a clear refusal.
+"""nvan_tf.io.loading: every format in, the right model out, or a clear refusal.
 
 Tiny models (1 frame of 64 x 32) keep these fast; the numbers compared are
 the model's own outputs before saving and after loading.
@@ -13,7 +13,9 @@ import pytest
 keras = pytest.importorskip("keras")
 
 import nvan_tf  # noqa: E402
-from nvan_tf import convert, loading  # noqa: E402
+from nvan_tf.cli import convert as convert_cli
+from nvan_tf.io import convert  # noqa: E402
+from nvan_tf.io import loading  # noqa: E402
 
 SIZE = {"seq_len": 1, "height": 64, "width": 32}
 
@@ -78,7 +80,7 @@ def test_weights_without_a_record_need_and_log_the_assumed_variant(tmp_path, cap
         loading.load_model(path)
     with pytest.raises(loading.LoadError, match="checkpoint has 3 identities, --num-identities 10"):
         loading.load_model(path, variant="baseline", num_identities=10, **SIZE)
-    with caplog.at_level(logging.WARNING, logger="nvan_tf.loading"):
+    with caplog.at_level(logging.WARNING, logger="nvan_tf.io.loading"):
         loaded = loading.load_model(path, variant="baseline", **SIZE)
     assert "variant baseline ASSUMED" in caplog.text
     assert loaded.config.num_identities == 3      # read from the file
@@ -115,7 +117,7 @@ def test_torch_checkpoint_identities_and_variant(tmp_path, caplog):
         loading.load_model(path)
     with pytest.raises(loading.LoadError, match="ckpt.pth.tar: checkpoint has 6 identities, --num-identities 10"):
         loading.load_model(path, variant="baseline", num_identities=10)
-    with caplog.at_level(logging.WARNING, logger="nvan_tf.loading"):
+    with caplog.at_level(logging.WARNING, logger="nvan_tf.io.loading"):
         model = loading.load_model(path, variant="baseline", **SIZE)
     assert "baseline ASSUMED" in caplog.text
     assert model.config.num_identities == 6
@@ -133,7 +135,7 @@ def test_convert_cli_records_the_config(tmp_path):
     ckpt = tmp_path / "b.pth"
     torch.save(reference_state_dict(reference), ckpt)
     out = str(tmp_path / "b.weights.h5")
-    assert convert.main(["--torch", str(ckpt), "--variant", "baseline", "--out", out,
+    assert convert_cli.main(["--torch", str(ckpt), "--variant", "baseline", "--out", out,
                          "--seq-len", "1", "--height", "64", "--width", "32"]) == 0
     loaded = loading.load_model(out)                # no flags: recorded in the file
     assert (loaded.config.variant, loaded.config.num_identities, loaded.config.seq_len) == ("baseline", 4, 1)

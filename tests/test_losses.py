@@ -20,7 +20,7 @@ import pytest
 keras = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
-from nvan_tf.losses import (  # noqa: E402
+from nvan_tf.training.losses import (  # noqa: E402
     BatchHardTripletLoss,
     IdentityLoss,
     hardest_positive_and_negative,

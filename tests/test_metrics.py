@@ -1,9 +1,10 @@
-"""Tests for nvan_tf.metrics: hand-computed cases and a per-query reference loop."""
+"""Tests for nvan_tf.evaluation.metrics: hand-computed cases and a per-query reference loop."""
 
 import numpy as np
 import pytest
 
-from nvan_tf import distance, metrics
+from nvan_tf.evaluation import distance
+from nvan_tf.evaluation import metrics
 
 
 # --------------------------------------------------------------------------
@@ -284,6 +285,6 @@ def test_numpy_modules_do_not_import_tensorflow():
     import subprocess
     import sys
 
-    code = ("import sys, nvan_tf.metrics, nvan_tf.distance, nvan_tf.reranking; "
+    code = ("import sys, nvan_tf.evaluation.metrics, nvan_tf.evaluation.distance, nvan_tf.evaluation.reranking; "
             "sys.exit('tensorflow' in sys.modules or 'keras' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

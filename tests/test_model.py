@@ -6,7 +6,7 @@ import pytest
 keras = pytest.importorskip("keras")
 
 import nvan_tf  # noqa: E402
-from nvan_tf.model import VARIANTS, ModelConfig, NVANModel  # noqa: E402
+from nvan_tf.models.model import VARIANTS, ModelConfig, NVANModel  # noqa: E402
 
 SMALL = {"seq_len": 4, "height": 64, "width": 32}
 # At 64x32 the res3 / res4 maps are 8 and 4 rows high: 16 stripes do not fit.

@@ -20,7 +20,7 @@ def run_python(code):
 def test_plain_python_parts_import_without_tensorflow():
     out = run_python(
         "import sys\n"
-        "import nvan_tf.datasets, nvan_tf.sampling, nvan_tf.metrics, nvan_tf.cli\n"
+        "import nvan_tf.data.datasets, nvan_tf.data.sampling, nvan_tf.evaluation.metrics, nvan_tf.cli\n"
         "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))\n"
     )
     assert out.strip() == "[]"
@@ -30,8 +30,8 @@ def test_plain_python_parts_import_without_tensorflow():
 def test_keras_load_model_works_after_import_nvan_tf(tmp_path, order):
     path = str(tmp_path / "m.keras")
     run_python(
-        "import nvan_tf.model\n"
-        f"nvan_tf.model.build_model('baseline', 3, seq_len=1, height=64, width=32).save({path!r})\n"
+        "import nvan_tf.models.model\n"
+        f"nvan_tf.models.model.build_model('baseline', 3, seq_len=1, height=64, width=32).save({path!r})\n"
     )
     out = run_python(
         f"{order}\n"
@@ -41,8 +41,8 @@ def test_keras_load_model_works_after_import_nvan_tf(tmp_path, order):
     assert out.split() == ["NVANModel", "baseline", "3"]
 
 
-@pytest.mark.parametrize("module", ["nvan_tf.layers", "nvan_tf.backbone", "nvan_tf.model",
-                                    "nvan_tf.losses", "nvan_tf.optimizers", "nvan_tf.training"])
+@pytest.mark.parametrize("module", ["nvan_tf.models.layers", "nvan_tf.models.backbone", "nvan_tf.models.model",
+                                    "nvan_tf.training.losses", "nvan_tf.training.optimizers", "nvan_tf.training.loop"])
 def test_any_keras_module_imports_first_and_registers_all(module):
     """Importing one Keras part first (Keras loads from its first lines) works
     and still registers every class: no half-imported module is imported from."""

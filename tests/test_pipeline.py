@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nvan_tf import pipeline
-from nvan_tf.datasets import Tracklet, build_dataset
+from nvan_tf.data import pipeline
+from nvan_tf.data.datasets import Tracklet, build_dataset
 
 try:
     from tests import data_trees

@@ -6,7 +6,8 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from nvan_tf import profile  # noqa: E402
+from nvan_tf.cli import profile as profile_cli
+from nvan_tf.models import profile  # noqa: E402
 
 
 def nonlocal_block_flops(tokens, channels):
@@ -28,7 +29,7 @@ def test_nonlocal_flops_equal_the_hand_count():
 
 
 def test_json_output(capsys):
-    assert profile.main(["--variant", "ste-nvan", "--seq-len", "4", "--height", "64",
+    assert profile_cli.main(["--variant", "ste-nvan", "--seq-len", "4", "--height", "64",
                          "--width", "32", "--stripes", "2", "--json"]) == 0
     row = json.loads(capsys.readouterr().out)
     assert {"variant", "params", "flops", "nonlocal_flops"} <= set(row)
@@ -37,7 +38,7 @@ def test_json_output(capsys):
 
 
 def test_bad_size_is_reported(capsys):
-    assert profile.main(["--variant", "nvan-stripe", "--height", "64", "--width", "32",
+    assert profile_cli.main(["--variant", "nvan-stripe", "--height", "64", "--width", "32",
                          "--seq-len", "4"]) == 2
     assert "stripes=16 for height 8" in capsys.readouterr().err
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from nvan_tf.sampling import PKSampler, num_test_clips, rrs_chunks, sample_test_indices, sample_train_indices
+from nvan_tf.data.sampling import PKSampler, num_test_clips, rrs_chunks, sample_test_indices, sample_train_indices
 
 
 def test_rrs_chunks_fewer_frames_than_chunks():

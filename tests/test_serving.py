@@ -12,10 +12,11 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from nvan_tf import export, pipeline  # noqa: E402
-from nvan_tf.datasets import Tracklet  # noqa: E402
-from nvan_tf.sampling import sample_test_indices  # noqa: E402
-from nvan_tf.serving import Gallery, ServingClient, ServingError  # noqa: E402
+from nvan_tf import deploy as export  # noqa: E402
+from nvan_tf.data import pipeline  # noqa: E402
+from nvan_tf.data.datasets import Tracklet  # noqa: E402
+from nvan_tf.data.sampling import sample_test_indices  # noqa: E402
+from nvan_tf.deploy.serving import Gallery, ServingClient, ServingError  # noqa: E402
 
 try:
     from tests.test_export import H, T, W, encode, keras_embedding, small_model

@@ -23,9 +23,9 @@ torch = pytest.importorskip("torch")
 keras = pytest.importorskip("keras")
 
 import nvan_tf  # noqa: E402
-from nvan_tf import convert  # noqa: E402
-from nvan_tf.optimizers import TorchAdam, TorchSGD  # noqa: E402
-from nvan_tf.training import TrainConfig, compile_model  # noqa: E402
+from nvan_tf.io import convert  # noqa: E402
+from nvan_tf.training.optimizers import TorchAdam, TorchSGD  # noqa: E402
+from nvan_tf.training.loop import TrainConfig, compile_model  # noqa: E402
 from tests.test_convert import SMALL_STRIPES, torch_clips  # noqa: E402
 from tests.torch_reference import build_reference, randomize_  # noqa: E402
 

@@ -10,8 +10,8 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from nvan_tf.datasets import build_dataset
-from nvan_tf.datasets.synthetic import generate, main
+from nvan_tf.data.datasets import build_dataset
+from nvan_tf.data.datasets.synthetic import generate, main
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,8 @@ def test_untrained_model_is_far_from_perfect(tree):
     """The issue's bar: an untrained model must not already score near 100% rank-1."""
     pytest.importorskip("tensorflow")
     import nvan_tf
-    from nvan_tf import evaluation, metrics
+    from nvan_tf.evaluation import evaluator as evaluation
+    from nvan_tf.evaluation import metrics
 
     _, ds = tree
     tracklets, q, g = ds.test_set()

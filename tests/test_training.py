@@ -16,11 +16,12 @@ import time
 import numpy as np
 import pytest
 
-import train as train_cli
-from nvan_tf import checkpoints, training
-from nvan_tf.datasets import synthetic
-from nvan_tf.optimizers import StepDecay, TorchAdam
-from nvan_tf.training import TrainConfig
+from nvan_tf.cli import train as train_cli
+from nvan_tf.training import checkpoints
+from nvan_tf.training import loop as training
+from nvan_tf.data.datasets import synthetic
+from nvan_tf.training.optimizers import StepDecay, TorchAdam
+from nvan_tf.training.loop import TrainConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "training_worker.py")
@@ -181,7 +182,7 @@ def test_train_writes_everything_and_resumes_only_the_same_config(synth_root, tm
 
 
 def test_a_nan_loss_stops_the_run_and_names_the_step(synth_root, tmp_path, monkeypatch):
-    from nvan_tf import pipeline
+    from nvan_tf.data import pipeline
 
     real = pipeline.normalize
     monkeypatch.setattr(pipeline, "normalize", lambda x: real(x) * np.float32("nan"))

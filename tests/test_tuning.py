@@ -17,10 +17,11 @@ import time
 
 import pytest
 
-import train as train_cli
-from nvan_tf import tuning
-from nvan_tf.datasets import synthetic
-from nvan_tf.training import TrainConfig
+from nvan_tf.cli import train as train_cli
+from nvan_tf.cli import tune as tune_cli
+from nvan_tf.training import tuning
+from nvan_tf.data.datasets import synthetic
+from nvan_tf.training.loop import TrainConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = ["--seq-len", "4", "--height", "64", "--width", "32", "--p", "2", "--k", "2",
@@ -75,8 +76,8 @@ def test_spaces_that_do_not_fit_the_variant_are_refused(variant, kwargs, height,
 
 
 def test_resolved_space_matches_the_model():
-    from nvan_tf.backbone import VideoResNet50
-    from nvan_tf.model import build_model
+    from nvan_tf.models.backbone import VideoResNet50
+    from nvan_tf.models.model import build_model
 
     # the feature heights: res5 (last stride 1) is what the backbone returns
     for height in (64, 70, 100, 256):
@@ -130,7 +131,7 @@ def test_bad_arguments_are_reported(tmp_path, capsys, synth_root, extra, message
 
 def test_a_missing_dataset_is_reported(tmp_path, capsys):
     args = search_args(str(tmp_path / "nowhere"), tmp_path / "s")
-    assert tuning.main(args) == 2
+    assert tune_cli.main(args) == 2
     err = capsys.readouterr().err
     assert "error:" in err and "nowhere" in err, err
 
@@ -144,7 +145,7 @@ def test_search_is_killed_and_resumed(tmp_path, capsys, synth_root):
     out = tmp_path / "search"
     args = search_args(synth_root, out)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ROOT}
-    proc = subprocess.Popen([sys.executable, "-m", "nvan_tf.tuning", *args], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "nvan_tf.training.tuning", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     second = out / "trials" / "trial_1" / "trial.json"
     first_json = out / "trials" / "trial_0" / "trial.json"
@@ -198,8 +199,8 @@ def test_search_is_killed_and_resumed(tmp_path, capsys, synth_root):
     assert best_config.model_overrides["stripes"] == int(best_row["stripes"])
 
     # the objective is the training evaluation of the trial's best weights
-    from nvan_tf.datasets import build_dataset
-    from nvan_tf.training import evaluate_model
+    from nvan_tf.data.datasets import build_dataset
+    from nvan_tf.training.loop import evaluate_model
 
     dataset = build_dataset("mars", synth_root, verbose=False)
     config = TrainConfig.preset("ste-nvan", dataset="mars", root=synth_root, seq_len=4, height=64, width=32,
@@ -218,7 +219,7 @@ def test_search_is_killed_and_resumed(tmp_path, capsys, synth_root):
     assert scores["rank1"] == pytest.approx(float(tuner_best["rank1"]), abs=1e-6)
 
     # other settings are refused, the differences named
-    assert tuning.main([*args, "--objective", "rank1", "--lr", "1e-4"]) == 2
+    assert tune_cli.main([*args, "--objective", "rank1", "--lr", "1e-4"]) == 2
     err = capsys.readouterr().err
     assert "holds a search of other settings" in err and "objective: 'mAP' in the search, 'rank1' now" in err
     assert "space.lr" in err, err
@@ -227,7 +228,7 @@ def test_search_is_killed_and_resumed(tmp_path, capsys, synth_root):
 def test_hyperband_tuner(tmp_path, synth_root):
     import keras_tuner as kt
 
-    from nvan_tf.datasets import build_dataset
+    from nvan_tf.data.datasets import build_dataset
 
     config = TrainConfig.preset("nvan", dataset="mars", root=synth_root, seq_len=4, height=64, width=32,
                                 p=2, k=2, epochs=9, progress=0)

@@ -1,11 +1,11 @@
-"""Tests for nvan_tf.visualize: the PNGs exist, are images of the expected
+"""Tests for nvan_tf.evaluation.report: the PNGs exist, are images of the expected
 size, and the ranked-list borders tell right from wrong ids."""
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from nvan_tf import visualize
+from nvan_tf.evaluation import report as visualize
 
 
 def write_frames(folder, name, colour, count=3, size=(40, 20)):

@@ -8,7 +8,7 @@
         the same comparison in float64 on a small model made of the
         project's BatchNorm and losses, trained with a tf.distribute loop.
     python tests/training_worker.py multiworker OUT.npz INDEX PORTS ROOT OUTPUT_DIR
-        one worker of a MultiWorkerMirroredStrategy run of nvan_tf.training.train
+        one worker of a MultiWorkerMirroredStrategy run of nvan_tf.training.loop.train
         on 127.0.0.1; writes its final weights.
     python tests/training_worker.py default OUT.npz ROOT OUTPUT_DIR
         the same run on one process (the default strategy).
@@ -45,7 +45,7 @@ def mirrored(out):
     import keras
 
     import nvan_tf
-    from nvan_tf import training
+    from nvan_tf.training import loop as training
 
     strategies = {"default": tf.distribute.get_strategy(), "mirrored": two_cpus()}
     x, y = fixed_batch()
@@ -71,8 +71,8 @@ def mirrored(out):
 def float64(out):
     import keras
 
-    from nvan_tf.layers import BatchNorm
-    from nvan_tf.losses import BatchHardTripletLoss, IdentityLoss
+    from nvan_tf.models.layers import BatchNorm
+    from nvan_tf.training.losses import BatchHardTripletLoss, IdentityLoss
 
     keras.config.set_floatx("float64")
     keras.config.set_dtype_policy("float64")
@@ -124,7 +124,7 @@ def dump_weights(path):
 
 
 def run_training(out, root, output_dir, strategy):
-    from nvan_tf.training import TrainConfig, train
+    from nvan_tf.training.loop import TrainConfig, train
 
     config = TrainConfig(variant="baseline", dataset="mars", root=root, seq_len=SEQ_LEN, height=HEIGHT,
                          width=WIDTH, p=2, k=2, steps_per_epoch=2, epochs=2, eval_every=2,

@@ -6,7 +6,7 @@ Clips of 8 frames at 256 x 128, batch 1 and 4. The model is built with a
 seeded random initialisation (speed does not depend on the weights) unless
 ``--model`` loads a trained one. Synthetic MARS-layout tracklets at 256 x 128
 are written to a temporary folder: the int8 model is calibrated on clips of
-their train split (``nvan_tf.export.calibration_clips``), and fp32 and int8
+their train split (``nvan_tf.deploy.export.calibration_clips``), and fp32 and int8
 are both evaluated on their test split under the MARS protocol (rank-1, mAP,
 the share of queries whose best match is the same, embedding cosine).
 
@@ -59,13 +59,13 @@ def _runner(runtime, artifact, threads):
         import keras
         import tensorflow as tf
 
-        import nvan_tf.model  # noqa: F401  (registers the classes)
+        import nvan_tf.models.model  # noqa: F401  (registers the classes)
 
         model = keras.saving.load_model(artifact, compile=False)
         fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
         return lambda clips: fn(tf.constant(clips)).numpy()
     if runtime.startswith("onnx"):
-        from nvan_tf import export
+        from nvan_tf.deploy import export
 
         session = export.onnx_session(artifact, threads=threads)
         return lambda clips: session.run(None, {"clips": clips})[0]
@@ -108,7 +108,9 @@ def time_in_subprocess(runtime, artifact, clips_path, seconds, threads):
 
 
 def _evaluate(paths, dataset, seq_len, height, width):
-    from nvan_tf import evaluation, export, metrics
+    from nvan_tf.evaluation import evaluator as evaluation
+    from nvan_tf.deploy import export
+    from nvan_tf.evaluation import metrics
 
     tracklets, query, gallery = dataset.test_set()
     out = {}
@@ -155,11 +157,11 @@ def main(argv=None) -> int:
 
     import keras
 
-    from nvan_tf import export
-    from nvan_tf.datasets import build_dataset
-    from nvan_tf.datasets.synthetic import generate
-    from nvan_tf.loading import load_model
-    from nvan_tf.model import VARIANTS, build_model
+    from nvan_tf.deploy import export
+    from nvan_tf.data.datasets import build_dataset
+    from nvan_tf.data.datasets.synthetic import generate
+    from nvan_tf.io.loading import load_model
+    from nvan_tf.models.model import VARIANTS, build_model
 
     size = {"seq_len": args.seq_len, "height": args.height, "width": args.width}
     with tempfile.TemporaryDirectory(prefix="nvan_inference_") as tmp:

@@ -14,7 +14,8 @@ import time
 
 import numpy as np
 
-from nvan_tf import distance, metrics
+from nvan_tf.evaluation import distance
+from nvan_tf.evaluation import metrics
 
 
 def make_mars_like(num_gallery=12180, num_query=1980, dim=2048, num_ids=625,

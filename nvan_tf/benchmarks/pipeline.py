@@ -4,7 +4,7 @@
 
 Writes synthetic MARS-layout JPEG tracklets at the benchmark's frame size
 (256 x 128 by default, MARS' own size) to a temporary folder (or reads
-``--data DIR --dataset NAME``), builds ``nvan_tf.pipeline.train_dataset``
+``--data DIR --dataset NAME``), builds ``nvan_tf.data.pipeline.train_dataset``
 (P=8, K=4, T=8: 256 frames a batch) and reports clips/s and frames/s after
 ``--warmup`` batches.
 """
@@ -20,7 +20,7 @@ import time
 
 
 def run(dataset, *, batches: int, warmup: int, p: int, k: int, seq_len: int, height: int, width: int, seed: int) -> dict:
-    from nvan_tf import pipeline
+    from nvan_tf.data import pipeline
 
     stream = pipeline.train_dataset(dataset.train, p=p, k=k, seq_len=seq_len, height=height, width=width, seed=seed)
     iterator = iter(stream)
@@ -58,8 +58,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-    from nvan_tf.datasets import build_dataset
-    from nvan_tf.datasets.synthetic import generate
+    from nvan_tf.data.datasets import build_dataset
+    from nvan_tf.data.datasets.synthetic import generate
 
     with tempfile.TemporaryDirectory(prefix="nvan_bench_") as tmp:
         if args.data:

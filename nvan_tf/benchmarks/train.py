@@ -4,7 +4,7 @@
         [--variants ste-nvan,nvan] [--precisions fp32,mixed_bfloat16] [--jit both]
         [--no-inference] [--reference]
 
-Training: clips/s of ``model.train_on_batch`` (``nvan_tf.training.compile_model``:
+Training: clips/s of ``model.train_on_batch`` (``nvan_tf.training.loop.compile_model``:
 the recipe's losses and torch-exact Adam) on a fixed P x K batch of random
 clips, after warm-up steps, for each variant x precision x XLA setting; the
 input pipeline is measured on its own (``nvan_tf.benchmarks.pipeline``).
@@ -31,7 +31,8 @@ import time
 
 import numpy as np
 
-VARIANTS = ("baseline", "nvan", "nvan-stripe", "nvan-temporal", "ste-nvan")
+from nvan_tf.choices import PRECISIONS
+from nvan_tf.choices import VARIANT_NAMES as VARIANTS
 
 
 def _stripes(variant, height):
@@ -75,8 +76,8 @@ def _reset_peak_memory():
 def training_throughput(variant, precision, jit, *, seq_len, height, width, p, k, steps, warmup):
     import keras
 
-    from nvan_tf.model import build_model
-    from nvan_tf.training import TrainConfig, compile_model
+    from nvan_tf.models.model import build_model
+    from nvan_tf.training.loop import TrainConfig, compile_model
 
     saved = keras.config.dtype_policy()
     keras.config.set_dtype_policy("float32" if precision == "fp32" else precision)
@@ -114,7 +115,7 @@ def inference_throughput(variants, seconds, reference):
     import keras
 
     from nvan_tf.benchmarks import inference
-    from nvan_tf.model import build_model
+    from nvan_tf.models.model import build_model
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="nvan_bench_") as tmp:
@@ -165,7 +166,7 @@ def main(argv=None):
     parser.add_argument("--seq-len", type=int, default=8, help="training frames per clip")
     parser.add_argument("--p", type=int, default=4, help="identities per training batch")
     parser.add_argument("--k", type=int, default=4, help="clips per identity")
-    parser.add_argument("--precisions", type=_names(("fp32", "mixed_bfloat16", "mixed_float16")),
+    parser.add_argument("--precisions", type=_names(PRECISIONS),
                         default=["fp32", "mixed_bfloat16"], help="comma-separated")
     parser.add_argument("--jit", choices=("off", "on", "both"), default="both", help="XLA for training")
     parser.add_argument("--steps", type=int, default=5, help="timed training steps")

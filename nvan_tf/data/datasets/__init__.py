@@ -1,8 +1,8 @@
 """Dataset readers (plain Python + NumPy/SciPy; no TensorFlow).
 
 ``build_dataset(name, root, **kwargs)`` returns a
-:class:`~nvan_tf.datasets.base.VideoDataset` with ``train``, ``query``,
-``gallery`` (lists of :class:`~nvan_tf.datasets.base.Tracklet`),
+:class:`~nvan_tf.data.datasets.base.VideoDataset` with ``train``, ``query``,
+``gallery`` (lists of :class:`~nvan_tf.data.datasets.base.Tracklet`),
 ``num_train_ids``, ``statistics()`` / ``print_statistics()`` and
 ``test_set()``. Names: ``mars``, ``dukev``, ``ilidsvid``, ``prid``,
 ``folder`` (own data: folder layout or CSV manifest).
@@ -10,25 +10,22 @@
 
 from __future__ import annotations
 
-from nvan_tf.datasets.base import (
+from nvan_tf import choices
+
+from nvan_tf.data.datasets.base import (
     BadFileNameError,
     DatasetLayoutError,
     Tracklet,
     VideoDataset,
 )
-from nvan_tf.datasets.dukev import DukeMTMCVidReID
-from nvan_tf.datasets.folder import FolderDataset
-from nvan_tf.datasets.ilidsvid import ILIDSVID
-from nvan_tf.datasets.mars import MARS
-from nvan_tf.datasets.prid import PRID2011
+from nvan_tf.data.datasets.dukev import DukeMTMCVidReID
+from nvan_tf.data.datasets.folder import FolderDataset
+from nvan_tf.data.datasets.ilidsvid import ILIDSVID
+from nvan_tf.data.datasets.mars import MARS
+from nvan_tf.data.datasets.prid import PRID2011
 
-DATASETS = {
-    "mars": MARS,
-    "dukev": DukeMTMCVidReID,
-    "ilidsvid": ILIDSVID,
-    "prid": PRID2011,
-    "folder": FolderDataset,
-}
+# The readers, in the order of nvan_tf.choices.DATASETS (their names).
+DATASETS = dict(zip(choices.DATASETS, (MARS, DukeMTMCVidReID, ILIDSVID, PRID2011, FolderDataset)))
 
 __all__ = [
     "DATASETS",

@@ -3,7 +3,7 @@
 ``run_evaluation(EvaluationConfig(...))`` does the whole job behind
 ``evaluate.py``:
 
-1. load the model (``nvan_tf.loading``: ``.keras``, ``.weights.h5``, a
+1. load the model (``nvan_tf.io.loading``: ``.keras``, ``.weights.h5``, a
    SavedModel folder, or an authors' PyTorch checkpoint + variant) as a
    :class:`FeatureExtractor`, before the dataset is read, so a bad model
    path or variant is reported at once;
@@ -12,9 +12,9 @@
    evenly or dense sampling; dense clips of a tracklet are averaged;
    optional flip averaging), with a progress bar, and cache them (.npz);
 4. compute distances (cosine / Euclidean, optional query expansion and
-   k-reciprocal re-ranking) and CMC / mAP / mINP (``nvan_tf.metrics``);
+   k-reciprocal re-ranking) and CMC / mAP / mINP (``nvan_tf.evaluation.metrics``);
 5. write ``results.json`` and, with ``visualize``, the PNGs of
-   ``nvan_tf.visualize``.
+   ``nvan_tf.evaluation.report``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ import time
 
 import numpy as np
 
-from nvan_tf import metrics
+from nvan_tf.choices import DISTANCE_METRICS, SAMPLING_MODES
+from nvan_tf.evaluation import metrics
 from nvan_tf.cli import progress_verbosity
 
 logger = logging.getLogger(__name__)
@@ -48,7 +49,6 @@ __all__ = [
     "SAMPLING_MODES",
 ]
 
-SAMPLING_MODES = ("rrs", "evenly", "dense")
 DEFAULT_CLIP = (8, 256, 128)
 CACHE_VERSION = 1
 
@@ -84,8 +84,8 @@ class RankingConfig:
     def __post_init__(self):
         if self.protocol not in metrics.PROTOCOLS:
             raise ValueError(f"protocol must be one of {metrics.PROTOCOLS}; received {self.protocol!r}")
-        if self.metric not in ("cosine", "euclidean"):
-            raise ValueError(f"metric must be 'cosine' or 'euclidean'; received {self.metric!r}")
+        if self.metric not in DISTANCE_METRICS:
+            raise ValueError(f"metric must be one of {DISTANCE_METRICS}; received {self.metric!r}")
         if self.query_expansion < 0:
             raise ValueError(f"query_expansion must be >= 0; received {self.query_expansion}")
 
@@ -172,14 +172,14 @@ def _clip_size(spec, fixed):
 
 
 def load_feature_extractor(spec):
-    """Loads ``spec.path`` (``nvan_tf.loading``) as a :class:`FeatureExtractor`.
+    """Loads ``spec.path`` (``nvan_tf.io.loading``) as a :class:`FeatureExtractor`.
 
     Formats: a SavedModel folder (its ``serving_default`` signature, first
     output), or anything ``loading.load_model`` reads (``.keras``,
     ``.weights.h5``, an authors' PyTorch checkpoint); the spec's variant,
     identities and sizes are checked against the file there.
     """
-    from nvan_tf import loading
+    from nvan_tf.io import loading
 
     path = spec.path
     if os.path.isdir(path):
@@ -225,7 +225,7 @@ def extract_features(extractor, tracklets, *, sampling="rrs", batch_size=16,
     import keras
     import tensorflow as tf
 
-    from nvan_tf import pipeline
+    from nvan_tf.data import pipeline
 
     tracklets = list(tracklets)
     if not tracklets:
@@ -365,7 +365,7 @@ def format_table(results):
 
 def _visualize(output_dir, result, distmat, tracklets, query_index, gallery_index,
                ranking, num_visualize):
-    from nvan_tf import visualize
+    from nvan_tf.evaluation import report as visualize
 
     folder = os.path.join(output_dir, "visualize")
     pids = np.asarray([t.pid for t in tracklets])
@@ -398,7 +398,7 @@ def run_evaluation(config):
     Returns:
         the JSON-able results dict also written to ``output_dir/results.json``.
     """
-    from nvan_tf.datasets import build_dataset
+    from nvan_tf.data.datasets import build_dataset
 
     if config.root is None:
         raise ValueError("root is required: the folder of the dataset to evaluate on")

@@ -36,10 +36,10 @@ import time
 
 import keras
 
-from nvan_tf import checkpoints
-from nvan_tf.losses import BatchHardTripletLoss, IdentityLoss
-from nvan_tf.optimizers import StepDecay, build_optimizer
-from nvan_tf.training_config import (
+from nvan_tf.training import checkpoints
+from nvan_tf.training.losses import BatchHardTripletLoss, IdentityLoss
+from nvan_tf.training.optimizers import StepDecay, build_optimizer
+from nvan_tf.training.config import (
     PRECISIONS,
     PRESETS,
     STRATEGIES,
@@ -87,7 +87,7 @@ class _Objective:
         if not isinstance(outputs, (tuple, list)) or len(outputs) != 2:
             raise ValueError(
                 "The re-ID objective needs the training outputs (f, logits); it has no "
-                "inference-mode loss. Evaluate retrieval with nvan_tf.evaluation instead of model.evaluate."
+                "inference-mode loss. Evaluate retrieval with nvan_tf.evaluation.evaluator instead of model.evaluate."
             )
         f, logits = outputs
         terms = {"triplet": self.triplet(pids, f), "identity": self.identity(pids, logits)}
@@ -119,7 +119,7 @@ def compile_model(model, config=None, steps_per_epoch=None):
     ``identity``). Call it inside ``strategy.scope()`` when distributing.
 
     Args:
-        model: an ``nvan_tf.model.NVANModel``.
+        model: an ``nvan_tf.models.model.NVANModel``.
         config: a :class:`TrainConfig` (default: the recipe).
         steps_per_epoch: steps of one epoch, for the step learning-rate
             schedule and the warm-up; default ``config.steps_per_epoch`` or,
@@ -188,10 +188,10 @@ def is_chief(strategy):
 def load_dataset(config, output_dir):
     """The dataset of ``config``; ``synthetic`` is generated on first use
     (under ``root``, default ``OUTPUT_DIR/synthetic_data``)."""
-    from nvan_tf.datasets import build_dataset
+    from nvan_tf.data.datasets import build_dataset
 
     if config.dataset == "synthetic":
-        from nvan_tf.datasets.synthetic import generate
+        from nvan_tf.data.datasets.synthetic import generate
 
         root = config.root or os.path.join(output_dir, "synthetic_data")
         if not os.path.exists(os.path.join(root, "info", "tracks_train_info.mat")):
@@ -205,7 +205,7 @@ def _train_stream(config, tracklets, strategy, start_step):
     """The P x K stream from ``start_step``, laid out for ``strategy``."""
     import tensorflow as tf
 
-    from nvan_tf import pipeline
+    from nvan_tf.data import pipeline
 
     def stream(shard=(0, 1)):
         return pipeline.train_dataset(
@@ -341,7 +341,7 @@ class _Run:
     def write_history(self):
         if not self.chief:
             return
-        from nvan_tf import visualize
+        from nvan_tf.evaluation import report as visualize
 
         history = self.state["history"]
         columns = ["epoch", "step", "lr", "loss", "triplet", "identity", "rank1", "mAP", "seconds"]
@@ -356,7 +356,7 @@ def evaluate_model(model, test_set, batch_size=16):
     """Rank-1 and mAP (fractions) of ``model`` on ``test_set`` =
     ``(tracklets, query_index, gallery_index)`` (``dataset.test_set()``), under
     the MARS protocol with cosine distance, RRS test clips."""
-    from nvan_tf import evaluation
+    from nvan_tf.evaluation import evaluator as evaluation
 
     tracklets, query, gallery = test_set
     extractor = inference_extractor(model, "training evaluation")
@@ -367,10 +367,10 @@ def evaluate_model(model, test_set, batch_size=16):
 
 
 def inference_extractor(model, description):
-    """A ``nvan_tf.evaluation.FeatureExtractor`` over ``model`` in inference mode."""
+    """A ``nvan_tf.evaluation.evaluator.FeatureExtractor`` over ``model`` in inference mode."""
     import tensorflow as tf
 
-    from nvan_tf.evaluation import FeatureExtractor
+    from nvan_tf.evaluation.evaluator import FeatureExtractor
 
     c = model.config
     signature = tf.TensorSpec((None, c.seq_len, c.height, c.width, 3), tf.float32)
@@ -385,7 +385,7 @@ def inference_extractor(model, description):
 def float32_copy(model):
     """An uncompiled ``NVANModel`` of ``model``'s configuration in float32,
     built (its weights are not copied)."""
-    from nvan_tf.model import NVANModel
+    from nvan_tf.models.model import NVANModel
 
     saved = keras.config.dtype_policy()
     keras.config.set_dtype_policy("float32")
@@ -514,12 +514,12 @@ def train(config, output_dir="runs/train", *, resume=None, devices=None, callbac
     try:
         keras.utils.set_random_seed(config.seed)
         with strategy.scope():
-            from nvan_tf.model import build_model
+            from nvan_tf.models.model import build_model
 
             model = build_model(config.variant, num_ids, seq_len=config.seq_len, height=config.height,
                                 width=config.width, **config.model_overrides)
             if config.init and not resuming:
-                from nvan_tf import loading
+                from nvan_tf.io import loading
 
                 logger.info("initialised from %s", loading.initialize_from(model, config.init))
             run.model = model

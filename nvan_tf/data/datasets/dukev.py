@@ -20,7 +20,7 @@ import logging
 import os
 import re
 
-from nvan_tf.datasets.base import (
+from nvan_tf.data.datasets.base import (
     BadFileNameError,
     VideoDataset,
     list_images,
@@ -79,7 +79,7 @@ def read_split(split_dir: str, split: str, dropped: dict, name_pattern=NAME, dat
 
 
 class DukeMTMCVidReID(VideoDataset):
-    """DukeMTMC-VideoReID reader (layout in ``nvan_tf.datasets.dukev.LAYOUT``).
+    """DukeMTMC-VideoReID reader (layout in ``nvan_tf.data.datasets.dukev.LAYOUT``).
 
     Args:
         root: the folder holding ``train``, ``query`` and ``gallery``.

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import os
 
-from nvan_tf.datasets.base import (
+from nvan_tf.data.datasets.base import (
     TwoCameraDataset,
     load_json_splits,
     make_random_splits,
@@ -42,7 +42,7 @@ PERSON = r"^person_\d+$"
 
 
 class PRID2011(TwoCameraDataset):
-    """PRID-2011 reader (layout in ``nvan_tf.datasets.prid.LAYOUT``).
+    """PRID-2011 reader (layout in ``nvan_tf.data.datasets.prid.LAYOUT``).
 
     Args:
         root: the folder holding ``prid_2011`` (or that folder itself).

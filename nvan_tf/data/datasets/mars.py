@@ -26,7 +26,7 @@ import re
 import numpy as np
 import scipy.io
 
-from nvan_tf.datasets.base import (
+from nvan_tf.data.datasets.base import (
     BadFileNameError,
     DatasetLayoutError,
     VideoDataset,
@@ -75,7 +75,7 @@ def load_mat(path: str, variable: str) -> np.ndarray:
 
 
 class MARS(VideoDataset):
-    """MARS reader (layout in ``nvan_tf.datasets.mars.LAYOUT``).
+    """MARS reader (layout in ``nvan_tf.data.datasets.mars.LAYOUT``).
 
     Args:
         root: the folder holding ``bbox_train``, ``bbox_test`` and ``info``.

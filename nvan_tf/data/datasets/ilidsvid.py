@@ -24,7 +24,7 @@ import os
 
 import numpy as np
 
-from nvan_tf.datasets.base import (
+from nvan_tf.data.datasets.base import (
     TwoCameraDataset,
     load_json_splits,
     make_random_splits,
@@ -32,7 +32,7 @@ from nvan_tf.datasets.base import (
     record_json_splits,
     require,
 )
-from nvan_tf.datasets.mars import load_mat
+from nvan_tf.data.datasets.mars import load_mat
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ PERSON = r"^person\d+$"
 
 
 class ILIDSVID(TwoCameraDataset):
-    """iLIDS-VID reader (layout in ``nvan_tf.datasets.ilidsvid.LAYOUT``).
+    """iLIDS-VID reader (layout in ``nvan_tf.data.datasets.ilidsvid.LAYOUT``).
 
     Args:
         root: the folder holding ``i-LIDS-VID`` (or that folder itself).

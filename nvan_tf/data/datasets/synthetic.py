@@ -3,9 +3,9 @@
 The demo and the tests run on these, through the real MARS reader and the
 real input pipeline::
 
-    python -m nvan_tf.datasets.synthetic --out /tmp/synth --ids 24 --cameras 4 --seed 0
+    python -m nvan_tf.data.datasets.synthetic --out /tmp/synth --ids 24 --cameras 4 --seed 0
 
-    from nvan_tf.datasets import build_dataset
+    from nvan_tf.data.datasets import build_dataset
     dataset = build_dataset("mars", "/tmp/synth")
 
 The tree is ``bbox_train/``, ``bbox_test/`` and ``info/`` (``train_name.txt``,
@@ -358,7 +358,7 @@ def generate(
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m nvan_tf.datasets.synthetic",
+        prog="python -m nvan_tf.data.datasets.synthetic",
         description="Write synthetic video re-ID tracklets in the MARS layout (read back with build_dataset('mars', OUT)).",
     )
     parser.add_argument("--out", required=True, help="output folder")
@@ -370,7 +370,7 @@ def main(argv=None) -> int:
     parser.add_argument("--frames", type=int, nargs=2, default=(6, 24), metavar=("MIN", "MAX"))
     args = parser.parse_args(argv)
     root = generate(args.out, args.ids, args.cameras, args.seed, height=args.height, width=args.width, frames=tuple(args.frames))
-    from nvan_tf.datasets.mars import MARS
+    from nvan_tf.data.datasets.mars import MARS
 
     print(MARS(root, verbose=False).format_statistics())
     print(f"Read it with: build_dataset('mars', {root!r})")

@@ -32,7 +32,7 @@ import csv
 import logging
 import os
 
-from nvan_tf.datasets.base import (
+from nvan_tf.data.datasets.base import (
     BadFileNameError,
     DatasetLayoutError,
     VideoDataset,

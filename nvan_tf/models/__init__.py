@@ -1,0 +1,15 @@
+"""The model: custom layers, the ResNet-50 video backbone, the five variants.
+
+``build_model(variant, num_identities, ...)`` builds one of
+``nvan_tf.choices.VARIANTS`` as an :class:`NVANModel`; ``float32_copy``,
+``dtype_policy`` and ``config_of`` are what training, evaluation and export
+share. ``nvan_tf.models.profile`` counts FLOPs. Keras (and so TensorFlow or
+another backend) loads when a name is first used.
+"""
+
+import nvan_tf
+
+__all__ = ["ModelConfig", "NVANModel", "build_model", "config_of", "dtype_policy", "float32_copy",
+           "EMBEDDING_DIM", "VARIANTS"]
+
+__getattr__ = nvan_tf.lazy_exports(__name__, {**{name: "model" for name in __all__}, "VARIANTS": "model"})

@@ -1,0 +1,329 @@
+"""ResNet-50 video backbone in the torchvision layout, with non-local blocks.
+
+The layout follows torchvision's ResNet-50 ("v1.5"), which the reference
+builds on, including its three quirks (docs/architecture.md):
+
+- the stride of a bottleneck sits on its 3x3 convolution, and every padding
+  is symmetric (PyTorch ``padding=1`` / ``padding=3``), not Keras ``"same"``;
+- the stem max-pool (3x3, stride 2) pads with ``-inf``;
+- the stem has no ReLU (``conv1 -> bn1 -> maxpool``) unless ``stem_relu``.
+
+Frames are folded into the batch for every 2D op; the non-local blocks and
+the temporal reductions see the video ``(B, T, H, W, C)``.
+"""
+
+import keras
+
+import nvan_tf
+from keras import layers, ops
+
+from nvan_tf.data.imagenet import CAFFE_MEAN_BGR, IMAGENET_MEAN, IMAGENET_STD
+from nvan_tf.models.layers import (
+    FrameGrouping,
+    NonLocalBlock,
+    StripeNonLocalBlock,
+    TemporalMaxReduction,
+    batch_norm,
+)
+
+_PACKAGE = "nvan_tf"
+
+# (name, bottleneck width, blocks): res2..res5 = torchvision layer1..layer4.
+STAGES = (("res2", 64, 3), ("res3", 128, 4), ("res4", 256, 6), ("res5", 512, 3))
+EXPANSION = 4
+
+# nvan-tf feeds torch-style normalised RGB; Keras-applications weights want caffe input.
+INPUT_CONVENTIONS = ("torch", "caffe")
+
+
+def _conv(filters, kernel, strides, name):
+    return layers.Conv2D(
+        filters, kernel, strides=strides, padding="valid", use_bias=False, name=name
+    )
+
+
+def _conv_out(size, kernel, stride, pad):
+    return (size + 2 * pad - kernel) // stride + 1
+
+
+def _pad(x, pad, value=0.0):
+    return ops.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), constant_values=value)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class Bottleneck(layers.Layer):
+    """ResNet bottleneck on ``(N, H, W, C)``: 1x1, 3x3, 1x1 (x4) + shortcut.
+
+    Args:
+        filters: bottleneck width (the output has ``4 * filters`` channels).
+        strides: stride of the block, on the 3x3 conv (torchvision v1.5) or
+            on the first 1x1 conv when ``stride_in_1x1`` (Keras-applications
+            v1 layout, for its ImageNet weights).
+        downsample: project the shortcut with a strided 1x1 conv + BN.
+    """
+
+    def __init__(self, filters, strides=1, downsample=False, stride_in_1x1=False, **kwargs):
+        super().__init__(**kwargs)
+        if int(filters) < 1 or int(strides) < 1:
+            raise ValueError(
+                f"filters and strides must be positive. Received: filters={filters}, "
+                f"strides={strides}"
+            )
+        self.filters = int(filters)
+        self.strides = int(strides)
+        self.downsample = bool(downsample)
+        self.stride_in_1x1 = bool(stride_in_1x1)
+        s1, s3 = (self.strides, 1) if self.stride_in_1x1 else (1, self.strides)
+        self.conv1 = _conv(self.filters, 1, s1, "conv1")
+        self.bn1 = batch_norm("bn1")
+        self.conv2 = _conv(self.filters, 3, s3, "conv2")
+        self.bn2 = batch_norm("bn2")
+        self.conv3 = _conv(self.filters * EXPANSION, 1, 1, "conv3")
+        self.bn3 = batch_norm("bn3")
+        if self.downsample:
+            self.downsample_conv = _conv(self.filters * EXPANSION, 1, self.strides, "downsample_conv")
+            self.downsample_bn = batch_norm("downsample_bn")
+
+    def build(self, input_shape):
+        n, h, w, c = input_shape
+        s1, s3 = self.conv1.strides[0], self.conv2.strides[0]
+        h1, w1 = _conv_out(h, 1, s1, 0), _conv_out(w, 1, s1, 0)
+        h2, w2 = _conv_out(h1, 3, s3, 1), _conv_out(w1, 3, s3, 1)
+        self.conv1.build(input_shape)
+        self.bn1.build((n, h1, w1, self.filters))
+        self.conv2.build((n, h1 + 2, w1 + 2, self.filters))
+        self.bn2.build((n, h2, w2, self.filters))
+        self.conv3.build((n, h2, w2, self.filters))
+        self.bn3.build((n, h2, w2, self.filters * EXPANSION))
+        if self.downsample:
+            self.downsample_conv.build(input_shape)
+            self.downsample_bn.build((n, h2, w2, self.filters * EXPANSION))
+        elif c != self.filters * EXPANSION or self.strides != 1:
+            raise ValueError(
+                f"Bottleneck '{self.name}' without downsample needs {self.filters * EXPANSION} "
+                f"input channels and stride 1. Received: input_shape={tuple(input_shape)}, "
+                f"strides={self.strides}"
+            )
+
+    def call(self, x, training=None):
+        out = ops.relu(self.bn1(self.conv1(x), training=training))
+        out = ops.relu(self.bn2(self.conv2(_pad(out, 1)), training=training))
+        out = self.bn3(self.conv3(out), training=training)
+        shortcut = x
+        if self.downsample:
+            shortcut = self.downsample_bn(self.downsample_conv(x), training=training)
+        return ops.relu(out + shortcut)
+
+    def compute_output_shape(self, input_shape):
+        n, h, w, _ = input_shape
+        return (n, _conv_out(h, 1, self.strides, 0), _conv_out(w, 1, self.strides, 0),
+                self.filters * EXPANSION)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "filters": self.filters,
+            "strides": self.strides,
+            "downsample": self.downsample,
+            "stride_in_1x1": self.stride_in_1x1,
+        })
+        return config
+
+
+def _per_stage(value, name, kind=int):
+    """Expands a scalar to a 4-stage table and validates a given table."""
+    if value is None or isinstance(value, (int, bool)):
+        return (value,) * len(STAGES)
+    value = tuple(value)
+    if len(value) != len(STAGES):
+        raise ValueError(
+            f"{name} needs one entry per stage res2..res5 ({len(STAGES)} entries). "
+            f"Received: {name}={value}"
+        )
+    return tuple(v if v is None else kind(v) for v in value)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class VideoResNet50(layers.Layer):
+    """ResNet-50 over video clips, with non-local blocks and temporal reduction.
+
+    Input ``(B, T, H, W, 3)``, output ``(B, T', H / 16, W / 16, 2048)`` with
+    ``last_stride=1`` (16 x 8 at 256 x 128); ``T' = T`` unless reduced.
+
+    Args:
+        non_local: blocks per stage res2..res5, placed after the *last* n
+            residual blocks of the stage, e.g. ``(0, 2, 3, 0)`` for NVAN.
+        stripes: None for full non-local blocks, or the number of horizontal
+            stripes (an int, or one per stage) for stripe non-local blocks.
+        attention_group: frames each non-local block attends over; None for
+            the whole (current) clip, 2 for STE-NVAN.
+        temporal_reduction: per stage, whether consecutive frame pairs are
+            max-reduced after the stage (and its non-local blocks); STE-NVAN
+            uses ``(False, True, True, False)``.
+        last_stride: stride of res5 (1 in the reference).
+        stem_relu: apply a ReLU after the stem BN. The reference omits it.
+        stride_in_1x1: put the stride on the first 1x1 conv (Keras-applications
+            v1 layout); the reference puts it on the 3x3 conv.
+        input_convention: "torch" (the reference) or "caffe": the clips are
+            still ImageNet-normalised RGB, converted inside to the BGR 0..255
+            mean-subtracted input that Keras-applications weights expect.
+    """
+
+    def __init__(
+        self,
+        non_local=(0, 0, 0, 0),
+        stripes=None,
+        attention_group=None,
+        temporal_reduction=(False, False, False, False),
+        last_stride=1,
+        stem_relu=False,
+        stride_in_1x1=False,
+        input_convention="torch",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.non_local = _per_stage(non_local, "non_local")
+        self.stripes = _per_stage(stripes, "stripes")
+        self.temporal_reduction = _per_stage(temporal_reduction, "temporal_reduction", bool)
+        for (stage, _, blocks), n in zip(STAGES, self.non_local):
+            if not 0 <= n <= blocks:
+                raise ValueError(
+                    f"non_local asks for {n} blocks in {stage}, which has {blocks} "
+                    f"residual blocks. Received: non_local={self.non_local}"
+                )
+        if attention_group is not None and int(attention_group) < 1:
+            raise ValueError(
+                f"attention_group must be a positive integer or None. "
+                f"Received: attention_group={attention_group}"
+            )
+        if int(last_stride) not in (1, 2):
+            raise ValueError(f"last_stride must be 1 or 2. Received: last_stride={last_stride}")
+        self.attention_group = None if attention_group is None else int(attention_group)
+        self.last_stride = int(last_stride)
+        self.stem_relu = bool(stem_relu)
+        self.stride_in_1x1 = bool(stride_in_1x1)
+        if input_convention not in INPUT_CONVENTIONS:
+            raise ValueError(
+                f"input_convention must be one of {INPUT_CONVENTIONS}. "
+                f"Received: input_convention={input_convention!r}"
+            )
+        self.input_convention = input_convention
+
+        self.stem_conv = _conv(64, 7, 2, "stem_conv")
+        self.stem_bn = batch_norm("stem_bn")
+        self.stem_pool = layers.MaxPooling2D(3, 2, name="stem_pool")
+        self.blocks, self.nonlocal_blocks, self.reductions = [], [], []
+        in_channels = 64
+        for index, (stage, width, count) in enumerate(STAGES):
+            stride = 1 if index == 0 else (self.last_stride if index == 3 else 2)
+            blocks = []
+            for i in range(count):
+                blocks.append(Bottleneck(
+                    width,
+                    strides=stride if i == 0 else 1,
+                    downsample=i == 0 and (stride != 1 or in_channels != width * EXPANSION),
+                    stride_in_1x1=self.stride_in_1x1,
+                    name=f"{stage}_block{i}",
+                ))
+                in_channels = width * EXPANSION
+            self.blocks.append(blocks)
+            self.nonlocal_blocks.append([
+                FrameGrouping(self._nonlocal(index), group_size=self.attention_group,
+                              name=f"{stage}_nonlocal_{j}")
+                for j in range(self.non_local[index])
+            ])
+            self.reductions.append(
+                [TemporalMaxReduction(2, name=f"{stage}_temporal_max")]
+                if self.temporal_reduction[index] else []
+            )
+
+    def _nonlocal(self, stage_index):
+        if self.stripes[stage_index] is None:
+            return NonLocalBlock(name="nonlocal")
+        return StripeNonLocalBlock(self.stripes[stage_index], name="nonlocal")
+
+    def _stages(self):
+        """Yields (stage index, block, non-local block or None, reduction or None)."""
+        for index, blocks in enumerate(self.blocks):
+            first_nl = len(blocks) - len(self.nonlocal_blocks[index])
+            for i, block in enumerate(blocks):
+                nl = self.nonlocal_blocks[index][i - first_nl] if i >= first_nl else None
+                last = i == len(blocks) - 1
+                reduction = self.reductions[index][0] if last and self.reductions[index] else None
+                yield index, block, nl, reduction
+
+    def build(self, input_shape):
+        if len(input_shape) != 5 or input_shape[-1] != 3 or None in input_shape[1:4]:
+            raise ValueError(
+                "VideoResNet50 expects clips (batch, frames, height, width, 3) with "
+                f"static frames, height and width. Received: input_shape={tuple(input_shape)}"
+            )
+        _, t, h, w, _ = input_shape
+        self.stem_conv.build((None, h + 6, w + 6, 3))
+        h, w = _conv_out(h, 7, 2, 3), _conv_out(w, 7, 2, 3)
+        self.stem_bn.build((None, h, w, 64))
+        shape = (None, _conv_out(h, 3, 2, 1), _conv_out(w, 3, 2, 1), 64)
+        for _, block, nl, reduction in self._stages():
+            block.build(shape)
+            shape = block.compute_output_shape(shape)
+            if nl is not None:
+                nl.build((None, t) + shape[1:])
+            if reduction is not None:
+                t = reduction.compute_output_shape((None, t) + shape[1:])[1]
+
+    def call(self, clips, training=None):
+        t = clips.shape[1]
+        x = ops.reshape(clips, (-1,) + tuple(clips.shape[2:]))
+        if self.input_convention == "caffe":
+            rgb = (x * ops.array(IMAGENET_STD, x.dtype) + ops.array(IMAGENET_MEAN, x.dtype)) * 255.0
+            x = ops.flip(rgb, axis=-1) - ops.array(CAFFE_MEAN_BGR, x.dtype)
+        x = self.stem_bn(self.stem_conv(_pad(x, 3)), training=training)
+        if self.stem_relu:
+            x = ops.relu(x)
+        x = self.stem_pool(_pad(x, 1, float("-inf")))
+        for _, block, nl, reduction in self._stages():
+            x = block(x, training=training)
+            if nl is not None:
+                x = _fold(nl(_unfold(x, t), training=training))
+            if reduction is not None:
+                x = reduction(_unfold(x, t))
+                t = x.shape[1]
+                x = _fold(x)
+        return _unfold(x, t)
+
+    def compute_output_shape(self, input_shape):
+        b, t, h, w, _ = input_shape
+        h, w = _conv_out(h, 7, 2, 3), _conv_out(w, 7, 2, 3)
+        shape = (None, _conv_out(h, 3, 2, 1), _conv_out(w, 3, 2, 1), 64)
+        for _, block, _, reduction in self._stages():
+            shape = block.compute_output_shape(shape)
+            if reduction is not None:
+                t //= reduction.factor
+        return (b, t) + tuple(shape[1:])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "non_local": list(self.non_local),
+            "stripes": list(self.stripes),
+            "attention_group": self.attention_group,
+            "temporal_reduction": list(self.temporal_reduction),
+            "last_stride": self.last_stride,
+            "stem_relu": self.stem_relu,
+            "stride_in_1x1": self.stride_in_1x1,
+            "input_convention": self.input_convention,
+        })
+        return config
+
+
+def _fold(x):
+    """(B, T, H, W, C) -> (B*T, H, W, C)."""
+    return ops.reshape(x, (-1,) + tuple(x.shape[2:]))
+
+
+def _unfold(x, frames):
+    """(B*T, H, W, C) -> (B, T, H, W, C)."""
+    return ops.reshape(x, (-1, frames) + tuple(x.shape[1:]))
+
+
+nvan_tf._register_after(__name__)  # the other Keras classes, for deserialisation

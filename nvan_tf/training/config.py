@@ -1,0 +1,166 @@
+"""The training configuration (plain Python: no TensorFlow import).
+
+:class:`TrainConfig` defaults are the authors' recipe (``docs/training.md``);
+:data:`PRESETS` holds each variant's. ``nvan-train`` turns every field into a
+flag; ``OUTPUT_DIR/config.json`` records it, and a resumed run must match it
+(:meth:`TrainConfig.differences`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from nvan_tf.choices import OPTIMIZERS, PRECISIONS, STRATEGIES, VARIANT_NAMES
+
+__all__ = ["TrainConfig", "PRESETS", "PRECISIONS", "STRATEGIES", "OPTIMIZERS", "ConfigMismatch"]
+
+
+# Fields that may change between a run and its resumption: they do not alter
+# what is computed at a given step (how it is run, how often it is saved or
+# evaluated, or how long it goes on).
+RESUMABLE_CHANGES = ("epochs", "strategy", "jit", "eval_every", "eval_batch_size",
+                     "checkpoint_every", "init", "progress")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """One training run. The defaults are the authors' recipe for the NVAN
+    models on MARS; :data:`PRESETS` holds each variant's (the baseline's own
+    script decays 1e-5 over 300 epochs)."""
+
+    # model
+    variant: str = "ste-nvan"
+    seq_len: int = 8
+    height: int = 256
+    width: int = 128
+    model_overrides: dict = dataclasses.field(default_factory=dict)
+    # data
+    dataset: str = "synthetic"
+    root: str | None = None
+    p: int = 8
+    k: int = 4
+    flip_prob: float = 0.5
+    random_erasing: float = 0.0
+    steps_per_epoch: int | None = None  # default: identities // p
+    # losses
+    margin: str | float = "soft"
+    triplet_weight: float = 1.0
+    identity_weight: float = 1.0
+    label_smoothing: float = 0.0
+    # optimizer and schedule (epochs)
+    optimizer: str = "adam"
+    lr: float = 1e-4
+    weight_decay: float = 5e-5
+    momentum: float = 0.9
+    epochs: int = 200
+    lr_step: int = 50
+    lr_gamma: float = 0.1
+    warmup_epochs: int = 0
+    # evaluation, checkpoints, run
+    eval_every: int = 10
+    eval_batch_size: int = 16
+    checkpoint_every: int = 200  # steps; epoch ends are always saved
+    init: str | None = None
+    seed: int = 0
+    mixed_precision: str = "fp32"
+    jit: bool = False
+    strategy: str = "default"
+    progress: int = 1  # 0 silent, 1 progress bar, 2 a line per epoch
+
+    def __post_init__(self):
+        def fail(name, expected):
+            raise ValueError(f"{name} must be {expected}. Received: {name}={getattr(self, name)!r}")
+
+        if self.variant not in VARIANT_NAMES:
+            fail("variant", f"one of {list(VARIANT_NAMES)}")
+        for name in ("seq_len", "height", "width", "p", "k", "epochs"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                fail(name, "a positive integer")
+        for name in ("lr_step", "warmup_epochs", "eval_every", "checkpoint_every", "seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                fail(name, "a non-negative integer")
+        if self.steps_per_epoch is not None and (int(self.steps_per_epoch) != self.steps_per_epoch
+                                                 or self.steps_per_epoch < 1):
+            fail("steps_per_epoch", "a positive integer or None")
+        if not isinstance(self.eval_batch_size, int) or self.eval_batch_size < 1:
+            fail("eval_batch_size", "a positive integer")
+        if not 0.0 <= self.flip_prob <= 1.0:
+            fail("flip_prob", "in [0, 1]")
+        if not 0.0 <= self.random_erasing <= 1.0:
+            fail("random_erasing", "in [0, 1]")
+        if self.margin != "soft":
+            try:
+                self.margin = float(self.margin)
+            except (TypeError, ValueError):
+                fail("margin", "'soft' or a non-negative number")
+            if self.margin < 0:
+                fail("margin", "'soft' or a non-negative number")
+        for name in ("triplet_weight", "identity_weight", "weight_decay", "momentum"):
+            if getattr(self, name) < 0:
+                fail(name, ">= 0")
+        if self.triplet_weight == 0 and self.identity_weight == 0:
+            raise ValueError("triplet_weight and identity_weight are both 0: nothing to train")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            fail("label_smoothing", "in [0, 1)")
+        if self.lr <= 0:
+            fail("lr", "> 0")
+        if not 0.0 < self.lr_gamma <= 1.0:
+            fail("lr_gamma", "in (0, 1]")
+        if self.optimizer not in OPTIMIZERS:
+            fail("optimizer", f"one of {list(OPTIMIZERS)}")
+        if self.mixed_precision not in PRECISIONS:
+            fail("mixed_precision", f"one of {list(PRECISIONS)}")
+        if self.strategy not in STRATEGIES:
+            fail("strategy", f"one of {list(STRATEGIES)}")
+        if self.dataset != "synthetic" and not self.root:
+            raise ValueError(f"--root is required for dataset {self.dataset!r}: the folder of the dataset")
+        if not isinstance(self.model_overrides, dict):
+            fail("model_overrides", "a dict of ModelConfig fields")
+        self.model_overrides = {key: tuple(v) if isinstance(v, list) else v
+                                for key, v in self.model_overrides.items()}
+
+    @classmethod
+    def preset(cls, variant, **overrides):
+        """The recipe of ``variant`` (see :data:`PRESETS`), with overrides."""
+        if variant not in PRESETS:
+            raise ValueError(f"Unknown variant {variant!r}; expected one of {sorted(PRESETS)}")
+        return cls(**{**PRESETS[variant], **overrides})
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values, source="config"):
+        fields = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - fields)
+        if unknown:
+            raise ValueError(f"{source}: unknown training option(s) {unknown}; valid: {sorted(fields)}")
+        return cls(**values)
+
+    def differences(self, other):
+        """``[(field, self value, other value)]`` of the fields that matter for a resume."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        return [(name, theirs[name], mine[name]) for name in mine
+                if name not in RESUMABLE_CHANGES and _jsonable(mine[name]) != _jsonable(theirs[name])]
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value))
+
+
+PRESETS = {
+    "baseline": {"variant": "baseline", "weight_decay": 1e-5, "epochs": 300},
+    "nvan": {"variant": "nvan"},
+    "nvan-stripe": {"variant": "nvan-stripe"},
+    "nvan-temporal": {"variant": "nvan-temporal"},
+    "ste-nvan": {"variant": "ste-nvan"},
+}
+
+
+class ConfigMismatch(ValueError):
+    """The output folder holds a run of another configuration."""
+
+

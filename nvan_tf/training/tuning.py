@@ -1,0 +1,609 @@
+"""Hyper-parameter search: keras-tuner trials of the training recipe, scored by rank-1 or mAP.
+
+Examples:
+    python -m nvan_tf.training.tuning --variant ste-nvan --dataset mars --root data/MARS \\
+        --algorithm bayesian --objective mAP --max-trials 20 --epochs 20 --output-dir runs/search
+    python -m nvan_tf.training.tuning --dataset synthetic --algorithm hyperband --epochs 9 \\
+        --seq-len 4 8 --height 128 --width 64 --lr 1e-5 1e-3 --margin soft 0.3
+    nvan-train --tune --dataset synthetic --max-trials 4 --seq-len 4 --height 64 --width 32
+
+Every trial trains the recipe of nvan-train with one draw of the search space
+and is scored by the training evaluation (rank-1 / mAP on the query / gallery
+split after every epoch; the best epoch counts). A search-space flag with one
+value fixes it, with several searches them (--lr and --weight-decay take a
+LOW HIGH range, sampled on a log scale). Re-running the command resumes the
+search in --output-dir: finished trials are kept and an interrupted one runs
+again. --max-trials may grow between runs; any other change is refused
+(--overwrite starts over). At the end, OUTPUT_DIR gets trials.csv, trials.png
+and best_config.json (nvan-train --config best_config.json trains the best).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import logging
+import math
+import os
+import sys
+
+from nvan_tf import cli
+from nvan_tf.choices import TUNING_ALGORITHMS, TUNING_OBJECTIVES
+from nvan_tf.training.config import PRESETS, ConfigMismatch, TrainConfig
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["SearchSpace", "ReIDHyperModel", "EvaluationCallback", "ALGORITHMS", "OBJECTIVES",
+           "search", "build_tuner", "trial_rows", "format_summary", "main"]
+
+ALGORITHMS = TUNING_ALGORITHMS
+OBJECTIVES = TUNING_OBJECTIVES
+PROJECT = "trials"  # keras-tuner's project folder inside the output folder
+SUMMARY_CSV, SUMMARY_PNG, BEST_CONFIG, SEARCH_JSON = (
+    "trials.csv", "trials.png", "best_config.json", "search.json")
+
+_STAGE_NAMES = ("res2", "res3", "res4", "res5")
+
+
+# -----------------------------------------------------------------------------
+# The search space
+# -----------------------------------------------------------------------------
+@dataclasses.dataclass
+class SearchSpace:
+    """What a search varies. Ranges ``(low, high)`` are sampled on a log
+    scale (``low == high`` fixes the value); tuples of values are choices
+    (one value fixes it).
+
+    ``non_local`` (placement tables: blocks per stage res2..res5) applies to
+    the variants with non-local blocks; ``None`` keeps the variant's own for
+    none and searches ``DEFAULT_NON_LOCAL`` otherwise. ``stripes`` applies to
+    ``nvan-stripe`` and ``ste-nvan``; ``None`` searches the values of
+    ``(2, 4, 8, 16)`` that divide the feature heights at the frame height.
+    """
+
+    lr: tuple = (3e-5, 3e-4)
+    weight_decay: tuple = (1e-6, 1e-4)
+    margin: tuple = ("soft", 0.3)
+    identity_weight: tuple = (0.5, 1.0)
+    label_smoothing: tuple = (0.0, 0.1)
+    non_local: tuple | None = None
+    stripes: tuple | None = None
+    seq_len: tuple = (4, 8)
+
+    DEFAULT_NON_LOCAL = ((0, 2, 3, 0), (0, 1, 1, 0), (0, 0, 2, 0))
+    DEFAULT_STRIPES = (2, 4, 8, 16)
+
+    def __post_init__(self):
+        def values(name, kind, minimum=None, below=None, choices=True):
+            raw = getattr(self, name)
+            raw = tuple(raw) if isinstance(raw, (list, tuple)) else (raw,)
+            if not raw:
+                raise ValueError(f"{name} needs at least one value. Received: {name}={raw!r}")
+            try:
+                out = tuple(kind(v) for v in raw)
+            except (TypeError, ValueError):
+                raise ValueError(f"{name} takes {kind.__name__} values. Received: {name}={raw!r}") from None
+            for v in out:
+                if (minimum is not None and v < minimum) or (below is not None and v >= below):
+                    bounds = f">= {minimum}" if below is None else f"in [{minimum}, {below})"
+                    raise ValueError(f"{name} values must be {bounds}. Received: {name}={raw!r}")
+            if choices and len(set(out)) != len(out):
+                raise ValueError(f"{name} lists a value twice. Received: {name}={raw!r}")
+            return out
+
+        for name in ("lr", "weight_decay"):
+            bounds = values(name, float, choices=False)
+            if len(bounds) == 1:
+                bounds = bounds * 2
+            if len(bounds) != 2 or not 0 < bounds[0] <= bounds[1]:
+                raise ValueError(f"{name} must be a range (low, high) with 0 < low <= high, or one "
+                                 f"value. Received: {name}={getattr(self, name)!r}")
+            setattr(self, name, bounds)
+        margins = []
+        for v in values("margin", str):
+            try:
+                margins.append(v if v == "soft" else repr(float(v)))
+            except ValueError:
+                raise ValueError(f"margin values must be 'soft' or numbers. Received: margin="
+                                 f"{self.margin!r}") from None
+            if margins[-1] != "soft" and float(v) < 0:
+                raise ValueError(f"margin values must be 'soft' or >= 0. Received: margin={self.margin!r}")
+        self.margin = tuple(margins)
+        self.identity_weight = values("identity_weight", float, minimum=0.0)
+        self.label_smoothing = values("label_smoothing", float, minimum=0.0, below=1.0)
+        self.seq_len = values("seq_len", int, minimum=1)
+        if self.stripes is not None:
+            self.stripes = values("stripes", int, minimum=1)
+        if self.non_local is not None:
+            tables = self.non_local
+            if not isinstance(tables, (list, tuple)) or not tables or not all(
+                    isinstance(t, (list, tuple, str)) for t in tables):
+                raise ValueError("non_local must be a list of placement tables such as (0, 2, 3, 0). "
+                                 f"Received: non_local={tables!r}")
+            self.non_local = tuple(_parse_table(t) for t in tables)
+
+    def to_dict(self):
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def resolve(self, variant, height):
+        """The space for ``variant`` at frame ``height``: ``non_local`` and
+        ``stripes`` filled in or emptied; every combination it allows is a
+        model that builds. Raises ``ValueError`` naming what does not fit."""
+        from nvan_tf.models.model import VARIANTS
+
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {sorted(VARIANTS)}. Received: variant={variant!r}")
+        non_local_variants = [v for v, preset in VARIANTS.items() if any(preset.get("non_local", ()))]
+        stripe_variants = [v for v, preset in VARIANTS.items() if preset.get("stripes")]
+        space = dataclasses.replace(self)
+        if variant not in non_local_variants:
+            if self.non_local is not None or self.stripes is not None:
+                raise ValueError(f"variant {variant!r} has no non-local blocks: leave non_local and "
+                                 "stripes unset")
+            space.non_local, space.stripes = (), ()
+        else:
+            space.non_local = self.non_local or self.DEFAULT_NON_LOCAL
+        if variant in non_local_variants and variant not in stripe_variants and self.stripes:
+            raise ValueError(f"stripes apply to {stripe_variants}, not to variant {variant!r}")
+        used = sorted({i for table in space.non_local for i, n in enumerate(table) if n})
+        heights = _feature_heights(height)
+        if variant in stripe_variants:
+            def fits(s):
+                return all(heights[i] % s == 0 for i in used)
+
+            if self.stripes is None:
+                space.stripes = tuple(s for s in self.DEFAULT_STRIPES if fits(s))
+                if not space.stripes:
+                    raise ValueError(f"none of the stripe counts {self.DEFAULT_STRIPES} divides the feature "
+                                     f"heights {_describe_heights(heights, used)} of height {height}")
+            bad = [s for s in space.stripes if not fits(s)]
+            if bad:
+                raise ValueError(
+                    f"stripes must divide the feature heights {_describe_heights(heights, used)} of the "
+                    f"stages with non-local blocks at height {height}. Received: stripes={bad}")
+        bad = {t: why for t in space.seq_len for why in [_seq_len_problem(variant, t, space.non_local)] if why}
+        if bad:
+            raise ValueError("seq_len values that do not fit variant "
+                             f"{variant!r}: " + "; ".join(f"{t}: {why}" for t, why in bad.items()))
+        return space
+
+    def declare(self, hp):
+        """Declares the hyper-parameters on ``hp``; returns their values:
+        ``{"lr", "weight_decay", "margin", "identity_weight", "label_smoothing",
+        "seq_len"[, "non_local" ("0,2,3,0")][, "stripes"]}``."""
+        chosen = {}
+        for name in ("lr", "weight_decay"):
+            low, high = getattr(self, name)
+            chosen[name] = hp.Fixed(name, low) if low == high else hp.Float(name, low, high, sampling="log")
+        for name in ("margin", "identity_weight", "label_smoothing", "seq_len", "non_local", "stripes"):
+            options = getattr(self, name)
+            if name == "non_local":
+                options = tuple(",".join(map(str, t)) for t in options)
+            if not options:
+                continue
+            chosen[name] = hp.Fixed(name, options[0]) if len(options) == 1 else hp.Choice(name, list(options))
+        return chosen
+
+
+def _parse_table(table):
+    if isinstance(table, str):
+        try:
+            table = [int(v) for v in table.replace(" ", "").split(",")]
+        except ValueError:
+            raise ValueError(f"a non_local table is 4 comma-separated block counts (res2..res5) such as "
+                             f"0,2,3,0. Received: {table!r}") from None
+    table = tuple(table)
+    if len(table) != 4 or not all(isinstance(n, int) and n >= 0 for n in table):
+        raise ValueError("a non_local table is 4 non-negative block counts (res2..res5) such as "
+                         f"(0, 2, 3, 0). Received: {table!r}")
+    STAGES = _backbone().STAGES
+    for (stage, _, blocks), n in zip(STAGES, table):
+        if n > blocks:
+            raise ValueError(f"non_local table {table} asks for {n} blocks in {stage}, which has {blocks}")
+    return table
+
+
+def _backbone():
+    from nvan_tf.models import model  # noqa: F401  (Keras and the registered classes first)
+    from nvan_tf.models import backbone
+
+    return backbone
+
+
+def _feature_heights(height):
+    """Feature-map heights of res2..res5 for frames ``height`` pixels high."""
+    _conv_out = _backbone()._conv_out
+    h = _conv_out(_conv_out(height, 7, 2, 3), 3, 2, 1)  # stem conv and max-pool
+    heights = [h]
+    for stride in (2, 2, 1):  # res3, res4; res5 keeps the resolution (last_stride 1)
+        h = _conv_out(h, 3, stride, 1)
+        heights.append(h)
+    return heights
+
+
+def _describe_heights(heights, used):
+    return ", ".join(f"{_STAGE_NAMES[i]}: {heights[i]}" for i in used) or "(no non-local stage)"
+
+
+def _seq_len_problem(variant, seq_len, tables):
+    """Why ``seq_len`` frames cannot go through ``variant`` (any of ``tables``), or ''."""
+    from nvan_tf.models.model import VARIANTS
+
+    preset = VARIANTS[variant]
+    reductions = preset.get("temporal_reduction", (False,) * 4)
+    group = preset.get("attention_group")
+    frames = seq_len
+    for index in range(4):
+        if group and any(t[index] for t in tables) and frames % group:
+            return (f"the {_STAGE_NAMES[index]} non-local blocks group frames in {group}s and see "
+                    f"{frames} frames")
+        if reductions[index]:
+            if frames % 2:
+                return f"the temporal max after {_STAGE_NAMES[index]} halves the frames, and {frames} is odd"
+            frames //= 2
+    return ""
+
+
+# -----------------------------------------------------------------------------
+# The hypermodel
+# -----------------------------------------------------------------------------
+def _keras_tuner():
+    try:
+        import keras_tuner
+    except ImportError as err:  # pragma: no cover - a dependency of the package
+        raise ImportError("the hyper-parameter search needs keras-tuner: pip install keras-tuner") from err
+    return keras_tuner
+
+
+def trial_config(config, values):
+    """``config`` with a trial's hyper-parameter ``values`` (``SearchSpace.declare``)."""
+    fields = {name: values[name] for name in ("lr", "weight_decay", "margin", "identity_weight",
+                                              "label_smoothing", "seq_len") if name in values}
+    overrides = dict(config.model_overrides)
+    if "non_local" in values:
+        overrides["non_local"] = _parse_table(values["non_local"])
+    if "stripes" in values:
+        overrides["stripes"] = values["stripes"]
+    return dataclasses.replace(config, **fields, model_overrides=overrides)
+
+
+def _make_hypermodel_class():
+    kt = _keras_tuner()
+    import keras
+
+    class EvaluationCallback(keras.callbacks.Callback):
+        """Adds the training evaluation (``rank1``, ``mAP``: fractions) to the
+        logs of every epoch, where keras-tuner's objective reads it. Put it
+        before the callbacks that read the logs."""
+
+        def __init__(self, test_set, batch_size=16):
+            super().__init__()
+            self.test_set = test_set
+            self.batch_size = batch_size
+
+        def on_epoch_end(self, epoch, logs=None):
+            from nvan_tf.training.loop import evaluate_model
+
+            scores = evaluate_model(self.model, self.test_set, batch_size=self.batch_size)
+            logger.info("epoch %d: rank-1 %.2f%%, mAP %.2f%%", epoch + 1, 100 * scores["rank1"],
+                        100 * scores["mAP"])
+            if logs is not None:
+                logs.update(scores)
+
+    class ReIDHyperModel(kt.HyperModel):
+        """The recipe of ``config`` (a ``TrainConfig``) with the hyper-parameters
+        of ``space`` (a resolved :class:`SearchSpace`): ``build`` makes and
+        compiles the model (``nvan_tf.training.loop.compile_model``), ``fit`` trains
+        it on the P x K stream of ``dataset.train`` and evaluates it on
+        ``dataset.test_set()`` after every epoch."""
+
+        def __init__(self, config, space, dataset, steps_per_epoch=None):
+            super().__init__(name="reid")
+            self.config = config
+            self.space = space
+            self.tracklets = dataset.train
+            self.num_identities = dataset.num_train_ids
+            self.test_set = dataset.test_set()
+            self.steps_per_epoch = int(steps_per_epoch or config.steps_per_epoch
+                                       or max(self.num_identities // config.p, 1))
+
+        def trial_config(self, hp):
+            return trial_config(self.config, self.space.declare(hp))
+
+        def build(self, hp):
+            from nvan_tf.models.model import build_model
+            from nvan_tf.training.loop import compile_model
+
+            config = self.trial_config(hp)
+            keras.utils.set_random_seed(config.seed)
+            model = build_model(config.variant, self.num_identities, seq_len=config.seq_len,
+                                height=config.height, width=config.width, **config.model_overrides)
+            compile_model(model, config, self.steps_per_epoch)
+            return model
+
+        def fit(self, hp, model, *args, callbacks=(), epochs=None, initial_epoch=0, verbose=0, **kwargs):
+            from nvan_tf.data import pipeline
+
+            config = self.trial_config(hp)
+            stream = pipeline.train_dataset(
+                self.tracklets, p=config.p, k=config.k, seq_len=config.seq_len, height=config.height,
+                width=config.width, flip_prob=config.flip_prob, random_erasing=config.random_erasing,
+                seed=config.seed, start_step=initial_epoch * self.steps_per_epoch,
+            )
+            evaluation = EvaluationCallback(self.test_set, config.eval_batch_size)
+            return model.fit(stream, epochs=epochs or config.epochs, initial_epoch=initial_epoch,
+                             steps_per_epoch=self.steps_per_epoch, shuffle=False,
+                             callbacks=[evaluation, *callbacks], verbose=verbose)
+
+    return EvaluationCallback, ReIDHyperModel
+
+
+_CLASSES = {}
+
+
+def _classes():
+    if not _CLASSES:
+        _CLASSES.update(zip(("EvaluationCallback", "ReIDHyperModel"), _make_hypermodel_class()))
+    return _CLASSES
+
+
+def __getattr__(name):  # keras and keras-tuner load when the classes are first used
+    if name in ("EvaluationCallback", "ReIDHyperModel"):
+        return _classes()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# -----------------------------------------------------------------------------
+# The search
+# -----------------------------------------------------------------------------
+def build_tuner(hypermodel, output_dir, *, algorithm="bayesian", objective="mAP", max_trials=None,
+                factor=3, seed=0, overwrite=False):
+    """The keras-tuner tuner over ``hypermodel``, its state in
+    ``OUTPUT_DIR/trials`` (reloaded unless ``overwrite``).
+
+    ``bayesian`` runs ``max_trials`` trials (default 10) of ``config.epochs``
+    epochs; ``hyperband`` brackets up to ``config.epochs`` epochs with
+    reduction ``factor`` (``max_trials``, if given, caps the trial count).
+    """
+    kt = _keras_tuner()
+    target = kt.Objective(objective, "max")
+    common = dict(objective=target, seed=seed, directory=output_dir, project_name=PROJECT,
+                  overwrite=overwrite, max_consecutive_failed_trials=3)
+    if algorithm == "bayesian":
+        return kt.BayesianOptimization(hypermodel, max_trials=max_trials or 10, **common)
+    if algorithm == "hyperband":
+        tuner = kt.Hyperband(hypermodel, max_epochs=hypermodel.config.epochs, factor=factor, **common)
+        tuner.oracle.max_trials = max_trials  # None: Hyperband's own budget
+        return tuner
+    raise ValueError(f"algorithm must be one of {list(ALGORITHMS)}. Received: algorithm={algorithm!r}")
+
+
+def _check_search(config, space, output_dir, settings, overwrite):
+    """Refuses to resume a search of other settings; records them."""
+    path = os.path.join(output_dir, SEARCH_JSON)
+    record = {"train": config.to_dict(), "space": space.to_dict(), **settings}
+    if os.path.exists(path) and not overwrite:
+        try:
+            with open(path, encoding="utf-8") as f:
+                previous = json.load(f)
+        except (OSError, json.JSONDecodeError) as err:
+            raise ConfigMismatch(f"{path} is not a readable search record: {err}") from None
+        mine, theirs = _flatten(json.loads(json.dumps(record))), _flatten(previous)
+        changed = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        if changed:
+            listing = "\n".join(f"  {k}: {theirs.get(k)!r} in the search, {mine.get(k)!r} now" for k in changed)
+            raise ConfigMismatch(f"{output_dir} holds a search of other settings:\n{listing}\n"
+                                 "Use another --output-dir, or --overwrite to start over in this one.")
+    from nvan_tf.training import checkpoints
+
+    os.makedirs(output_dir, exist_ok=True)
+    checkpoints.atomic_write_text(path, json.dumps(record, indent=2) + "\n")
+
+
+def _flatten(record, prefix=""):
+    out = {}
+    for key, value in record.items():
+        if key == "train":
+            # display and evaluation batching do not change what a trial computes
+            value = {k: v for k, v in value.items() if k not in ("progress", "eval_batch_size")}
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        elif not (prefix == "" and key == "max_trials"):  # the budget may grow
+            out[prefix + key] = value
+    return out
+
+
+def search(config, output_dir, *, space=None, algorithm="bayesian", objective="mAP", max_trials=None,
+           factor=3, overwrite=False, verbose=0):
+    """Runs (or resumes) a search over ``space`` around the recipe ``config``.
+
+    Args:
+        config: a ``TrainConfig``: variant, data, sizes, epochs per trial,
+            seed; its searched fields are replaced by each trial's values.
+        output_dir: the search folder: ``search.json`` (the settings),
+            ``trials/`` (keras-tuner's state and each trial's best weights),
+            ``trials.csv``, ``trials.png``, ``best_config.json``.
+        space: a :class:`SearchSpace` (default: ``SearchSpace()``).
+        algorithm: ``bayesian`` or ``hyperband``.
+        objective: ``mAP`` or ``rank1`` (maximised).
+        max_trials: trials in all, those of earlier runs included.
+        overwrite: start over, deleting an earlier search in ``output_dir``.
+        verbose: keras-tuner's progress display and Keras' fit verbosity.
+
+    Returns:
+        ``{"trials": [row, ...], "best": row, "new": [trial numbers run now],
+        "summary": csv path, "plot": png path, "best_config": json path}``
+        (rows: see :func:`trial_rows`).
+    """
+    import keras
+
+    from nvan_tf.training.loop import load_dataset
+
+    space = space or SearchSpace()
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {list(ALGORITHMS)}. Received: algorithm={algorithm!r}")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {list(OBJECTIVES)}. Received: objective={objective!r}")
+    if max_trials is not None and (not isinstance(max_trials, int) or max_trials < 1):
+        raise ValueError(f"max_trials must be a positive integer. Received: max_trials={max_trials!r}")
+    if int(factor) < 2:
+        raise ValueError(f"factor must be an integer >= 2. Received: factor={factor!r}")
+    if config.strategy != "default":
+        raise ValueError(f"the search trains on one device. Received: strategy={config.strategy!r}")
+    resolved = space.resolve(config.variant, config.height)
+    output_dir = os.path.abspath(output_dir)
+    dataset = load_dataset(config, output_dir)  # a bad root fails before anything is written
+    settings = {"algorithm": algorithm, "objective": objective, "max_trials": max_trials,
+                "factor": int(factor) if algorithm == "hyperband" else None}
+    _check_search(config, space, output_dir, settings, overwrite)
+
+    hypermodel = _classes()["ReIDHyperModel"](config, resolved, dataset)
+    saved_policy = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32" if config.mixed_precision == "fp32" else config.mixed_precision)
+    try:
+        tuner = build_tuner(hypermodel, output_dir, algorithm=algorithm, objective=objective,
+                            max_trials=max_trials, factor=int(factor), seed=config.seed, overwrite=overwrite)
+        done = {t.trial_id for t in tuner.oracle.trials.values() if t.status == "COMPLETED"}
+        logger.info("search in %s: %d finished trials kept", output_dir, len(done))
+        try:
+            tuner.search(verbose=verbose)
+        except RuntimeError as err:  # keras-tuner gives up after failed trials; keep the gist
+            lines = [line for line in str(err).splitlines() if line.strip()] or [repr(err)]
+            raise RuntimeError(f"{lines[0]} The last failure: {lines[-1]} "
+                               f"(tracebacks in {output_dir}/{PROJECT}/trial_*/trial.json)") from err
+    finally:
+        keras.config.set_dtype_policy(saved_policy)
+    rows = trial_rows(tuner)
+    new = [r["trial"] for r in rows if r["status"] == "COMPLETED" and r["trial_id"] not in done]
+    completed = [r for r in rows if r["status"] == "COMPLETED"]
+    for row in rows:
+        if row["status"] in ("INVALID", "FAILED"):
+            logger.warning("trial %s failed: %s", row["trial"], row["message"])
+    if not completed:
+        reason = next((r["message"] for r in rows if r["message"]), "no trial ran")
+        raise RuntimeError(f"no trial of the search in {output_dir} finished: {reason}")
+    best = max(completed, key=lambda r: r["score"])
+    paths = write_summary(rows, output_dir, objective)
+    best_trial = tuner.oracle.get_trial(best["trial_id"])
+    best_config = trial_config(config, best_trial.hyperparameters.values)
+    from nvan_tf.training import checkpoints
+
+    checkpoints.atomic_write_text(paths["best_config"], json.dumps(
+        {"train": best_config.to_dict(), "trial": best["trial"], objective: best["score"]}, indent=2) + "\n")
+    return {"trials": rows, "best": best, "new": new, **paths}
+
+
+# -----------------------------------------------------------------------------
+# The summary
+# -----------------------------------------------------------------------------
+HP_COLUMNS = ("lr", "weight_decay", "margin", "identity_weight", "label_smoothing", "non_local",
+              "stripes", "seq_len")
+
+
+def trial_rows(tuner):
+    """One dict per trial, in trial order: ``trial`` (its number), ``trial_id``,
+    ``status``, ``score`` (the objective at the best epoch), ``rank1``, ``mAP``
+    (at that epoch), ``epoch`` (1-based best epoch), ``epochs`` (trained,
+    Hyperband's bracket length), each hyper-parameter, ``message`` (why a
+    trial failed)."""
+    rows = []
+    for trial in tuner.oracle.trials.values():
+        values = trial.hyperparameters.values
+        # best_step counts the epochs of this trial's own fit (Hyperband's may start later)
+        first = values.get("tuner/initial_epoch", 0)
+        row = {"trial": _trial_number(trial.trial_id), "trial_id": trial.trial_id,
+               "status": str(trial.status), "score": trial.score,
+               "epoch": None if trial.best_step is None else first + int(trial.best_step) + 1,
+               "epochs": values.get("tuner/epochs", tuner.hypermodel.config.epochs)}
+        for name in ("rank1", "mAP"):
+            row[name] = trial.metrics.get_last_value(name) if trial.metrics.exists(name) else None
+        row.update({name: values.get(name) for name in HP_COLUMNS})
+        message = (trial.message or "").strip().splitlines()
+        row["message"] = message[-1] if message else ""
+        rows.append(row)
+    return sorted(rows, key=lambda r: r["trial"])
+
+
+def _trial_number(trial_id):
+    try:
+        return int(trial_id)
+    except ValueError:
+        return trial_id
+
+
+def _cell(value):
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    return str(value)
+
+
+def format_summary(rows, objective):
+    """The trials as a text table, best first marked ``*``; scores in %."""
+    completed = [r for r in rows if r["status"] == "COMPLETED"]
+    best = max(completed, key=lambda r: r["score"])["trial"] if completed else None
+    columns = ["", "trial", "status", objective, "rank-1", "mAP", "epoch", "epochs", *HP_COLUMNS]
+    lines = [columns]
+    for r in rows:
+        pct = [("" if r[k] is None else f"{100 * r[k]:.2f}") for k in ("score", "rank1", "mAP")]
+        lines.append(["*" if r["trial"] == best else "", str(r["trial"]), r["status"], *pct,
+                      _cell(r["epoch"]), _cell(r["epochs"]), *(_cell(r[k]) for k in HP_COLUMNS)])
+    keep = [i for i in range(len(columns)) if i < 8 or any(line[i] for line in lines[1:])]
+    widths = [max(len(line[i]) for line in lines) for i in keep]
+    return "\n".join("  ".join(line[i].ljust(w) for i, w in zip(keep, widths)).rstrip() for line in lines)
+
+
+def write_summary(rows, output_dir, objective):
+    """Writes ``trials.csv`` (scores as fractions) and ``trials.png`` (the
+    objective per trial, the running best and the best trial marked)."""
+    from nvan_tf.training import checkpoints
+
+    columns = ["trial", "status", "score", "rank1", "mAP", "epoch", "epochs", *HP_COLUMNS, "message"]
+    text = io.StringIO()
+    writer = csv.DictWriter(text, columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: "" if r.get(k) is None else r[k] for k in columns})
+    csv_path = os.path.join(output_dir, SUMMARY_CSV)
+    checkpoints.atomic_write_text(csv_path, text.getvalue())
+    png_path = os.path.join(output_dir, SUMMARY_PNG)
+    plot_trials(rows, png_path, objective)
+    return {"summary": csv_path, "plot": png_path, "best_config": os.path.join(output_dir, BEST_CONFIG)}
+
+
+def plot_trials(rows, path, objective):
+    from matplotlib.figure import Figure
+
+    done = [r for r in rows if r["status"] == "COMPLETED" and r["score"] is not None]
+    fig = Figure(figsize=(7.0, 4.0), dpi=100)
+    ax = fig.subplots()
+    x = [r["trial"] for r in done]
+    y = [100 * r["score"] for r in done]
+    name = {"rank1": "rank-1"}.get(objective, objective)
+    ax.plot(x, y, "o", color="tab:blue", label=f"{name} of the trial")
+    running, best = [], -math.inf
+    for value in y:
+        best = max(best, value)
+        running.append(best)
+    ax.step(x, running, where="post", color="tab:gray", alpha=0.6, label="best so far")
+    if done:
+        i = max(range(len(y)), key=y.__getitem__)
+        ax.plot([x[i]], [y[i]], "*", color="tab:red", markersize=16, label=f"best: trial {x[i]}")
+    failed = [r["trial"] for r in rows if r["status"] in ("INVALID", "FAILED")]
+    if failed:
+        ax.plot(failed, [0] * len(failed), "x", color="black", label="failed")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(f"{name} (%)")
+    ax.set_title(f"hyper-parameter search: {len(done)} trials")
+    ax.set_ylim(0, 102)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best")
+    fig.tight_layout()
+    tmp = f"{path}.tmp.png"
+    fig.savefig(tmp)
+    os.replace(tmp, path)
+    return path

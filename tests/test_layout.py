@@ -1,0 +1,171 @@
+"""The package layout: documented import paths, entry points, one source per choice list."""
+
+import ast
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from nvan_tf import choices
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGE = os.path.join(ROOT, "nvan_tf")
+
+# Every import path the README documented before the sub-packages (and the
+# names it documented under them), as "module:name,name".
+DOCUMENTED = [
+    "nvan_tf:build_model,load_model,VARIANTS",
+    "nvan_tf.layers:NonLocalBlock,StripeNonLocalBlock,FrameGrouping,TemporalMaxReduction,FeaturePooling",
+    "nvan_tf.backbone:VideoResNet50",
+    "nvan_tf.model:ModelConfig,NVANModel,build_model,VARIANTS",
+    "nvan_tf.loading:load_model,save_weights,initialize_from,load_saved_model,load_torch_checkpoint,"
+    "load_torchvision_resnet50,load_keras_applications_resnet50",
+    "nvan_tf.convert:KERAS_APPLICATIONS_LAYOUT",
+    "nvan_tf.datasets:build_dataset,Tracklet,DATASETS",
+    "nvan_tf.datasets.synthetic:generate",
+    "nvan_tf.sampling:rrs_chunks,PKSampler,sample_test_indices",
+    "nvan_tf.pipeline:train_dataset,eval_dataset,bad_frame_report,resize_frames,normalize,decode_frame",
+    "nvan_tf.training:TrainConfig,compile_model,train",
+    "nvan_tf.training_config:TrainConfig,PRESETS",
+    "nvan_tf.losses:BatchHardTripletLoss,IdentityLoss",
+    "nvan_tf.optimizers:TorchAdam,TorchSGD,StepDecay",
+    "nvan_tf.checkpoints:",
+    "nvan_tf.tuning:SearchSpace,search",
+    "nvan_tf.metrics:evaluate_rank,evaluate_indices",
+    "nvan_tf.distance:pairwise_distance,cosine_distance",
+    "nvan_tf.reranking:k_reciprocal_rerank,average_query_expansion",
+    "nvan_tf.evaluation:run_evaluation,extract_features",
+    "nvan_tf.visualize:plot_cmc,plot_ranked_list",
+    "nvan_tf.export:export_saved_model,export_onnx,quantize_onnx,calibration_clips,convert_onnx_fp16,"
+    "build_tensorrt_engine",
+    "nvan_tf.serving:ServingClient,Gallery",
+    "nvan_tf.profile:profile_variant",
+    "nvan_tf.cli:make_parser,quiet_tensorflow",
+]
+DOCUMENTED_MAINS = ["nvan_tf.export", "nvan_tf.profile", "nvan_tf.tuning", "nvan_tf.demo",
+                    "nvan_tf.datasets.synthetic", "nvan_tf.benchmarks.train", "nvan_tf.benchmarks.inference",
+                    "nvan_tf.benchmarks.metrics", "nvan_tf.benchmarks.pipeline"]
+
+
+def run(args, **env):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ROOT, **env}
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_every_documented_import_path_works_in_a_fresh_interpreter():
+    lines = ["import importlib"]
+    for entry in DOCUMENTED:
+        module, _, names = entry.partition(":")
+        lines.append(f"m = importlib.import_module({module!r})")
+        lines += [f"getattr(m, {name!r})" for name in names.split(",") if name]
+    lines.append("print('ok')")
+    result = run(["-c", "\n".join(lines)])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "ok"
+
+
+def test_old_paths_are_the_moved_modules_themselves():
+    """A moved module and its old path are one object: monkeypatching or
+    private names reach the same code."""
+    import nvan_tf.datasets
+    import nvan_tf.metrics
+    import nvan_tf.sampling
+    from nvan_tf.data import datasets, sampling
+    from nvan_tf.evaluation import metrics
+
+    assert nvan_tf.metrics is metrics and nvan_tf.sampling is sampling and nvan_tf.datasets is datasets
+
+
+@pytest.mark.parametrize("module", DOCUMENTED_MAINS)
+def test_documented_python_m_commands_run(module):
+    result = run(["-m", module, "--help"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("usage: ")
+
+
+def test_top_level_modules_are_only_re_exports():
+    """Outside the sub-packages, nvan_tf holds its __init__, the choice lists
+    and the old paths, each a two-line alias of the module that moved."""
+    for name in sorted(os.listdir(PACKAGE)):
+        path = os.path.join(PACKAGE, name)
+        if not name.endswith(".py") or name in ("__init__.py", "choices.py"):
+            continue
+        code = [line for line in open(path, encoding="utf-8").read().split('"""')[-1].splitlines()
+                if line.strip() and not line.lstrip().startswith("#")]
+        assert "sys.modules[__name__] = _module  # the same module object under both names" in code or \
+            "sys.modules[__name__] = _module  # the same package under both names" in code, name
+        assert len(code) <= 8, f"{name} holds more than an alias"
+
+
+def test_no_top_level_train_or_evaluate_module_is_installed():
+    setup = open(os.path.join(ROOT, "setup.py"), encoding="utf-8").read()
+    assert "py_modules" not in setup
+    scripts = dict(re.findall(r'"(nvan-[a-z]+)=([\w.]+):main"', setup))
+    assert scripts and all(target.startswith("nvan_tf.cli.") for target in scripts.values()), scripts
+
+
+def test_package_code_never_imports_a_top_level_train_or_evaluate(tmp_path):
+    """With HuggingFace's ``evaluate`` (or any other) on the path, nvan-evaluate
+    and the demo still run our code."""
+    for module in ("evaluate", "train"):
+        (tmp_path / f"{module}.py").write_text("raise ImportError('the wrong module was imported')\n")
+    result = run(["-c", "from nvan_tf.cli import demo, evaluate, train; print(evaluate.build_parser().prog)"],
+                 PYTHONPATH=os.pathsep.join([str(tmp_path), ROOT]))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "nvan-evaluate"
+    for folder, _, files in os.walk(PACKAGE):
+        for name in files:
+            if name.endswith(".py"):
+                tree = ast.parse(open(os.path.join(folder, name), encoding="utf-8").read())
+                for node in ast.walk(tree):
+                    if isinstance(node, ast.Import):
+                        assert not {a.name for a in node.names} & {"evaluate", "train"}, (folder, name)
+
+
+CHOICE_LISTS = {name: tuple(value) for name, value in vars(choices).items()
+                if name.isupper() and isinstance(value, (tuple, dict))}
+
+
+def _parsers():
+    from nvan_tf.cli import convert, evaluate, export, profile, train, tune
+
+    return {"nvan-train": train.build_parser(), "nvan-tune": tune.build_parser(),
+            "nvan-evaluate": evaluate.build_parser(), "nvan-export": export.build_parser(),
+            "nvan-convert": convert.build_parser(), "nvan-profile": profile.build_parser()}
+
+
+def test_every_command_line_choice_list_comes_from_nvan_tf_choices():
+    known = {id(v) for v in vars(choices).values()}
+    for prog, parser in _parsers().items():
+        for action in parser._actions:
+            if action.choices is not None:
+                assert id(action.choices) in known or tuple(action.choices) in CHOICE_LISTS.values(), \
+                    (prog, action.option_strings, action.choices)
+
+
+def test_no_module_spells_out_a_choice_list_again():
+    """No tuple, list or set literal anywhere in nvan_tf repeats (in any order)
+    one of the choice lists of nvan_tf.choices (the tuning objectives are also
+    the keys of every result dict, so they are not looked for)."""
+    lists = {frozenset(v) for name, v in CHOICE_LISTS.items() if len(v) > 1 and name != "TUNING_OBJECTIVES"}
+    found = []
+    for folder, _, files in os.walk(PACKAGE):
+        for name in files:
+            path = os.path.join(folder, name)
+            if not name.endswith(".py") or path == choices.__file__:
+                continue
+            for node in ast.walk(ast.parse(open(path, encoding="utf-8").read())):
+                if isinstance(node, (ast.Tuple, ast.List, ast.Set)) and node.elts and all(
+                        isinstance(e, ast.Constant) and isinstance(e.value, str) for e in node.elts):
+                    if frozenset(e.value for e in node.elts) in lists:
+                        found.append(f"{os.path.relpath(path, ROOT)}:{node.lineno}")
+    assert not found, found
+
+
+def test_variants_are_one_table():
+    from nvan_tf.models.model import VARIANTS
+
+    assert VARIANTS is choices.VARIANTS and choices.VARIANT_NAMES == tuple(VARIANTS)
