@@ -79,7 +79,7 @@ def _pids():
 
 def test_pk_batch_composition():
     pids = np.asarray(_pids())
-    sampler = PKSampler(pids, p=3, k=4, seed=0)
+    sampler = PKSampler(pids, p=3, k=4, seed=0, replacement="as_needed")
     assert sampler.batches_per_epoch == 2 and sampler.batch_size == 12
     it = iter(sampler)
     epoch = [next(it) for _ in range(2)]
@@ -97,6 +97,20 @@ def test_pk_batch_composition():
             if n >= 4:
                 assert len(set(members)) == 4  # without replacement when possible
     assert sorted(seen) == list(range(6))  # one epoch = each identity once
+
+
+def test_pk_default_draws_with_replacement_like_the_reference():
+    """The reference draws K of an identity's tracklets with np.random.choice
+    (with replacement) even when it has K or more. With 4 tracklets and K=4, a
+    draw without replacement is a permutation of the 4; with replacement all 4
+    differ with probability 4!/4**4 = 0.094 only, so 40 groups without a
+    repeat (probability 0.094**40) cannot come from the default."""
+    pids = [0] * 4 + [1] * 4
+    groups = lambda sampler: [g for b, _ in zip(sampler, range(20)) for g in b.reshape(2, 4)]
+    default = groups(PKSampler(pids, p=2, k=4, seed=0))
+    assert any(len(set(g)) < 4 for g in default)
+    as_needed = groups(PKSampler(pids, p=2, k=4, seed=0, replacement="as_needed"))
+    assert all(len(set(g)) == 4 for g in as_needed)
 
 
 def test_pk_replacement_always_and_errors():

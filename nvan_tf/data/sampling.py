@@ -30,7 +30,6 @@ Identity sampling: :class:`PKSampler` yields batches of ``P`` identities with
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Iterator, Sequence
 
@@ -38,10 +37,7 @@ import numpy as np
 
 from nvan_tf.choices import PK_REPLACEMENT, SAMPLING_MODES
 
-logger = logging.getLogger(__name__)
-
 TEST_MODES = SAMPLING_MODES
-REPLACEMENT_MODES = PK_REPLACEMENT
 
 __all__ = [
     "TEST_MODES",
@@ -151,10 +147,12 @@ class PKSampler:
         k: tracklets per identity.
         seed: seed of the sampler's ``numpy.random.Generator``; ``None`` draws
             fresh entropy. Iterating a sampler twice restarts the same stream.
-        replacement: ``"as_needed"`` (default) draws an identity's ``k``
-            tracklets without replacement when it has at least ``k``, with
-            replacement otherwise; ``"always"`` always draws with replacement,
-            as the reference code (``np.random.choice``) does.
+        replacement: ``"always"`` (default) draws an identity's ``k``
+            tracklets with replacement whatever their number, as the
+            reference code (``np.random.choice(tracks, K)``) does, so a batch
+            may hold the same tracklet twice (with other random frames);
+            ``"as_needed"`` draws without replacement when the identity has at
+            least ``k`` tracklets, with replacement otherwise.
     """
 
     def __init__(
@@ -163,15 +161,15 @@ class PKSampler:
         p: int = 8,
         k: int = 4,
         seed: int | None = None,
-        replacement: str = "as_needed",
+        replacement: str = "always",
     ):
         if int(p) != p or p < 1:
             raise ValueError(f"p must be a positive integer. Received: p={p}")
         if int(k) != k or k < 1:
             raise ValueError(f"k must be a positive integer. Received: k={k}")
-        if replacement not in REPLACEMENT_MODES:
+        if replacement not in PK_REPLACEMENT:
             raise ValueError(
-                f"replacement must be one of {REPLACEMENT_MODES}. "
+                f"replacement must be one of {PK_REPLACEMENT}. "
                 f"Received: replacement={replacement!r}"
             )
         pids = list(pids)
