@@ -199,10 +199,11 @@ def test_corrupt_frames_are_counted_and_replaced(tmp_path, caplog):
     assert len(take(train, 3)) == 3
 
 
-@pytest.mark.parametrize("random_erasing", [0.0, 0.5])
-def test_start_step_resumes_the_stream_exactly(dataset, random_erasing):
+@pytest.mark.parametrize("random_erasing,replacement", [(0.0, "always"), (0.5, "always"), (0.0, "as_needed")])
+def test_start_step_resumes_the_stream_exactly(dataset, random_erasing, replacement):
     """A stream started at step s gives batches s, s+1, ... of the whole stream."""
-    kwargs = dict(p=2, k=2, seq_len=4, height=H, width=W, seed=5, random_erasing=random_erasing)
+    kwargs = dict(p=2, k=2, seq_len=4, height=H, width=W, seed=5, random_erasing=random_erasing,
+                  replacement=replacement)
     whole = take(pipeline.train_dataset(dataset.train, **kwargs), 7)
     resumed = take(pipeline.train_dataset(dataset.train, start_step=4, **kwargs), 3)
     for x, y in zip(whole[4:], resumed):
@@ -231,3 +232,71 @@ def test_start_step_and_shard_arguments_are_checked(dataset):
         pipeline.train_dataset(dataset.train, p=2, k=2, shard=(0, 3))
     with pytest.raises(ValueError, match="shard"):
         pipeline.train_dataset(dataset.train, p=2, k=2, shard=(2, 2))
+
+
+def one_frame_tracklets(tmp_path, ids=2, per_id=4):
+    """``per_id`` one-frame tracklets per identity, every frame different."""
+    return [Tracklet((data_trees.write_image(str(tmp_path / f"{pid}_{t}.png"), seed=10 * pid + t, size=(H, W)),),
+                     pid, 1, t) for pid in range(ids) for t in range(per_id)]
+
+
+def test_train_default_draws_tracklets_with_replacement(tmp_path):
+    """The reference draws an identity's K tracklets with replacement even when
+    it has K or more: with 4 one-frame tracklets and K=4, the default repeats a
+    clip within an identity's 4 (all 4 differ with probability 4!/4**4 = 0.094
+    per group, 0.094**12 over 6 batches), "as_needed" never does."""
+    tracklets = one_frame_tracklets(tmp_path)
+    kwargs = dict(p=2, k=4, seq_len=2, height=H, width=W, flip_prob=0.0, seed=0)
+
+    def distinct_clips_per_identity(ds):
+        return [len({clip.tobytes() for clip in group}) for x, _, _ in take(ds, 6) for group in x.reshape(2, 4, -1)]
+
+    assert min(distinct_clips_per_identity(pipeline.train_dataset(tracklets, **kwargs))) < 4
+    as_needed = pipeline.train_dataset(tracklets, replacement="as_needed", **kwargs)
+    assert distinct_clips_per_identity(as_needed) == [4] * 12
+    with pytest.raises(ValueError, match=r"replacement must be one of \('always', 'as_needed'\). "
+                                         r"Received: replacement='never'"):
+        pipeline.train_dataset(tracklets, replacement="never", **kwargs)
+
+
+def test_each_frame_is_read_once_and_decoded_from_those_bytes(tmp_path, monkeypatch):
+    """The check and the decoder share one read: TensorFlow never opens a frame,
+    and Python opens each frame of a clip once."""
+    tracklets = one_frame_tracklets(tmp_path, ids=1, per_id=1)
+    frames = [data_trees.write_image(str(tmp_path / f"f{i}.jpg"), seed=i) for i in range(5)]
+    tracklets.append(Tracklet(tuple(frames), 1, 1, 1))
+    opened = []
+    real_open = open
+
+    def counting_open(path, *args, **kwargs):
+        opened.append(path)
+        return real_open(path, *args, **kwargs)
+
+    def no_tf_read(*args, **kwargs):
+        raise AssertionError("the pipeline read a frame with tf.io.read_file")
+
+    monkeypatch.setattr(pipeline, "open", counting_open, raising=False)
+    monkeypatch.setattr(pipeline.tf.io, "read_file", no_tf_read)
+    ds = pipeline.eval_dataset(tracklets, seq_len=8, sampling="dense", height=H, width=W,
+                               checker=pipeline.FrameChecker())
+    clips = take(ds, 1)[0][0]
+    # the 5-frame tracklet: frames 0..4, then frame 4 repeated; each file opened once
+    assert sorted(opened) == sorted([tracklets[0].frames[0]] + frames)
+    for j, i in enumerate([0, 1, 2, 3, 4, 4, 4, 4]):
+        np.testing.assert_allclose(clips[1, j], reference_frame(frames[i]), atol=0.05)
+
+
+def test_a_frame_is_checked_on_every_read(tmp_path):
+    """No record of good frames is kept (memory bounded by the bad frames): a
+    frame that breaks after a first good read is found on the next read."""
+    frames = [data_trees.write_image(str(tmp_path / f"f{i}.jpg"), seed=i) for i in range(2)]
+    tracklets = [Tracklet(tuple(frames), 1, 1, 1)]
+    checker = pipeline.FrameChecker()
+    ds = pipeline.eval_dataset(tracklets, seq_len=2, height=H, width=W, checker=checker)
+    take(ds, 1)
+    assert checker.report()["bad_frames"] == 0
+    data = open(frames[1], "rb").read()
+    open(frames[1], "wb").write(data[: len(data) // 2])
+    clip = take(ds, 1)[0][0][0]
+    assert checker.report()["bad_frames"] == 1 and checker.report()["substitutions"] == 1
+    np.testing.assert_allclose(clip[1], reference_frame(frames[0]), atol=0.05)

@@ -2,9 +2,9 @@
 
 Python (NumPy) decides *which* frames go into a batch (the P x K sampler,
 RRS / evenly / dense indices, flips, erasing boxes: all from one seed, so a
-stream is reproducible); TensorFlow reads, decodes (JPEG and PNG), resizes
-and normalises the frames in parallel (``AUTOTUNE``), in order, and
-prefetches.
+stream is reproducible) and reads and checks their bytes; TensorFlow
+decodes (JPEG and PNG), resizes and normalises the frames in parallel
+(``AUTOTUNE``), in order, and prefetches.
 
 * :func:`train_dataset`: endless stream of P x K batches,
   ``(clips float32 (P*K, T, H, W, 3), pids int32 (relabelled), camids int32)``;
@@ -20,12 +20,14 @@ Frames: resized to ``height x width`` with bilinear interpolation
 (antialiased when shrinking, as PIL's resize that torchvision uses), scaled
 to [0, 1], normalised with the ImageNet mean and std; channels last.
 
-Bad frames: every frame is checked once, in Python, the first time a clip
-needs it (readable, non-empty, a parseable image header, JPEG end-of-image
-marker / PNG ``IEND`` chunk present). A bad frame is counted, logged, and
-replaced by the nearest good frame of its tracklet; a tracklet with no good
-frame at all gives mean-grey (all-zero) frames and is counted too. The
-counts are in :func:`bad_frame_report` (or the ``checker`` you pass).
+Bad frames: each frame a clip needs is read once, in Python, and checked on
+the bytes read, which are the bytes decoded (readable, non-empty, a
+parseable image header, JPEG end-of-image marker / PNG ``IEND`` chunk
+present). A bad frame is counted, logged, and replaced by the nearest good
+frame of its tracklet; a tracklet with no good frame at all gives mean-grey
+(all-zero) frames and is counted too. The counts are in
+:func:`bad_frame_report` (or the ``checker`` you pass); only bad frames are
+remembered, so the memory does not grow with the frames read.
 """
 
 from __future__ import annotations
@@ -58,7 +60,6 @@ __all__ = [
     "FrameChecker",
     "bad_frame_report",
     "decode_frame",
-    "denormalize",
     "normalize",
     "resize_frames",
     "eval_dataset",
@@ -70,14 +71,11 @@ __all__ = [
 
 # -- bad frames -----------------------------------------------------------------
 
+LOG_FIRST = 10  # bad frames logged one by one; after that at 100, 1000, ...
 
-def check_frame(path: str) -> str | None:
-    """``None`` if ``path`` looks like a decodable image, else the reason."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as err:
-        return f"unreadable ({type(err).__name__}: {err.strerror or err})"
+
+def check_frame(data: bytes) -> str | None:
+    """``None`` if the encoded bytes ``data`` look like a decodable image, else the reason."""
     if not data:
         return "empty file"
     if data[:2] == b"\xff\xd8":
@@ -99,13 +97,29 @@ def check_frame(path: str) -> str | None:
     return None
 
 
-class FrameChecker:
-    """Checks each frame once and substitutes bad frames.
+def _read_frame(path: str) -> tuple[bytes, str | None]:
+    """The bytes of ``path`` and :func:`check_frame`'s verdict on them."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as err:
+        return b"", f"unreadable ({type(err).__name__}: {err.strerror or err})"
+    return data, check_frame(data)
 
-    ``resolve(frames, indices)`` returns the paths for ``indices`` of a
-    tracklet, a bad frame replaced by the nearest good one (the earlier one
-    on a tie); ``""`` when the tracklet has no good frame (the pipeline then
+
+class FrameChecker:
+    """Reads the frames of a clip, checks them, and substitutes bad frames.
+
+    ``read(frames, indices)`` returns the encoded bytes of frames ``indices``
+    of a tracklet (``frames``: its paths), each file read once and checked on
+    those same bytes, which the pipeline then decodes. A bad frame is
+    replaced by the nearest good frame of the tracklet (the earlier one on a
+    tie); ``b""`` when the tracklet has no good frame (the pipeline then
     emits an all-zero, i.e. mean-grey, frame).
+
+    Nothing is kept about good frames (each read is checked anew), so the
+    memory grows with the number of bad frames only; a frame found bad is
+    not read again.
 
     Attributes:
         bad: ``{path: reason}`` of the bad frames found so far.
@@ -113,50 +127,45 @@ class FrameChecker:
         empty_tracklets: how many clips came from tracklets without a good frame.
     """
 
-    def __init__(self, enabled: bool = True, log_first: int = 10):
-        self.enabled = enabled
-        self.log_first = log_first
+    def __init__(self):
         self.bad: dict[str, str] = {}
         self.substitutions = 0
         self.empty_tracklets = 0
-        self._good: set[str] = set()
         self._lock = threading.Lock()
 
-    def is_good(self, path: str) -> bool:
-        if not self.enabled or path in self._good:
-            return True
+    def _good_bytes(self, path: str) -> bytes | None:
+        """The bytes of ``path`` if it is a good frame, else ``None`` (recorded)."""
         if path in self.bad:
-            return False
-        reason = check_frame(path)
+            return None
+        data, reason = _read_frame(path)
+        if reason is None:
+            return data
         with self._lock:
-            if reason is None:
-                self._good.add(path)
-                return True
             self.bad[path] = reason
             count = len(self.bad)
-        if count <= self.log_first or math.log10(count).is_integer():
+        if count <= LOG_FIRST or math.log10(count).is_integer():
             logger.warning("Bad frame %s: %s; the nearest good frame of its tracklet is used "
                            "(%d bad frames so far).", path, reason, count)
-        return False
+        return None
 
-    def resolve(self, frames: Sequence[str], indices: np.ndarray) -> list[str]:
+    def read(self, frames: Sequence[str], indices: np.ndarray) -> list[bytes]:
+        seen: dict[int, bytes | None] = {}  # this clip's reads: a repeated index is read once
+
+        def good(i):
+            if i not in seen:
+                seen[i] = self._good_bytes(frames[i])
+            return seen[i]
+
         out = []
         for i in indices:
             i = int(i)
-            if self.is_good(frames[i]):
-                out.append(frames[i])
-                continue
-            replacement = ""
-            for d in range(1, len(frames)):
-                for j in (i - d, i + d):
-                    if 0 <= j < len(frames) and self.is_good(frames[j]):
-                        replacement = frames[j]
-                        break
-                if replacement:
-                    break
-            with self._lock:
-                self.substitutions += 1
-            out.append(replacement)
+            data = good(i)
+            if data is None:
+                data = next((good(j) for d in range(1, len(frames)) for j in (i - d, i + d)
+                             if 0 <= j < len(frames) and good(j) is not None), b"")
+                with self._lock:
+                    self.substitutions += 1
+            out.append(data)
         if out and not any(out):
             with self._lock:
                 self.empty_tracklets += 1
@@ -179,8 +188,8 @@ DEFAULT_CHECKER = FrameChecker()
 
 
 def bad_frame_report() -> dict:
-    """Counts of the default :class:`FrameChecker` (all pipelines without an
-    explicit ``checker``)."""
+    """Counts of the default :class:`FrameChecker`: every pipeline of this
+    process built without an explicit ``checker``."""
     return DEFAULT_CHECKER.report()
 
 
@@ -214,19 +223,19 @@ def resize_frames(images: tf.Tensor, height: int, width: int) -> tf.Tensor:
     return tf.cond(same, lambda: images, resize)
 
 
-def _load_frame(path, flip, height, width):
-    """One frame: read, decode, resize, flip -> uint8 (H, W, 3).
+def _load_frame(data, flip, height, width):
+    """One frame: decode the encoded bytes, resize, flip -> uint8 (H, W, 3).
 
-    ``path == ""`` (a tracklet without any good frame) gives a mean-grey
+    ``data == ""`` (a tracklet without any good frame) gives a mean-grey
     frame, i.e. zeros after normalisation."""
 
     def decode():
-        image = resize_frames(decode_frame(tf.io.read_file(path)), height, width)
+        image = resize_frames(decode_frame(data), height, width)
         return tf.ensure_shape(image, [height, width, 3])
 
     grey = tf.cast(tf.round(tf.constant(IMAGENET_MEAN) * 255.0), tf.uint8)
     image = tf.cond(
-        tf.equal(path, ""), lambda: tf.broadcast_to(grey, [height, width, 3]), decode
+        tf.equal(data, ""), lambda: tf.broadcast_to(grey, [height, width, 3]), decode
     )
     image = tf.cond(flip, lambda: tf.reverse(image, axis=[1]), lambda: image)
     return tf.ensure_shape(image, [height, width, 3])
@@ -251,9 +260,9 @@ def _erase(clips: tf.Tensor, boxes: tf.Tensor) -> tf.Tensor:
 
 
 def _clips_from_frames(frames: tf.data.Dataset, seq_len, height, width) -> tf.data.Dataset:
-    """Per-frame elements (path, flip, *labels) -> per-clip (uint8 clip, *labels)."""
+    """Per-frame elements (encoded bytes, flip, *labels) -> per-clip (uint8 clip, *labels)."""
     frames = frames.map(
-        lambda path, flip, *labels: (_load_frame(path, flip, height, width), *labels),
+        lambda data, flip, *labels: (_load_frame(data, flip, height, width), *labels),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=True,
     )
@@ -303,7 +312,7 @@ def train_dataset(
     flip_prob: float = 0.5,
     random_erasing: float = 0.0,
     seed: int | None = None,
-    replacement: str = "as_needed",
+    replacement: str = "always",
     checker: FrameChecker | None = None,
     start_step: int = 0,
     shard: tuple[int, int] = (0, 1),
@@ -316,8 +325,11 @@ def train_dataset(
     ``random_erasing`` is the per-frame erasing probability (torchvision
     defaults: area 2-33 %, aspect 0.3-3.3, fill 0 after normalisation).
     ``seed`` fixes the whole stream (each new iterator restarts it);
-    ``None`` draws fresh entropy. ``replacement``: see
-    :class:`nvan_tf.data.sampling.PKSampler` (``"always"`` is the reference's).
+    ``None`` draws fresh entropy. ``replacement`` (one of
+    ``nvan_tf.choices.PK_REPLACEMENT``): ``"always"`` draws an identity's
+    ``k`` tracklets with replacement, as the reference does; ``"as_needed"``
+    without when it has ``k`` or more (see
+    :class:`nvan_tf.data.sampling.PKSampler`).
     One epoch (one pass over the identities) is :func:`steps_per_epoch` batches.
 
     ``start_step`` skips that many batches of the stream without reading a
@@ -336,7 +348,7 @@ def train_dataset(
     mapping = {pid: label for label, pid in enumerate(sorted({t.pid for t in tracklets}))}
     labels = np.asarray([mapping[t.pid] for t in tracklets], dtype=np.int32)
     camids = np.asarray([t.camid for t in tracklets], dtype=np.int32)
-    PKSampler(labels, p, k, replacement=replacement)  # validates p, k against the data now
+    PKSampler(labels, p, k, replacement=replacement)  # checks p, k and replacement now
     checker = DEFAULT_CHECKER if checker is None else checker
     if int(start_step) != start_step or start_step < 0:
         raise ValueError(f"start_step must be a non-negative integer. Received: start_step={start_step}")
@@ -362,11 +374,11 @@ def train_dataset(
             if step < start_step:
                 continue
             indices, chosen, erase, flips = indices[rows], chosen[rows], erase[rows], flips[rows]
-            paths = []
+            data = []
             for i, frame_indices in zip(indices, chosen):
-                paths.extend(checker.resolve(tracklets[i].frames, frame_indices))
+                data.extend(checker.read(tracklets[i].frames, frame_indices))
             yield (
-                np.asarray(paths, dtype=object),
+                np.asarray(data, dtype=object),
                 np.repeat(flips, seq_len),
                 np.asarray(erase, dtype=np.int32).reshape(-1, 4),
                 np.repeat(labels[indices], seq_len),
@@ -442,7 +454,7 @@ def eval_dataset(
         for index, t in enumerate(tracklets):
             for clip in sample_test_indices(t.num_frames, seq_len, sampling):
                 yield (
-                    np.asarray(checker.resolve(t.frames, clip), dtype=object),
+                    np.asarray(checker.read(t.frames, clip), dtype=object),
                     no_flip,
                     np.full(seq_len, t.pid, np.int32),
                     np.full(seq_len, t.camid, np.int32),
@@ -465,7 +477,3 @@ def eval_dataset(
     clips = clips.apply(tf.data.experimental.assert_cardinality(math.ceil(total / batch_size)))
     return clips.prefetch(tf.data.AUTOTUNE)
 
-
-def denormalize(clips: np.ndarray) -> np.ndarray:
-    """Inverse of the normalisation: float clips -> values in [0, 1]."""
-    return np.clip(np.asarray(clips) * np.asarray(IMAGENET_STD) + np.asarray(IMAGENET_MEAN), 0.0, 1.0)
