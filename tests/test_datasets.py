@@ -19,6 +19,37 @@ MARS_TEST = [(5, 1, 1, 4), (5, 3, 2, 9), (0, 2, 1, 3), (-1, 1, 1, 2), (7, 1, 1, 
 MARS_QUERY = [0, 4]
 
 
+@pytest.fixture(autouse=True)
+def split_cache(tmp_path, monkeypatch):
+    """Generated splits are recorded here, not in the user's ~/.cache."""
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("NVAN_TF_CACHE", str(folder))
+    return folder
+
+
+def tree_state(root):
+    """Every path under ``root`` with its size and mtime."""
+    state = {}
+    for folder, _, files in os.walk(root):
+        for name in [""] + files:
+            path = os.path.join(folder, name)
+            stat = os.stat(path)
+            state[os.path.relpath(path, root)] = (stat.st_size, stat.st_mtime_ns)
+    return state
+
+
+def make_read_only(root):
+    for folder, _, files in os.walk(root):
+        for name in files:
+            os.chmod(os.path.join(folder, name), 0o444)
+        os.chmod(folder, 0o555)
+
+
+def make_writable(root):
+    for folder, _, _ in os.walk(root):
+        os.chmod(folder, 0o755)
+
+
 @pytest.fixture
 def mars_root(tmp_path):
     return data_trees.write_mars_tree(tmp_path / "mars", MARS_TRAIN, MARS_TEST, MARS_QUERY)
@@ -165,22 +196,23 @@ def test_dukev_empty_tracklet_dropped(tmp_path, caplog):
     assert "0010" in caplog.text
 
 
-def test_ilidsvid_generated_splits_are_recorded_and_deterministic(tmp_path):
+def test_ilidsvid_generated_splits_are_recorded_and_deterministic(tmp_path, split_cache):
     persons = [1, 2, 3, 5, 8, 9]
     root = data_trees.write_ilidsvid_tree(tmp_path / "ilids", persons, frames=3)
     ds = build_dataset("ilidsvid", root, split_id=2, verbose=False)
-    recorded = os.path.join(root, "splits_ilidsvid.json")
-    assert os.path.exists(recorded) and ds.split_file == recorded
+    (recorded,) = [str(p) for p in (split_cache / "splits").iterdir()]
+    assert ds.split_file == recorded and os.path.basename(recorded).startswith("ilidsvid-")
+    assert not os.path.exists(os.path.join(root, "splits_ilidsvid.json"))
     splits = json.load(open(recorded))
     assert len(splits) == 10
     for s in splits:
         assert len(s["train"]) == 3 and len(s["test"]) == 3
         assert sorted(s["train"] + s["test"]) == [f"person{p:03d}" for p in persons]
     assert len({tuple(s["train"]) for s in splits}) > 1
-    # a second root without the file regenerates the same splits (same seed)
+    # a second root regenerates the same splits (same seed), in its own record
     root2 = data_trees.write_ilidsvid_tree(tmp_path / "ilids2", persons, frames=3)
-    build_dataset("ilidsvid", root2, verbose=False)
-    assert json.load(open(os.path.join(root2, "splits_ilidsvid.json"))) == splits
+    second = build_dataset("ilidsvid", root2, verbose=False).split_file
+    assert second != recorded and json.load(open(second)) == splits
     # split 2: train on both cameras, query cam1, gallery cam2
     test_ids = sorted(int(p[6:]) for p in splits[2]["test"])
     assert sorted(t.pid for t in ds.query) == test_ids
@@ -190,6 +222,46 @@ def test_ilidsvid_generated_splits_are_recorded_and_deterministic(tmp_path):
     tracklets, q, g = ds.test_set()
     np.testing.assert_array_equal(q, [0, 1, 2])
     np.testing.assert_array_equal(g, [3, 4, 5])
+
+
+@pytest.mark.parametrize("name", ["ilidsvid", "prid"])
+def test_generated_splits_leave_a_read_only_dataset_untouched(tmp_path, split_cache, name):
+    if name == "ilidsvid":
+        root = data_trees.write_ilidsvid_tree(tmp_path / "data", [1, 2, 3, 4], frames=2)
+    else:
+        frames = {p: 22 + p for p in (1, 2, 3, 4)}
+        root = data_trees.write_prid_tree(tmp_path / "data", frames, frames, size=(8, 4))
+    before = tree_state(root)
+    make_read_only(root)
+    try:
+        first = build_dataset(name, root, split_id=1, verbose=False)
+        (record,) = (split_cache / "splits").iterdir()
+        assert first.split_file == str(record)
+        # The record is what later readings use: changed by hand, it is followed.
+        splits = json.load(open(record))
+        splits[1] = {"train": splits[1]["test"], "test": splits[1]["train"]}
+        record.write_text(json.dumps(splits))
+        again = build_dataset(name, root, split_id=1, verbose=False)
+        assert sorted(t.pid for t in again.query) == sorted(first.train_pid_map)
+        # Without the record, the same splits come back (deterministic).
+        record.unlink()
+        third = build_dataset(name, root, split_id=1, verbose=False)
+        assert [t.pid for t in third.query] == [t.pid for t in first.query]
+    finally:
+        make_writable(root)
+    assert tree_state(root) == before
+    assert not [n for n in os.listdir(split_cache / "splits") if n.startswith(".tmp-")]
+
+
+def test_explicit_split_file_records_generated_splits_there(tmp_path, split_cache):
+    root = data_trees.write_ilidsvid_tree(tmp_path / "ilids", [1, 2, 3, 4], frames=2)
+    target = tmp_path / "mine" / "ilids_splits.json"
+    ds = build_dataset("ilidsvid", root, split_id=4, split_file=str(target), verbose=False)
+    assert ds.split_file == str(target) and len(json.load(open(target))) == 10
+    assert not split_cache.exists()
+    assert build_dataset("ilidsvid", root, split_file=str(target), verbose=False).split_file == str(target)
+    with pytest.raises(DatasetLayoutError, match="missing.mat"):
+        build_dataset("ilidsvid", root, split_file=str(tmp_path / "missing.mat"), verbose=False)
 
 
 def test_ilidsvid_official_mat_split(tmp_path):
@@ -210,12 +282,13 @@ def test_ilidsvid_missing_layout(tmp_path):
         build_dataset("ilidsvid", str(tmp_path), verbose=False)
 
 
-def test_prid_generated_splits_keep_long_shared_persons(tmp_path):
+def test_prid_generated_splits_keep_long_shared_persons(tmp_path, split_cache):
     cam_a = {1: 23, 2: 22, 3: 10, 4: 25, 5: 30, 250: 40}
     cam_b = {1: 30, 2: 24, 3: 40, 4: 22, 5: 21, 300: 40}
     root = data_trees.write_prid_tree(tmp_path / "prid", cam_a, cam_b, size=(8, 4))
     ds = build_dataset("prid", root, verbose=False)
-    splits = json.load(open(os.path.join(root, "splits_prid2011.json")))
+    assert os.path.basename(ds.split_file).startswith("prid2011-")
+    splits = json.load(open(ds.split_file))
     # person 3 (10 frames in A), 5 (21 in B, not more), 250 / 300 (one camera) are out
     for s in splits:
         assert sorted(s["train"] + s["test"]) == ["person_0001", "person_0002", "person_0004"]

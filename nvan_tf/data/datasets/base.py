@@ -313,26 +313,64 @@ def load_json_splits(path: str) -> list[dict]:
     return splits
 
 
-def record_json_splits(path: str, splits: list[dict]) -> bool:
-    """Write generated splits to ``path``; ``False`` (and a warning) if the
-    folder is not writable."""
+def cache_dir() -> str:
+    """Where nvan-tf records what it generates: ``$NVAN_TF_CACHE``, else
+    ``$XDG_CACHE_HOME/nvan_tf``, else ``~/.cache/nvan_tf``."""
+    if os.environ.get("NVAN_TF_CACHE"):
+        return os.path.abspath(os.path.expanduser(os.environ["NVAN_TF_CACHE"]))
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(os.path.abspath(base), "nvan_tf")
+
+
+def splits_cache_path(dataset: str, root: str, persons: Sequence[str], seed: int) -> str:
+    """``cache_dir()/splits/<dataset>-<digest>.json``: the record of the random
+    splits generated for these persons of the dataset at ``root`` with
+    ``seed`` (the digest covers all four, so a record is never reused for
+    other persons or another seed)."""
+    import hashlib
     import json
 
-    try:
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(splits, f, indent=1)
-    except OSError as err:
-        logger.warning("Could not record the generated splits in %s (%s); they are kept in memory only.", path, err)
-        return False
-    logger.info("Recorded %d generated splits in %s", len(splits), path)
-    return True
+    digest = hashlib.sha256(json.dumps([os.path.abspath(root), int(seed), sorted(persons)]).encode())
+    slug = re.sub(r"[^a-z0-9]+", "", dataset.lower())
+    return os.path.join(cache_dir(), "splits", f"{slug}-{digest.hexdigest()[:16]}.json")
 
 
 class TwoCameraDataset(VideoDataset):
     """Base of iLIDS-VID and PRID-2011: one tracklet per person and camera,
     train/test persons from split ``split_id``; query = camera 1 tracklets of
     the test persons, gallery = their camera 2 tracklets (``camid`` 1 and 2,
-    ``tracklet_id`` 0, ``pid`` the number in the person folder name)."""
+    ``tracklet_id`` 0, ``pid`` the number in the person folder name).
+
+    Where no split file is published, random splits are generated once and
+    recorded, atomically, at the reader's ``split_file`` when it names a file
+    that does not exist yet, else under :func:`cache_dir` (never in the
+    dataset folder, which may be read-only); later readings reuse the record.
+    """
+
+    def _generated_splits(self, persons: Sequence[str], seed: int, split_file: str | None) -> list[dict]:
+        """``num_splits`` random half / half splits of ``persons``: read from
+        their record, else generated and recorded; sets ``self.split_file``."""
+        from nvan_tf.io.atomic import write_json
+
+        path = split_file or splits_cache_path(self.name, self.root, persons, seed)
+        if os.path.exists(path):
+            self.split_file = path
+            return load_json_splits(path)
+        logger.warning(
+            "%s: no split file under %s; generating %d random splits of %d persons with seed %d.",
+            self.name, self.root, self.num_splits, len(persons), seed,
+        )
+        splits = make_random_splits(persons, self.num_splits, len(persons) // 2, seed)
+        try:
+            write_json(path, splits, indent=1)
+        except OSError as err:
+            logger.warning("Could not record the generated splits in %s (%s); they are kept in "
+                           "memory only.", path, err)
+            self.split_file = None
+            return splits
+        logger.info("Recorded %d generated splits in %s", len(splits), path)
+        self.split_file = path
+        return splits
 
     def _build(self, cams: Sequence[dict[str, list[str]]], cam_dirs: Sequence[str], splits: list[dict], split_id: int, verbose: bool):
         if not 0 <= split_id < len(splits):

@@ -12,9 +12,12 @@ Splits: the official ``train_test_splits_ilidsvid.mat`` (variable ``ls_set``,
 10 x 300 rows of 1-based positions in the sorted person folder list; the
 first 150 of a row are the test persons, the last 150 the training persons,
 as in Wang et al. and torchreid). When it is absent, a JSON split file
-``splits_ilidsvid.json`` (list of ``{"train": [...], "test": [...]}`` person
-folder names) is read, and when that is absent too, ten random 150/150
-splits are generated from ``seed`` and recorded in it.
+``splits_ilidsvid.json`` in the root (list of ``{"train": [...], "test":
+[...]}`` person folder names) is read, and when that is absent too, ten
+random 150/150 splits are generated from ``seed`` and recorded (in the
+same JSON format) at ``split_file`` if given, else in the cache folder
+(``$NVAN_TF_CACHE/splits/ilidsvid-<digest>.json``, see
+``base.splits_cache_path``): the dataset folder is only read.
 """
 
 from __future__ import annotations
@@ -27,9 +30,7 @@ import numpy as np
 from nvan_tf.data.datasets.base import (
     TwoCameraDataset,
     load_json_splits,
-    make_random_splits,
     read_person_folders,
-    record_json_splits,
     require,
 )
 from nvan_tf.data.datasets.mars import load_mat
@@ -40,7 +41,8 @@ LAYOUT = """\
   <root>/i-LIDS-VID/sequences/cam1/person001/*.png   (or <root> = the i-LIDS-VID folder itself)
   <root>/i-LIDS-VID/sequences/cam2/person001/*.png
   optional: <root>/train-test people splits/train_test_splits_ilidsvid.mat (variable ls_set, 10 x 300)
-            (also looked for under <root>/i-LIDS-VID/), or <root>/splits_ilidsvid.json"""
+            (also looked for under <root>/i-LIDS-VID/), or <root>/splits_ilidsvid.json
+  generated splits are recorded outside the dataset (split_file=, or $NVAN_TF_CACHE/splits/)"""
 
 MAT_NAME = "train_test_splits_ilidsvid.mat"
 JSON_NAME = "splits_ilidsvid.json"
@@ -53,7 +55,9 @@ class ILIDSVID(TwoCameraDataset):
     Args:
         root: the folder holding ``i-LIDS-VID`` (or that folder itself).
         split_id: which of the splits to use (0..9).
-        split_file: an explicit ``.mat`` (``ls_set``) or ``.json`` split file.
+        split_file: an explicit ``.mat`` (``ls_set``) or ``.json`` split file;
+            a ``.json`` path that does not exist yet is where the generated
+            splits are recorded.
         seed: seed of the generated splits when no split file exists.
         verbose: log the statistics table.
     """
@@ -79,8 +83,11 @@ class ILIDSVID(TwoCameraDataset):
 
     def _splits(self, base, persons, split_file, seed):
         if split_file is not None:
-            require([split_file], self.name, LAYOUT)
-            return self._read_split_file(split_file, persons)
+            if os.path.exists(split_file):
+                return self._read_split_file(split_file, persons)
+            if not split_file.endswith(".json"):
+                require([split_file], self.name, LAYOUT)  # a missing .mat cannot be generated
+            return self._generated_splits(persons, seed, split_file)
         for candidate in (
             os.path.join(self.root, "train-test people splits", MAT_NAME),
             os.path.join(base, "train-test people splits", MAT_NAME),
@@ -88,16 +95,8 @@ class ILIDSVID(TwoCameraDataset):
             os.path.join(self.root, JSON_NAME),
         ):
             if os.path.exists(candidate):
-                self.split_file = candidate
                 return self._read_split_file(candidate, persons)
-        logger.warning(
-            "iLIDS-VID: no split file (%s or %s) under %s; generating %d random splits with seed %d.",
-            MAT_NAME, JSON_NAME, self.root, self.num_splits, seed,
-        )
-        splits = make_random_splits(persons, self.num_splits, len(persons) // 2, seed)
-        path = os.path.join(self.root, JSON_NAME)
-        self.split_file = path if record_json_splits(path, splits) else None
-        return splits
+        return self._generated_splits(persons, seed, None)
 
     def _read_split_file(self, path, persons):
         self.split_file = path

@@ -10,10 +10,12 @@ ECCV 2014) keeps the 178 persons with more than 21 frames in both cameras
 (ids among the first 200), ten random 89 / 89 train / test splits, camera A
 (query) ranked against camera B (gallery) by CMC.
 
-Splits: a JSON file ``splits_prid2011.json`` (torchreid's format: a list of
-``{"train": [...], "test": [...]}`` person folder names). When absent, ten
-random splits of the eligible persons are generated from ``seed`` and
-recorded there.
+Splits: a JSON file ``splits_prid2011.json`` in the root (torchreid's
+format: a list of ``{"train": [...], "test": [...]}`` person folder names).
+When absent, ten random splits of the eligible persons are generated from
+``seed`` and recorded (in the same format) at ``split_file`` if given, else
+in the cache folder (``$NVAN_TF_CACHE/splits/prid2011-<digest>.json``, see
+``base.splits_cache_path``): the dataset folder is only read.
 """
 
 from __future__ import annotations
@@ -24,9 +26,7 @@ import os
 from nvan_tf.data.datasets.base import (
     TwoCameraDataset,
     load_json_splits,
-    make_random_splits,
     read_person_folders,
-    record_json_splits,
     require,
 )
 
@@ -35,7 +35,8 @@ logger = logging.getLogger(__name__)
 LAYOUT = """\
   <root>/prid_2011/multi_shot/cam_a/person_0001/*.png   (or <root> = the prid_2011 folder itself)
   <root>/prid_2011/multi_shot/cam_b/person_0001/*.png
-  optional: <root>/splits_prid2011.json"""
+  optional: <root>/splits_prid2011.json
+  generated splits are recorded outside the dataset (split_file=, or $NVAN_TF_CACHE/splits/)"""
 
 JSON_NAME = "splits_prid2011.json"
 PERSON = r"^person_\d+$"
@@ -47,7 +48,8 @@ class PRID2011(TwoCameraDataset):
     Args:
         root: the folder holding ``prid_2011`` (or that folder itself).
         split_id: which of the splits to use (0..9).
-        split_file: an explicit JSON split file.
+        split_file: an explicit JSON split file; one that does not exist
+            yet is where the generated splits are recorded.
         seed: seed of the generated splits when no split file exists.
         min_frames: generated splits keep persons with more than this many
             frames in both cameras (21, the standard protocol).
@@ -71,8 +73,7 @@ class PRID2011(TwoCameraDataset):
         cams = [read_person_folders(d, PERSON) for d in cam_dirs]
         if split_file is None and os.path.exists(os.path.join(self.root, JSON_NAME)):
             split_file = os.path.join(self.root, JSON_NAME)
-        if split_file is not None:
-            require([split_file], self.name, LAYOUT)
+        if split_file is not None and os.path.exists(split_file):
             splits = load_json_splits(split_file)
             self.split_file = split_file
         else:
@@ -81,12 +82,7 @@ class PRID2011(TwoCameraDataset):
                 if int(p.split("_")[1]) <= max_person
                 and len(cams[0][p]) > min_frames and len(cams[1][p]) > min_frames
             )
-            logger.warning(
-                "PRID-2011: no split file %s under %s; generating %d random splits of the %d persons "
-                "with more than %d frames in both cameras, seed %d.",
-                JSON_NAME, self.root, self.num_splits, len(eligible), min_frames, seed,
-            )
-            splits = make_random_splits(eligible, self.num_splits, len(eligible) // 2, seed)
-            path = os.path.join(self.root, JSON_NAME)
-            self.split_file = path if record_json_splits(path, splits) else None
+            logger.info("PRID-2011: %d persons have more than %d frames in both cameras.",
+                        len(eligible), min_frames)
+            splits = self._generated_splits(eligible, seed, split_file)
         self._build(cams, cam_dirs, splits, split_id, verbose)
