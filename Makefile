@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo demo-video test install clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,13 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) -m nvan_tf.cli.demo --out demo_output
+
+# nvan-track on a synthetic 3-camera world, with the STE-NVAN `make demo` trained
+# (it runs the demo first when its model is missing); report in demo_output/video/track/report/.
+demo-video: $(STAMP)
+	$(PY) -m pip install -q -e ".[video]"
+	test -f demo_output/train/model.keras || $(PY) -m nvan_tf.cli.demo --out demo_output
+	$(PY) -m nvan_tf.video.demo --out demo_output/video --model demo_output/train/model.keras
 
 clean:
 	rm -rf $(VENV) demo_output *.egg-info

@@ -33,6 +33,12 @@ setup(
         "export": ["tf2onnx==1.17.0", "onnx==1.23.2", "onnxruntime==1.31.1"],
         # TensorRT engines (NVIDIA GPU); 11.x, CUDA 12 like tensorflow[and-cuda] 2.21.
         "tensorrt": ["tensorrt-cu12==11.4.0.106"],
+        # nvan-track: PyAV decodes and encodes (FFmpeg in the wheel); Roboflow's trackers
+        # (ByteTrack, SORT, OC-SORT, BoT-SORT and their HOTA / CLEAR / Identity evaluation)
+        # with the supervision it is built on; OpenCV 4.x (5.0 dropped the HOG people
+        # detector); ONNX Runtime for ONNX detectors (the same pin as [export]).
+        "video": ["av==18.1.0", "trackers==2.6.1", "supervision==0.31.2", "opencv-python==4.14.0.94",
+                  "onnxruntime==1.31.1"],
     },
     entry_points={
         "console_scripts": [
@@ -42,6 +48,7 @@ setup(
             "nvan-convert=nvan_tf.cli.convert:main",
             "nvan-profile=nvan_tf.cli.profile:main",
             "nvan-export=nvan_tf.cli.export:main",
+            "nvan-track=nvan_tf.cli.track:main",
         ],
     },
 )

@@ -1,0 +1,257 @@
+"""Cross-camera association: tracklet embeddings linked into global identities (NumPy only).
+
+:func:`associate` is constrained agglomerative clustering on a sparse
+nearest-neighbour graph:
+
+1. **Candidates.** Each tracklet's ``k`` nearest others, by the project's
+   distances (``nvan_tf.evaluation.distance``: cosine or Euclidean; with
+   ``rerank``, k-reciprocal re-ranking by ``nvan_tf.evaluation.reranking``),
+   computed a block of rows at a time: memory ``block x N``, never a dense
+   ``N x N`` Python loop; with re-ranking the ``N x N`` matrix is built
+   (so it is refused above ``RERANK_LIMIT`` tracklets).
+2. **Cannot-link.** Two tracklets of one camera that overlap in time are
+   two people, always: such pairs are never candidates, and two groups are
+   never merged when any of their tracklets are such a pair.
+3. **Merging.** Candidate pairs closer than ``threshold`` are taken in
+   order of distance; the two groups merge when, in addition, the distance
+   between their centres (the mean of their L2-normalised embeddings for
+   cosine, of the embeddings for Euclidean) is under ``threshold`` (so one
+   close pair cannot chain two different people together) and no
+   cannot-link pair spans them.
+
+Global ids number the groups 1, 2, ... in order of their first appearance.
+:func:`choose_threshold` picks the threshold on a labelled set (the best
+pairwise F1 of :func:`nvan_tf.video.metrics.association_scores`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+
+import numpy as np
+
+from nvan_tf.choices import DISTANCE_METRICS
+from nvan_tf.evaluation import distance as distance_lib
+from nvan_tf.evaluation.reranking import k_reciprocal_rerank
+from nvan_tf.video.metrics import association_scores
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["RERANK_LIMIT", "Association", "candidate_pairs", "associate", "choose_threshold", "time_conflicts"]
+
+RERANK_LIMIT = 5000
+
+
+@dataclasses.dataclass
+class Association:
+    """The outcome of :func:`associate`.
+
+    Attributes:
+        ids: (N,) global identity of each tracklet (1, 2, ...).
+        centre_distance: (N,) distance of each tracklet to its identity's centre.
+        threshold: the distance threshold used.
+        candidates: how many candidate pairs were considered.
+    """
+
+    ids: np.ndarray
+    centre_distance: np.ndarray
+    threshold: float
+    candidates: int
+
+
+def _check(features, camids, starts, ends, metric):
+    features = distance_lib.check_features(features, "tracklet embeddings")
+    n = len(features)
+    camids, starts, ends = (np.asarray(v) for v in (camids, starts, ends))
+    for name, values in (("camids", camids), ("starts", starts), ("ends", ends)):
+        if values.shape != (n,):
+            raise ValueError(f"{name} needs one value per tracklet: {n} embeddings, {name} of shape {values.shape}")
+    if np.any(ends < starts):
+        bad = int(np.flatnonzero(ends < starts)[0])
+        raise ValueError(f"tracklet {bad} ends ({ends[bad]}) before it starts ({starts[bad]})")
+    if metric not in DISTANCE_METRICS:
+        raise ValueError(f"metric must be one of {DISTANCE_METRICS}. Received: {metric!r}")
+    return features, camids, starts.astype(np.float64), ends.astype(np.float64)
+
+
+def time_conflicts(camids_a, starts_a, ends_a, camids_b, starts_b, ends_b):
+    """(A, B) bool: same camera and overlapping in time (closed intervals)."""
+    return ((np.asarray(camids_a)[:, None] == np.asarray(camids_b)[None, :])
+            & (np.asarray(starts_a)[:, None] <= np.asarray(ends_b)[None, :])
+            & (np.asarray(starts_b)[None, :] <= np.asarray(ends_a)[:, None]))
+
+
+def candidate_pairs(features, camids, starts, ends, *, metric="cosine", k=20, max_distance=np.inf,
+                    rerank=False, block_rows=1024):
+    """The sparse candidate graph: pairs ``(i, j)``, ``i < j``, each among the
+    other's ``k`` nearest allowed tracklets, no further than ``max_distance``.
+
+    Returns:
+        (pairs (M, 2) int64, distances (M,) float64), sorted by distance.
+    """
+    features, camids, starts, ends = _check(features, camids, starts, ends, metric)
+    n = len(features)
+    if n < 2:
+        return np.zeros((0, 2), np.int64), np.zeros(0)
+    k = int(min(max(int(k), 1), n - 1))
+    full = None
+    if rerank:
+        if n > RERANK_LIMIT:
+            raise ValueError(f"--rerank builds the {n} x {n} distance matrix; it is limited to "
+                             f"{RERANK_LIMIT} tracklets. Associate without re-ranking")
+        everything = np.arange(n)
+        full = k_reciprocal_rerank(distance_lib.pairwise_distance(features, metric=metric), everything,
+                                   everything, k1=min(20, n - 1), k2=min(6, n - 1))
+    rows_all, cols_all, dists_all = [], [], []
+    for start in range(0, n, int(block_rows)):
+        rows = np.arange(start, min(start + int(block_rows), n))
+        block = (np.array(full[rows], np.float32) if full is not None else
+                 distance_lib.pairwise_distance(features[rows], features, metric=metric).astype(np.float32))
+        block[time_conflicts(camids[rows], starts[rows], ends[rows], camids, starts, ends)] = np.inf
+        if np.isfinite(max_distance):  # few entries pass: no partition of the whole block
+            r, c = np.nonzero(block <= max_distance)
+        else:
+            c = np.argpartition(block, k - 1, axis=1)[:, :k].ravel()
+            r = np.repeat(np.arange(len(rows)), k)
+        d = block[r, c]
+        finite = np.isfinite(d)
+        r, c, d = r[finite], c[finite], d[finite]
+        order = np.lexsort((d, r))                      # by row, nearest first
+        r, c, d = r[order], c[order], d[order]
+        rank = np.arange(len(r)) - np.searchsorted(r, r)  # position within its row
+        keep = rank < k
+        rows_all.append(rows[r[keep]])
+        cols_all.append(c[keep])
+        dists_all.append(d[keep].astype(np.float64))
+    rows, cols, dists = (np.concatenate(v) for v in (rows_all, cols_all, dists_all))
+    pairs = np.sort(np.stack([rows, cols], axis=1), axis=1)
+    pairs, first = np.unique(pairs, axis=0, return_index=True)
+    dists = dists[first]
+    order = np.argsort(dists, kind="stable")
+    return pairs[order].astype(np.int64), dists[order]
+
+
+def _merge(pairs, dists, features, camids, starts, ends, threshold, metric):
+    """Union-find over the candidate pairs (see the module docstring); returns group roots."""
+    n = len(features)
+    parent = list(range(n))
+    sums = (distance_lib.l2_normalize(features) if metric == "cosine" else features).astype(np.float64)
+    squares = np.einsum("ij,ij->i", sums, sums).tolist()
+    sizes = [1] * n
+    spans = {i: {cam: [(s, e)]} for i, (cam, s, e) in enumerate(zip(camids.tolist(), starts.tolist(),
+                                                                      ends.tolist()))}
+
+    def find(i):
+        root = i
+        while parent[root] != root:
+            root = parent[root]
+        while parent[i] != root:
+            parent[i], i = root, parent[i]
+        return root
+
+    def centre_distance(a, b):
+        dot = float(sums[a] @ sums[b])
+        if metric == "cosine":
+            return 1.0 - dot / max(math.sqrt(squares[a] * squares[b]), 1e-12)
+        squared = squares[a] / sizes[a] ** 2 + squares[b] / sizes[b] ** 2 - 2 * dot / (sizes[a] * sizes[b])
+        return math.sqrt(max(squared, 0.0))
+
+    def conflict(a, b):
+        small, large = (spans[a], spans[b]) if len(spans[a]) <= len(spans[b]) else (spans[b], spans[a])
+        for cam, intervals in small.items():
+            others = large.get(cam)
+            if others and any(s <= oe and os_ <= e for s, e in intervals for os_, oe in others):
+                return True
+        return False
+
+    for (i, j), d in zip(pairs.tolist(), dists.tolist()):
+        if d > threshold:
+            break
+        a, b = find(i), find(j)
+        if a == b or centre_distance(a, b) > threshold or conflict(a, b):
+            continue
+        if sizes[a] < sizes[b]:
+            a, b = b, a
+        parent[b] = a
+        sums[a] += sums[b]
+        squares[a] = float(sums[a] @ sums[a])
+        sizes[a] += sizes[b]
+        for cam, intervals in spans.pop(b).items():
+            spans[a].setdefault(cam, []).extend(intervals)
+    return np.array([find(i) for i in range(n)])
+
+
+def associate(features, camids, starts, ends, *, threshold, metric="cosine", rerank=False, k=20, pairs=None):
+    """Global identities of tracklets (see the module docstring).
+
+    Args:
+        features: (N, D) tracklet embeddings.
+        camids: (N,) cameras.
+        starts, ends: (N,) first and last time of each tracklet (one clock;
+            only compared within a camera).
+        threshold: the largest distance at which two tracklets (and two
+            groups' centres) are one person.
+        metric: ``cosine`` or ``euclidean``.
+        rerank: k-reciprocal re-ranking of the distances first.
+        k: candidates per tracklet.
+        pairs: precomputed ``candidate_pairs(...)`` (threshold searches reuse them).
+
+    Returns:
+        an :class:`Association`.
+    """
+    features, camids, starts, ends = _check(features, camids, starts, ends, metric)
+    if not np.isfinite(threshold) or threshold < 0:
+        raise ValueError(f"the association threshold must be a non-negative distance. Received: {threshold!r}")
+    if pairs is None:
+        pairs = candidate_pairs(features, camids, starts, ends, metric=metric, k=k, max_distance=threshold,
+                                rerank=rerank)
+    roots = _merge(*pairs, features, camids, starts, ends, float(threshold), metric)
+    groups, inverse = np.unique(roots, return_inverse=True)
+    first_seen = np.full(len(groups), np.inf)
+    np.minimum.at(first_seen, inverse, starts)
+    order = np.lexsort((groups, first_seen))
+    rank = np.empty(len(groups), np.int64)
+    rank[order] = np.arange(1, len(groups) + 1)
+    ids = rank[inverse]
+    vectors = distance_lib.l2_normalize(features) if metric == "cosine" else features
+    centres = np.zeros((len(groups), features.shape[1]), np.float64)
+    np.add.at(centres, inverse, vectors)
+    centres /= np.bincount(inverse)[:, None]
+    if metric == "cosine":
+        centre_distance = 1.0 - np.einsum("ij,ij->i", vectors, distance_lib.l2_normalize(centres)[inverse])
+    else:
+        centre_distance = np.linalg.norm(vectors - centres[inverse], axis=1)
+    return Association(ids, np.maximum(centre_distance, 0.0), float(threshold), int(len(pairs[0])))
+
+
+def choose_threshold(features, truth, camids, starts, ends, *, metric="cosine", rerank=False, k=20,
+                     candidates=None):
+    """The threshold with the best pairwise F1 on a labelled set.
+
+    Args:
+        features, camids, starts, ends: as :func:`associate`, for labelled tracklets.
+        truth: (N,) their true identities (> 0).
+        candidates: thresholds to try (default: 40 quantiles of the candidate pair distances).
+
+    Returns:
+        (threshold, list of (threshold, association_scores dict) tried).
+    """
+    truth = np.asarray(truth)
+    if not np.any(truth > 0):
+        raise ValueError("choosing a threshold needs labelled tracklets (identities > 0); none has one")
+    pairs = candidate_pairs(features, camids, starts, ends, metric=metric, k=k, rerank=rerank)
+    if candidates is None:
+        distances = pairs[1][np.isfinite(pairs[1])]
+        if not len(distances):
+            raise ValueError("no candidate pairs to choose a threshold from (every pair is one camera at one time)")
+        candidates = np.unique(np.quantile(distances, np.linspace(0.01, 0.99, 40)))
+    table = []
+    for threshold in np.asarray(candidates, np.float64):
+        result = associate(features, camids, starts, ends, threshold=float(threshold), metric=metric, pairs=pairs)
+        table.append((float(threshold), association_scores(result.ids, truth)))
+    best = max(table, key=lambda row: (row[1]["pairwise_f1"], row[0]))
+    logger.info("association threshold %.4f chosen on %d labelled tracklets (pairwise F1 %.3f)",
+                best[0], int(np.sum(truth > 0)), best[1]["pairwise_f1"])
+    return best[0], table

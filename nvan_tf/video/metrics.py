@@ -1,0 +1,118 @@
+"""How well the chain did, against ground truth (plain NumPy, plus the tracker library's evaluation).
+
+* Single-camera tracking: HOTA, IDF1, MOTA and friends of a tracks file
+  against a gt.txt, by ``trackers.eval`` (Roboflow's re-implementation of
+  TrackEval's matching and metrics, made to give TrackEval's numbers).
+* Labels for tracklets: :func:`label_tracklets` gives each tracklet the
+  ground-truth identity its boxes overlap most (IoU >= 0.5 in a majority of
+  its frames), else -1 (a false track or a mix).
+* Cross-camera association: :func:`association_scores`: pairwise precision
+  and recall over tracklet pairs, the share of ground-truth identities whose
+  tracklets all end up under one global id, and the share of global ids that
+  hold one person.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from nvan_tf.video.sources import require_video_extra
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["MOT_METRICS", "mot_metrics", "box_iou", "label_tracklets", "association_scores"]
+
+MOT_METRICS = ("HOTA", "IDF1", "MOTA", "DetA", "AssA", "IDSW")
+
+
+def mot_metrics(gt_path, tracks_path, threshold=0.5):
+    """CLEAR, HOTA and Identity metrics of one camera (``trackers.eval``).
+
+    Returns:
+        dict with ``HOTA``, ``DetA``, ``AssA``, ``IDF1``, ``MOTA`` (fractions)
+        and ``IDSW``, ``gt_boxes``, ``tracked_boxes`` (counts).
+    """
+    evaluate = require_video_extra("trackers.eval").evaluate_mot_sequence
+    result = evaluate(gt_path, tracks_path, metrics=["CLEAR", "HOTA", "Identity"], threshold=threshold)
+    clear, hota, identity = result.CLEAR, result.HOTA, result.Identity
+    return {"HOTA": float(hota.HOTA), "DetA": float(hota.DetA), "AssA": float(hota.AssA),
+            "IDF1": float(identity.IDF1), "MOTA": float(clear.MOTA), "IDSW": int(clear.IDSW),
+            "gt_boxes": int(clear.CLR_TP + clear.CLR_FN), "tracked_boxes": int(clear.CLR_TP + clear.CLR_FP)}
+
+
+def box_iou(a, b):
+    """(N, M) IoU of boxes ``(left, top, width, height)``."""
+    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
+    a2, b2 = a[:, None, :2] + a[:, None, 2:], b[None, :, :2] + b[None, :, 2:]
+    inter = np.clip(np.minimum(a2, b2) - np.maximum(a[:, None, :2], b[None, :, :2]), 0, None).prod(-1)
+    union = a[:, None, 2:].prod(-1) + b[None, :, 2:].prod(-1) - inter
+    return inter / np.maximum(union, 1e-9)
+
+
+def label_tracklets(tracklets, gt, *, iou_threshold=0.5):
+    """The ground-truth identity of each :class:`~nvan_tf.video.tracking.CameraTracklet` of one camera.
+
+    A box takes the id of the gt box it overlaps most (IoU >= ``iou_threshold``);
+    a tracklet takes the id that more than half of its boxes take, else -1.
+    """
+    gt_rows = gt.by_frame()
+    labels = []
+    for tracklet in tracklets:
+        votes = []
+        for frame, box in zip(tracklet.frames.tolist(), tracklet.boxes):
+            rows = gt_rows.get(frame)
+            if rows is None:
+                continue
+            iou = box_iou(box, gt.boxes[rows])[0]
+            if iou.max() >= iou_threshold:
+                votes.append(int(gt.ids[rows[np.argmax(iou)]]))
+        ids, counts = np.unique(votes, return_counts=True) if votes else (np.zeros(0), np.zeros(0))
+        labels.append(int(ids[np.argmax(counts)]) if len(ids) and counts.max() * 2 > len(tracklet) else -1)
+    return np.asarray(labels, np.int64)
+
+
+def _pairs(counts):
+    counts = np.asarray(counts, np.int64)
+    return int((counts * (counts - 1) // 2).sum())
+
+
+def association_scores(predicted, truth):
+    """Cross-camera association quality over the tracklets with a true identity (``truth > 0``).
+
+    Args:
+        predicted: (N,) global ids the association gave.
+        truth: (N,) ground-truth identities (<= 0: unlabelled, left out).
+
+    Returns:
+        dict: ``pairwise_precision`` (pairs under one global id that are one
+        person), ``pairwise_recall`` (pairs of one person under one global
+        id), ``pairwise_f1``, ``identities_whole`` (share of the identities
+        with two or more tracklets whose tracklets all have one global id),
+        ``ids_pure`` (share of global ids whose tracklets are all one person),
+        and the counts they come from.
+    """
+    predicted, truth = np.asarray(predicted), np.asarray(truth)
+    if predicted.shape != truth.shape:
+        raise ValueError(f"predicted and truth need one id per tracklet: shapes {predicted.shape}, {truth.shape}")
+    keep = truth > 0
+    predicted, truth = predicted[keep], truth[keep]
+    _, p = np.unique(predicted, return_inverse=True)
+    _, t = np.unique(truth, return_inverse=True)
+    joint = np.unique(np.stack([p, t], axis=1), axis=0, return_counts=True)[1] if len(p) else np.zeros(0)
+    same_both, same_pred, same_true = _pairs(joint), _pairs(np.bincount(p)), _pairs(np.bincount(t))
+    precision = same_both / same_pred if same_pred else 1.0
+    recall = same_both / same_true if same_true else 1.0
+    ids_per_person = np.array([len(np.unique(p[t == i])) for i in range(t.max() + 1)]) if len(t) else np.zeros(0)
+    sizes = np.bincount(t) if len(t) else np.zeros(0, np.int64)
+    multi = sizes >= 2
+    people_per_id = np.array([len(np.unique(t[p == i])) for i in range(p.max() + 1)]) if len(p) else np.zeros(0)
+    return {
+        "pairwise_precision": float(precision), "pairwise_recall": float(recall),
+        "pairwise_f1": float(2 * precision * recall / (precision + recall)) if precision + recall else 0.0,
+        "identities_whole": float(np.mean(ids_per_person[multi] == 1)) if multi.any() else 1.0,
+        "ids_pure": float(np.mean(people_per_id == 1)) if len(people_per_id) else 1.0,
+        "tracklets": int(len(t)), "identities": int(len(sizes)), "identities_multi": int(multi.sum()),
+        "global_ids": int(len(people_per_id)),
+    }
