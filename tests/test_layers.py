@@ -209,3 +209,46 @@ def test_config_round_trip_and_shapes(make):
     expected = layer.compute_output_shape((None,) + x.shape[1:])
     assert tuple(symbolic.shape) == tuple(expected)
     assert tuple(eager.shape) == (2,) + tuple(expected[1:])
+
+
+BASE_CONFIG_MAKERS = {
+    "nonlocal": lambda **kw: NonLocalBlock(inter_channels=3, **kw),
+    "stripe": lambda **kw: StripeNonLocalBlock(stripes=2, **kw),
+    "grouping": lambda **kw: FrameGrouping(StripeNonLocalBlock(stripes=2, **kw), group_size=2, **kw),
+    "reduction": lambda **kw: TemporalMaxReduction(2, **kw),
+    "pooling": lambda **kw: FeaturePooling(per_frame=True, **kw),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BASE_CONFIG_MAKERS))
+def test_config_keeps_dtype_policy_trainable_and_name(kind):
+    """A frozen bfloat16 layer comes back from its config frozen and in
+    bfloat16 (FeaturePooling: float32, as given): its sublayers compute in
+    the policy and their BN statistics stay put in training mode."""
+    dtype = "float32" if kind == "pooling" else "mixed_bfloat16"
+    layer = BASE_CONFIG_MAKERS[kind](dtype=dtype, trainable=False, name=f"my_{kind}")
+    x = video((2, 4, 4, 2, 6))
+    layer(x)
+    clone = layer.__class__.from_config(layer.get_config())
+    assert clone.name == f"my_{kind}" and clone.trainable is False
+    assert clone.dtype_policy.name == dtype
+    out = clone(x)
+    outputs = out if isinstance(out, tuple) else (out,)
+    assert all(o.dtype == keras.backend.standardize_dtype(clone.compute_dtype) for o in outputs)
+    for w in clone.weights:  # BN gammas non-zero, so the BNs matter
+        if w.path.endswith("gamma"):
+            w.assign(np.ones(w.shape, "float32"))
+    before = [np.asarray(w) for w in clone.weights]
+    clone(x * 3.0 + 1.0, training=True)
+    assert clone.trainable_weights == [] and not any(w.trainable for w in clone.weights)
+    for w, old in zip(clone.weights, before):
+        np.testing.assert_array_equal(np.asarray(w), old, err_msg=w.path)
+
+
+def test_bn_neck_shift_stays_frozen_when_unfrozen_again():
+    layer = FeaturePooling()
+    layer.build((None, 2, 2, 2, 4))
+    layer.trainable = False
+    layer.trainable = True
+    assert not layer.bn.beta.trainable and layer.bn.gamma.trainable
+    assert not any(w is layer.bn.beta for w in layer.trainable_weights)

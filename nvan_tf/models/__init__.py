@@ -3,13 +3,15 @@
 ``build_model(variant, num_identities, ...)`` builds one of
 ``nvan_tf.choices.VARIANTS`` as an :class:`NVANModel`; ``float32_copy``,
 ``dtype_policy`` and ``config_of`` are what training, evaluation and export
-share. ``nvan_tf.models.profile`` counts FLOPs. Keras (and so TensorFlow or
+share; ``check_non_local(table)`` is the one rule for non-local placement
+tables (``ModelConfig`` and the tuning search space use it). ``nvan_tf.models.profile`` counts FLOPs. Keras (and so TensorFlow or
 another backend) loads when a name is first used.
 """
 
 import nvan_tf
 
 __all__ = ["ModelConfig", "NVANModel", "build_model", "config_of", "dtype_policy", "float32_copy",
-           "EMBEDDING_DIM", "VARIANTS"]
+           "EMBEDDING_DIM", "VARIANTS", "check_non_local"]
 
-__getattr__ = nvan_tf.lazy_exports(__name__, {**{name: "model" for name in __all__}, "VARIANTS": "model"})
+__getattr__ = nvan_tf.lazy_exports(__name__, {**{name: "model" for name in __all__},
+                                              "check_non_local": "backbone"})

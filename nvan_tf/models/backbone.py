@@ -12,6 +12,8 @@ Frames are folded into the batch for every 2D op; the non-local blocks and
 the temporal reductions see the video ``(B, T, H, W, C)``.
 """
 
+import numbers
+
 import keras
 
 import nvan_tf
@@ -24,6 +26,8 @@ from nvan_tf.models.layers import (
     StripeNonLocalBlock,
     TemporalMaxReduction,
     batch_norm,
+    freeze_if_not_trainable,
+    whole_number,
 )
 
 _PACKAGE = "nvan_tf"
@@ -36,9 +40,9 @@ EXPANSION = 4
 INPUT_CONVENTIONS = ("torch", "caffe")
 
 
-def _conv(filters, kernel, strides, name):
+def _conv(filters, kernel, strides, name, dtype):
     return layers.Conv2D(
-        filters, kernel, strides=strides, padding="valid", use_bias=False, name=name
+        filters, kernel, strides=strides, padding="valid", use_bias=False, name=name, dtype=dtype
     )
 
 
@@ -64,25 +68,21 @@ class Bottleneck(layers.Layer):
 
     def __init__(self, filters, strides=1, downsample=False, stride_in_1x1=False, **kwargs):
         super().__init__(**kwargs)
-        if int(filters) < 1 or int(strides) < 1:
-            raise ValueError(
-                f"filters and strides must be positive. Received: filters={filters}, "
-                f"strides={strides}"
-            )
-        self.filters = int(filters)
-        self.strides = int(strides)
+        self.filters = whole_number(filters, "filters")
+        self.strides = whole_number(strides, "strides")
         self.downsample = bool(downsample)
         self.stride_in_1x1 = bool(stride_in_1x1)
         s1, s3 = (self.strides, 1) if self.stride_in_1x1 else (1, self.strides)
-        self.conv1 = _conv(self.filters, 1, s1, "conv1")
-        self.bn1 = batch_norm("bn1")
-        self.conv2 = _conv(self.filters, 3, s3, "conv2")
-        self.bn2 = batch_norm("bn2")
-        self.conv3 = _conv(self.filters * EXPANSION, 1, 1, "conv3")
-        self.bn3 = batch_norm("bn3")
+        dtype = self.dtype_policy
+        self.conv1 = _conv(self.filters, 1, s1, "conv1", dtype)
+        self.bn1 = batch_norm("bn1", dtype=dtype)
+        self.conv2 = _conv(self.filters, 3, s3, "conv2", dtype)
+        self.bn2 = batch_norm("bn2", dtype=dtype)
+        self.conv3 = _conv(self.filters * EXPANSION, 1, 1, "conv3", dtype)
+        self.bn3 = batch_norm("bn3", dtype=dtype)
         if self.downsample:
-            self.downsample_conv = _conv(self.filters * EXPANSION, 1, self.strides, "downsample_conv")
-            self.downsample_bn = batch_norm("downsample_bn")
+            self.downsample_conv = _conv(self.filters * EXPANSION, 1, self.strides, "downsample_conv", dtype)
+            self.downsample_bn = batch_norm("downsample_bn", dtype=dtype)
 
     def build(self, input_shape):
         n, h, w, c = input_shape
@@ -104,6 +104,7 @@ class Bottleneck(layers.Layer):
                 f"input channels and stride 1. Received: input_shape={tuple(input_shape)}, "
                 f"strides={self.strides}"
             )
+        freeze_if_not_trainable(self)
 
     def call(self, x, training=None):
         out = ops.relu(self.bn1(self.conv1(x), training=training))
@@ -130,17 +131,65 @@ class Bottleneck(layers.Layer):
         return config
 
 
-def _per_stage(value, name, kind=int):
-    """Expands a scalar to a 4-stage table and validates a given table."""
-    if value is None or isinstance(value, (int, bool)):
-        return (value,) * len(STAGES)
-    value = tuple(value)
+def check_non_local(table):
+    """The non-local placement table as a tuple of plain ints; a ``ValueError``
+    saying what is wrong otherwise.
+
+    ``table`` holds the number of non-local blocks per stage res2..res5
+    (``(0, 2, 3, 0)`` for NVAN): a tuple, list or NumPy array, NumPy
+    integers accepted. Refused: anything
+    but four integers (``2.5`` or ``True`` included), more blocks than a
+    stage has residual blocks, and any block in res2 (stage 1): the
+    reference's stage-1 blocks max-pool g and phi by (1, 2, 2), which nvan-tf
+    does not implement.
+    """
+    values = table.tolist() if hasattr(table, "tolist") else table  # NumPy arrays
+    values = tuple(values) if isinstance(values, (tuple, list)) else None
+    if values is None or len(values) != len(STAGES) or not all(
+            isinstance(n, numbers.Integral) and not isinstance(n, bool) for n in values):
+        raise ValueError(
+            f"non_local needs one integer per stage res2..res5 ({len(STAGES)} block counts, "
+            f"e.g. (0, 2, 3, 0)). Received: non_local={table!r}"
+        )
+    values = tuple(int(n) for n in values)
+    for (stage, _, blocks), n in zip(STAGES, values):
+        if not 0 <= n <= blocks:
+            raise ValueError(
+                f"non_local asks for {n} blocks in {stage}, which has {blocks} residual "
+                f"blocks. Received: non_local={values}"
+            )
+    if values[0]:
+        raise ValueError(
+            f"non_local asks for {values[0]} blocks in res2 (stage 1), which is not supported: "
+            "the reference's stage-1 non-local blocks max-pool g and phi by (1, 2, 2), which "
+            f"nvan-tf does not implement (NVAN uses res3 and res4). Received: non_local={values}"
+        )
+    return values
+
+
+def _stage_table(value, name, check):
+    """``check(value)`` for one value, or a tuple of ``check(entry)`` for a
+    table of one entry per stage res2..res5."""
+    if not isinstance(value, (tuple, list)):
+        return check(value)
     if len(value) != len(STAGES):
         raise ValueError(
-            f"{name} needs one entry per stage res2..res5 ({len(STAGES)} entries). "
-            f"Received: {name}={value}"
+            f"{name} needs one entry per stage res2..res5 ({len(STAGES)} entries) or one "
+            f"value for all. Received: {name}={tuple(value)}"
         )
-    return tuple(v if v is None else kind(v) for v in value)
+    return tuple(check(v) for v in value)
+
+
+def check_stripes(stripes):
+    """``None`` (full non-local blocks), a number of stripes for every stage,
+    or a tuple of one per stage (``None`` entries: full blocks there); NumPy
+    integers become plain ints, anything else is a ``ValueError``."""
+    return _stage_table(stripes, "stripes", lambda v: whole_number(v, "stripes", allow_none=True))
+
+
+def _expand(value):
+    """One value -> the same for each stage; a table stays as it is."""
+    return value if isinstance(value, tuple) else (value,) * len(STAGES)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -182,23 +231,12 @@ class VideoResNet50(layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.non_local = _per_stage(non_local, "non_local")
-        self.stripes = _per_stage(stripes, "stripes")
-        self.temporal_reduction = _per_stage(temporal_reduction, "temporal_reduction", bool)
-        for (stage, _, blocks), n in zip(STAGES, self.non_local):
-            if not 0 <= n <= blocks:
-                raise ValueError(
-                    f"non_local asks for {n} blocks in {stage}, which has {blocks} "
-                    f"residual blocks. Received: non_local={self.non_local}"
-                )
-        if attention_group is not None and int(attention_group) < 1:
-            raise ValueError(
-                f"attention_group must be a positive integer or None. "
-                f"Received: attention_group={attention_group}"
-            )
-        if int(last_stride) not in (1, 2):
+        self.non_local = check_non_local(non_local)
+        self.stripes = _expand(check_stripes(stripes))
+        self.temporal_reduction = _expand(_stage_table(temporal_reduction, "temporal_reduction", bool))
+        self.attention_group = whole_number(attention_group, "attention_group", allow_none=True)
+        if whole_number(last_stride, "last_stride") not in (1, 2):
             raise ValueError(f"last_stride must be 1 or 2. Received: last_stride={last_stride}")
-        self.attention_group = None if attention_group is None else int(attention_group)
         self.last_stride = int(last_stride)
         self.stem_relu = bool(stem_relu)
         self.stride_in_1x1 = bool(stride_in_1x1)
@@ -209,9 +247,10 @@ class VideoResNet50(layers.Layer):
             )
         self.input_convention = input_convention
 
-        self.stem_conv = _conv(64, 7, 2, "stem_conv")
-        self.stem_bn = batch_norm("stem_bn")
-        self.stem_pool = layers.MaxPooling2D(3, 2, name="stem_pool")
+        dtype = self.dtype_policy
+        self.stem_conv = _conv(64, 7, 2, "stem_conv", dtype)
+        self.stem_bn = batch_norm("stem_bn", dtype=dtype)
+        self.stem_pool = layers.MaxPooling2D(3, 2, name="stem_pool", dtype=dtype)
         self.blocks, self.nonlocal_blocks, self.reductions = [], [], []
         in_channels = 64
         for index, (stage, width, count) in enumerate(STAGES):
@@ -224,23 +263,24 @@ class VideoResNet50(layers.Layer):
                     downsample=i == 0 and (stride != 1 or in_channels != width * EXPANSION),
                     stride_in_1x1=self.stride_in_1x1,
                     name=f"{stage}_block{i}",
+                    dtype=dtype,
                 ))
                 in_channels = width * EXPANSION
             self.blocks.append(blocks)
             self.nonlocal_blocks.append([
                 FrameGrouping(self._nonlocal(index), group_size=self.attention_group,
-                              name=f"{stage}_nonlocal_{j}")
+                              name=f"{stage}_nonlocal_{j}", dtype=dtype)
                 for j in range(self.non_local[index])
             ])
             self.reductions.append(
-                [TemporalMaxReduction(2, name=f"{stage}_temporal_max")]
+                [TemporalMaxReduction(2, name=f"{stage}_temporal_max", dtype=dtype)]
                 if self.temporal_reduction[index] else []
             )
 
     def _nonlocal(self, stage_index):
         if self.stripes[stage_index] is None:
-            return NonLocalBlock(name="nonlocal")
-        return StripeNonLocalBlock(self.stripes[stage_index], name="nonlocal")
+            return NonLocalBlock(name="nonlocal", dtype=self.dtype_policy)
+        return StripeNonLocalBlock(self.stripes[stage_index], name="nonlocal", dtype=self.dtype_policy)
 
     def _stages(self):
         """Yields (stage index, block, non-local block or None, reduction or None)."""
@@ -270,6 +310,7 @@ class VideoResNet50(layers.Layer):
                 nl.build((None, t) + shape[1:])
             if reduction is not None:
                 t = reduction.compute_output_shape((None, t) + shape[1:])[1]
+        freeze_if_not_trainable(self)
 
     def call(self, clips, training=None):
         t = clips.shape[1]

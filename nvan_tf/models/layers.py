@@ -10,6 +10,8 @@ channel axis here: a 1x1x1 convolution with bias *is* a per-position affine
 map, so the two have the same weights (up to a transpose) and the same output.
 """
 
+import numbers
+
 import keras
 
 import nvan_tf
@@ -80,6 +82,30 @@ class BatchNorm(layers.BatchNormalization):
         return ops.cast(outputs, self.compute_dtype)
 
 
+def whole_number(value, name, minimum=1, allow_none=False):
+    """``value`` as a plain ``int`` (NumPy integers accepted); a ``ValueError``
+    repeating it when it is not an integer (a float, a bool, a string) or is
+    below ``minimum``. ``None`` passes through when ``allow_none``."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        wanted = f"an integer >= {minimum}" + (" or None" if allow_none else "")
+        raise ValueError(f"{name} must be {wanted}. Received: {name}={value!r}")
+    return int(value)
+
+
+def freeze_if_not_trainable(layer):
+    """Passes ``trainable=False``, given to ``layer``'s constructor (as
+    ``from_config`` of a frozen layer does), on to its sublayers and weights,
+    as the ``trainable`` setter does; Keras keeps it on the layer alone, so
+    the BNs inside would still update their statistics. Called at the end
+    of ``build`` of every layer with sublayers."""
+    if not layer.trainable:
+        # Not `layer.trainable = False`: TensorFlow's attribute tracking skips
+        # assigning a value an attribute already holds, setter included.
+        type(layer).trainable.fset(layer, False)
+
+
 def batch_norm(name, zero_init=False, **kwargs):
     """BatchNormalization with the reference's epsilon and momentum."""
     init = "zeros" if zero_init else "ones"
@@ -130,20 +156,16 @@ class NonLocalBlock(layers.Layer):
 
     def __init__(self, inter_channels=None, **kwargs):
         super().__init__(**kwargs)
-        if inter_channels is not None and int(inter_channels) < 1:
-            raise ValueError(
-                f"inter_channels must be a positive integer or None. "
-                f"Received: inter_channels={inter_channels}"
-            )
-        self.inter_channels = None if inter_channels is None else int(inter_channels)
+        self.inter_channels = whole_number(inter_channels, "inter_channels", allow_none=True)
 
     def _make_projections(self, channels):
         inter = self.inter_channels or max(channels // 2, 1)
-        self.theta = layers.Dense(inter, name="theta")
-        self.phi = layers.Dense(inter, name="phi")
-        self.g = layers.Dense(inter, name="g")
-        self.w = layers.Dense(channels, name="w")
-        self.w_bn = batch_norm("w_bn", zero_init=True)
+        dtype = self.dtype_policy
+        self.theta = layers.Dense(inter, name="theta", dtype=dtype)
+        self.phi = layers.Dense(inter, name="phi", dtype=dtype)
+        self.g = layers.Dense(inter, name="g", dtype=dtype)
+        self.w = layers.Dense(channels, name="w", dtype=dtype)
+        self.w_bn = batch_norm("w_bn", zero_init=True, dtype=dtype)
         return inter
 
     def _build_projections(self, channels, inter):
@@ -159,6 +181,7 @@ class NonLocalBlock(layers.Layer):
         channels = input_shape[-1]
         inter = self._make_projections(channels)
         self._build_projections(channels, inter)
+        freeze_if_not_trainable(self)
 
     def _attend(self, tokens, training):
         """Non-local attention over ``tokens`` of shape ``(B, N, C)``."""
@@ -202,11 +225,7 @@ class StripeNonLocalBlock(NonLocalBlock):
 
     def __init__(self, stripes=16, inter_channels=None, **kwargs):
         super().__init__(inter_channels=inter_channels, **kwargs)
-        if int(stripes) < 1:
-            raise ValueError(
-                f"stripes must be a positive integer. Received: stripes={stripes}"
-            )
-        self.stripes = int(stripes)
+        self.stripes = whole_number(stripes, "stripes")
 
     def build(self, input_shape):
         _check_rank5(self, input_shape)
@@ -251,12 +270,7 @@ class FrameGrouping(layers.Wrapper):
 
     def __init__(self, layer, group_size=None, **kwargs):
         super().__init__(layer, **kwargs)
-        if group_size is not None and int(group_size) < 1:
-            raise ValueError(
-                f"group_size must be a positive integer or None. "
-                f"Received: group_size={group_size}"
-            )
-        self.group_size = None if group_size is None else int(group_size)
+        self.group_size = whole_number(group_size, "group_size", allow_none=True)
 
     def _group_shape(self, input_shape):
         _check_rank5(self, input_shape)
@@ -272,8 +286,11 @@ class FrameGrouping(layers.Wrapper):
         return (None, size) + tuple(input_shape[2:])
 
     def build(self, input_shape):
-        self.layer.build(self._group_shape(input_shape))
+        group_shape = self._group_shape(input_shape)
+        if not self.layer.built:  # from_config gives the wrapped layer built
+            self.layer.build(group_shape)
         self.built = True
+        freeze_if_not_trainable(self)
 
     def call(self, x, training=None):
         shape = tuple(x.shape[1:])
@@ -301,11 +318,7 @@ class TemporalMaxReduction(layers.Layer):
 
     def __init__(self, factor=2, **kwargs):
         super().__init__(**kwargs)
-        if int(factor) < 1:
-            raise ValueError(
-                f"factor must be a positive integer. Received: factor={factor}"
-            )
-        self.factor = int(factor)
+        self.factor = whole_number(factor, "factor")
 
     def build(self, input_shape):
         self.compute_output_shape(input_shape)
@@ -346,8 +359,9 @@ class FeaturePooling(layers.Layer):
       ``(H, W)`` and batch-normalised on its own, then ``f`` and ``f_bn`` are
       the means over frames (the reference's frame averaging).
 
-    The BN shift ``beta`` is frozen (the reference fixes it at 0); it is still
-    a weight, so converted checkpoints load exactly.
+    The BN shift ``beta`` is frozen (the reference fixes it at 0), also after
+    ``trainable`` is switched off and on again; it is still a weight, so
+    converted checkpoints load exactly.
     """
 
     def __init__(self, per_frame=False, **kwargs):
@@ -360,6 +374,17 @@ class FeaturePooling(layers.Layer):
         self.bn = batch_norm("bnneck", dtype=self.dtype_policy)
         self.bn.build((None, input_shape[-1]))
         self.bn.beta.trainable = False
+        freeze_if_not_trainable(self)
+
+    @property
+    def trainable(self):
+        return layers.Layer.trainable.fget(self)
+
+    @trainable.setter
+    def trainable(self, value):
+        layers.Layer.trainable.fset(self, value)  # also sets every weight's flag, beta's too
+        if self.built:
+            self.bn.beta.trainable = False
 
     def call(self, x, training=None):
         x = ops.cast(x, "float32")

@@ -22,8 +22,8 @@ import nvan_tf
 from keras import layers, ops
 
 from nvan_tf.choices import VARIANTS
-from nvan_tf.models.backbone import VideoResNet50
-from nvan_tf.models.layers import FeaturePooling
+from nvan_tf.models.backbone import VideoResNet50, check_non_local, check_stripes
+from nvan_tf.models.layers import FeaturePooling, freeze_if_not_trainable, whole_number
 
 
 EMBEDDING_DIM = 2048
@@ -50,15 +50,19 @@ class ModelConfig:
     normalize_embedding: bool = False
 
     def __post_init__(self):
-        for name in ("num_identities", "seq_len", "height", "width"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name} must be a positive integer. Received: {name}={value!r}")
-        # Lists (from JSON configs) become tuples so configs compare and hash.
-        for name in ("non_local", "temporal_reduction"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
-        if isinstance(self.stripes, list):
-            object.__setattr__(self, "stripes", tuple(self.stripes))
+        """Checks every number (NumPy integers accepted, stored as plain
+        ints; floats and bools refused), the non-local table
+        (:func:`nvan_tf.models.backbone.check_non_local`) and the stripes.
+        Lists (from JSON configs) become tuples, so configs compare and hash."""
+        def store(name, value):
+            object.__setattr__(self, name, value)
+
+        for name in ("num_identities", "seq_len", "height", "width", "last_stride"):
+            store(name, whole_number(getattr(self, name), name))
+        store("non_local", check_non_local(self.non_local))
+        store("attention_group", whole_number(self.attention_group, "attention_group", allow_none=True))
+        store("stripes", check_stripes(self.stripes))
+        store("temporal_reduction", tuple(self.temporal_reduction))
 
     @classmethod
     def from_variant(cls, variant, num_identities, **overrides):
@@ -103,6 +107,7 @@ class NVANModel(keras.Model):
             stride_in_1x1=config.stride_in_1x1,
             input_convention=config.input_convention,
             name="backbone",
+            dtype=self.dtype_policy,
         )
         self.pooling = FeaturePooling(per_frame=config.per_frame_pooling, name="feature_pooling")
         self.classifier = layers.Dense(
@@ -125,6 +130,7 @@ class NVANModel(keras.Model):
         self.pooling.build(self.backbone.compute_output_shape(input_shape))
         self.classifier.build((None, EMBEDDING_DIM))
         self.built = True
+        freeze_if_not_trainable(self)
 
     def _check_clip_shape(self, shape):
         expected = self.input_spec_shape
@@ -162,7 +168,9 @@ class NVANModel(keras.Model):
         return metrics + objective.metrics if objective is not None else metrics
 
     def get_config(self):
-        return {"config": dataclasses.asdict(self.config), "name": self.name}
+        config = super().get_config()  # name, trainable, dtype policy
+        config.update({"config": dataclasses.asdict(self.config)})
+        return config
 
     @classmethod
     def from_config(cls, config):
