@@ -59,7 +59,9 @@ def non_max_suppression(boxes, scores, iou_threshold):
     if not len(boxes):
         return np.zeros(0, np.int64)
     xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
-    keep = cv2.dnn.NMSBoxes(xywh.tolist(), np.asarray(scores, np.float64).tolist(), -np.inf, float(iou_threshold))
+    scores = np.asarray(scores, np.float64)
+    # OpenCV keeps scores above a non-negative threshold: shift them (the order is what counts)
+    keep = cv2.dnn.NMSBoxes(xywh.tolist(), (scores - scores.min() + 1).tolist(), 0.0, float(iou_threshold))
     return np.asarray(keep, np.int64).reshape(-1)
 
 

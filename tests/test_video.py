@@ -1,0 +1,403 @@
+"""nvan_tf.video parts: MOTChallenge files, the ONNX / HOG detectors, decoding,
+tracklet cutting and cropping, cross-camera association (fast; no TensorFlow)."""
+
+import os
+import time
+
+import numpy as np
+import pytest
+
+from nvan_tf.video import association, mot
+from nvan_tf.video.metrics import association_scores, box_iou
+
+VIDEO_EXTRA = "needs the [video] extra (pip install 'nvan-tf[video]')"
+
+
+def _require(module):
+    return pytest.importorskip(module, reason=VIDEO_EXTRA)
+
+
+# ----------------------------------------------------------------------------
+# MOTChallenge files
+# ----------------------------------------------------------------------------
+def _boxes(rng, n=40, frames=10):
+    return mot.MOTBoxes(rng.integers(1, frames + 1, n), rng.integers(1, 6, n),
+                        np.round(rng.uniform(0, 300, (n, 4)), 2), np.round(rng.uniform(0, 1, n), 4),
+                        np.ones(n), np.round(rng.uniform(0, 1, n), 4))
+
+
+@pytest.mark.parametrize("kind", ["det", "tracks", "gt"])
+def test_mot_round_trip(tmp_path, kind):
+    boxes = _boxes(np.random.default_rng(0))
+    if kind == "gt":
+        boxes.scores = np.ones(len(boxes))
+    path = mot.write_mot(str(tmp_path / f"{kind}.txt"), boxes, kind)
+    back = mot.read_mot(path, kind)
+    ordered = boxes.sorted()
+    np.testing.assert_array_equal(back.frames, ordered.frames)
+    np.testing.assert_array_equal(back.ids, ordered.ids)
+    np.testing.assert_allclose(back.boxes, ordered.boxes, atol=0.006)
+    np.testing.assert_allclose(back.scores, ordered.scores, atol=1e-4)
+    if kind == "gt":
+        np.testing.assert_allclose(back.visibility, ordered.visibility, atol=1e-4)
+        np.testing.assert_array_equal(back.classes, np.ones(len(boxes)))
+
+
+def test_mot_official_column_layout(tmp_path):
+    # one 0-based box at the image's corner: MOTChallenge writes it 1-based
+    boxes = mot.MOTBoxes([3], [-1], [[0.0, 0.0, 10.0, 20.0]], [0.75])
+    line = mot.format_mot(boxes, "det").strip()
+    assert line == "3,-1,1.00,1.00,10.00,20.00,0.7500,-1,-1,-1"
+    gt = mot.MOTBoxes([1], [7], [[4.0, 5.0, 6.0, 7.0]], [1], [1], [0.5])
+    assert mot.format_mot(gt, "gt").strip() == "1,7,5.00,6.00,6.00,7.00,1,1,0.5000"
+    # what the official tools read: the trackers library's own MOT reader
+    trackers = _require("trackers")
+    path = mot.write_mot(str(tmp_path / "t.txt"), mot.MOTBoxes([2, 2], [1, 2], [[0, 0, 5, 5], [9, 9, 4, 4]],
+                                                               [0.9, 0.8]), "tracks")
+    frames = trackers.load_mot_file(path)
+    assert sorted(frames) == [2]
+    np.testing.assert_allclose(frames[2].boxes, [[1, 1, 5, 5], [10, 10, 4, 4]])
+    np.testing.assert_array_equal(frames[2].ids, [1, 2])
+
+
+def test_mot_reader_names_file_and_line(tmp_path):
+    path = tmp_path / "det.txt"
+    path.write_text("1,-1,1,1,5,5,0.9,-1,-1,-1\n2,-1,x,1,5,5,0.9,-1,-1,-1\n")
+    with pytest.raises(mot.MOTFormatError, match=r"det.txt, line 2"):
+        mot.read_mot(str(path))
+    path.write_text("1,-1,1,1,5\n")
+    with pytest.raises(mot.MOTFormatError, match="at least 7"):
+        mot.read_mot(str(path))
+    path.write_text("0,-1,1,1,5,5,0.9\n")
+    with pytest.raises(mot.MOTFormatError, match="frames are integers from 1"):
+        mot.read_mot(str(path))
+    with pytest.raises(FileNotFoundError, match="missing.txt"):
+        mot.read_mot(str(tmp_path / "missing.txt"))
+    path.write_text("")
+    assert len(mot.read_mot(str(path))) == 0
+
+
+# ----------------------------------------------------------------------------
+# Detectors
+# ----------------------------------------------------------------------------
+def _yolo_onnx(path, output, *, names=None, batch=1, size=64):
+    """A tiny ONNX graph taking (batch, 3, size, size) images and emitting ``output``
+    (a constant plus 0 x the image mean, so the input is used)."""
+    onnx = _require("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    output = np.asarray(output, np.float32)
+    nodes = [
+        helper.make_node("ReduceMean", ["images"], ["mean"], keepdims=0),
+        helper.make_node("Mul", ["mean", "zero"], ["nothing"]),
+        helper.make_node("Add", ["boxes", "nothing"], ["output0"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "yolo_stub",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [batch, 3, size, size])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, list(output.shape))],
+        initializer=[numpy_helper.from_array(output, "boxes"), numpy_helper.from_array(np.float32(0), "zero")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    if names is not None:
+        entry = model.metadata_props.add()
+        entry.key, entry.value = "names", str(names)
+    onnx.save(model, path)
+    return path
+
+
+def _known_boxes():
+    """(4 + 2 classes, 16 anchors) in the 64x64 input: A person, A' its shifted
+    duplicate (NMS drops it), B a class-1 box, C a faint person, then empty
+    anchors (real exports have thousands: more anchors than channels)."""
+    columns = [
+        # cx, cy, w, h, person, class 1
+        (20, 30, 10, 20, 0.9, 0.0),   # A
+        (21, 30, 10, 20, 0.8, 0.0),   # A' (IoU with A 0.82)
+        (45, 40, 8, 16, 0.05, 0.95),  # B: not a person
+        (50, 20, 6, 12, 0.1, 0.0),    # C: below the score threshold
+    ]
+    return np.concatenate([np.asarray(columns, np.float32).T, np.zeros((6, 12), np.float32)], axis=1)
+
+
+def test_parse_yolo_output_filters_classes_scores_and_overlaps():
+    _require("cv2")
+    from nvan_tf.video.detection import parse_yolo_output
+
+    raw = _known_boxes()[None]
+    [boxes] = parse_yolo_output(raw, score_threshold=0.25, iou_threshold=0.5)
+    np.testing.assert_allclose(boxes, [[15, 20, 25, 40, 0.9]], atol=1e-5)
+    # the transposed layout, recognised by the class count
+    [same] = parse_yolo_output(raw.transpose(0, 2, 1), num_classes=2, score_threshold=0.25, iou_threshold=0.5)
+    np.testing.assert_allclose(same, boxes)
+    # class 1 kept instead: only B
+    [other] = parse_yolo_output(raw, classes=(1,), score_threshold=0.25)
+    np.testing.assert_allclose(other[:, :4], [[41, 32, 49, 48]])
+    # a looser NMS keeps the duplicate
+    [both] = parse_yolo_output(raw, score_threshold=0.25, iou_threshold=0.9)
+    assert len(both) == 2
+    with pytest.raises(ValueError, match="no class 5"):
+        parse_yolo_output(raw, classes=(5,))
+
+
+def test_nms_keeps_no_overlapping_pair_and_drops_only_covered_boxes():
+    _require("cv2")
+    from nvan_tf.video.detection import non_max_suppression
+
+    rng = np.random.default_rng(3)
+    corners = rng.uniform(0, 100, (200, 2))
+    boxes = np.concatenate([corners, corners + rng.uniform(5, 30, (200, 2))], axis=1)
+    scores = rng.uniform(0, 1, 200)
+    keep = non_max_suppression(boxes, scores, 0.4)
+    xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+    iou = box_iou(xywh, xywh)
+    kept = iou[np.ix_(keep, keep)]
+    np.fill_diagonal(kept, 0)
+    assert kept.max() <= 0.4 + 1e-6
+    for dropped in sorted(set(range(200)) - set(keep.tolist())):
+        assert np.any((iou[dropped, keep] > 0.4) & (scores[keep] >= scores[dropped]))
+
+
+@pytest.mark.parametrize("layout", ["yolo", "transposed"])
+def test_onnx_detector_letterboxes_and_maps_back(tmp_path, layout):
+    _require("onnxruntime")
+    _require("cv2")
+    from nvan_tf.video.detection import ONNXDetector, build_detector
+
+    raw = _known_boxes()[None]
+    names = None
+    if layout == "transposed":
+        raw, names = raw.transpose(0, 2, 1), {0: "person", 1: "bicycle"}
+    path = _yolo_onnx(str(tmp_path / "det.onnx"), raw, names=names)
+    detector = build_detector(f"onnx:{path}")
+    assert isinstance(detector, ONNXDetector) and detector.batch_size == 1
+    # a 32x64 frame: scale 1, 16 rows of grey above and below in the 64x64 input
+    frames = [np.zeros((32, 64, 3), np.uint8), np.full((32, 64, 3), 200, np.uint8)]
+    results = detector(frames)
+    assert len(results) == 2
+    for boxes in results:
+        np.testing.assert_allclose(boxes, [[15, 4, 25, 24, 0.9]], atol=1e-4)
+    # a 64x128 frame: scale 0.5, so boxes come back twice as large
+    [big] = detector([np.zeros((64, 128, 3), np.uint8)])
+    np.testing.assert_allclose(big[:, :4], [[30, 8, 50, 48]], atol=1e-3)
+
+
+def test_detector_errors_name_the_argument(tmp_path):
+    from nvan_tf.video.detection import build_detector
+
+    with pytest.raises(ValueError, match="--detector must be one of hog, onnx:PATH. Received: 'yolo'"):
+        build_detector("yolo")
+    with pytest.raises(FileNotFoundError, match="nothing.onnx"):
+        build_detector(f"onnx:{tmp_path / 'nothing.onnx'}")
+    _require("onnxruntime")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not onnx")
+    with pytest.raises(ValueError, match="cannot be loaded by ONNX Runtime"):
+        build_detector(f"onnx:{bad}")
+
+
+@pytest.mark.parametrize("seed", [1, 4, 8])
+def test_hog_detector_finds_an_upright_person(seed):
+    _require("cv2")
+    from nvan_tf.data.datasets.synthetic import random_camera, random_identity, render_frame
+    from nvan_tf.video.detection import HOGDetector
+
+    rng = np.random.default_rng(seed)
+    person = render_frame(random_identity(rng), random_camera(rng), 128, 64, phase=0.3, dx=0, dy=0, zoom=1.0,
+                          occluder=None, rng=rng)
+    frame = np.full((256, 256, 3), 120, np.uint8)
+    frame[64:192, 96:160] = person                      # a 128-pixel person: HOG's window size
+    detector = HOGDetector(win_stride=4, scale=1.03)
+    [boxes] = detector([frame])
+    assert boxes.shape[1] == 5 and len(boxes) >= 1
+    xywh = np.concatenate([boxes[:, :2], boxes[:, 2:4] - boxes[:, :2]], axis=1)
+    assert box_iou(xywh, [[96, 64, 64, 128]]).max() > 0.4
+    assert np.all((boxes[:, 4] > 0) & (boxes[:, 4] < 1))
+    [empty] = detector([np.full((256, 256, 3), 120, np.uint8)])
+    assert len(empty) == 0
+
+
+# ----------------------------------------------------------------------------
+# Decoding
+# ----------------------------------------------------------------------------
+def _write_video(path, frames=20, size=(64, 96)):
+    from nvan_tf.video.sources import VideoWriter
+
+    rng = np.random.default_rng(0)
+    with VideoWriter(path, 10, size[1], size[0]) as writer:
+        for _ in range(frames):
+            writer.write(rng.integers(0, 255, (*size, 3), dtype=np.uint8))
+    return path
+
+
+def test_video_reads_frame_by_frame_with_times(tmp_path):
+    _require("av")
+    from nvan_tf.video.sources import CameraReader, CameraSpec
+
+    path = _write_video(str(tmp_path / "v.mp4"))
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".tmp-")]
+    reader = CameraReader(CameraSpec(1, path))
+    assert (reader.width, reader.height, reader.fps, reader.announced_frames) == (96, 64, 10.0, 20)
+    frames = list(reader)
+    assert [f.index for f in frames] == list(range(1, 21))
+    np.testing.assert_allclose([f.time for f in frames], np.arange(20) / 10, atol=1e-6)
+    assert frames[0].image.shape == (64, 96, 3) and reader.problem is None
+    assert [f.index for f in CameraReader(CameraSpec(1, path), first=5, last=7)] == [5, 6, 7]
+
+
+def test_truncated_video_keeps_frames_and_names_file_and_frame(tmp_path, caplog):
+    _require("av")
+    from nvan_tf.video.sources import CameraReader, CameraSpec
+
+    path = _write_video(str(tmp_path / "cut.mp4"), frames=30)
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(data[: int(len(data) * 0.6)])
+    reader = CameraReader(CameraSpec(1, path))
+    frames = list(reader)
+    assert 0 < len(frames) < 30
+    assert reader.frames_read == len(frames)
+    assert path in reader.problem and "frame" in reader.problem
+    assert any(path in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+
+
+def test_unreadable_video_and_missing_source_are_named(tmp_path):
+    _require("av")
+    from nvan_tf.video.sources import CameraReader, CameraSpec, VideoError, parse_camera
+
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00" * 1000)
+    with pytest.raises(VideoError, match="junk.mp4 cannot be opened as a video"):
+        CameraReader(CameraSpec(2, str(junk)))
+    with pytest.raises(VideoError, match="nowhere.mp4 does not exist"):
+        parse_camera(str(tmp_path / "nowhere.mp4"), 1)
+    spec = parse_camera(f"3={junk}@2024-05-01T10:00:00", 1)
+    assert spec.camid == 3 and spec.start_time == 1714557600.0
+    with pytest.raises(ValueError, match="neither seconds nor an ISO date-time"):
+        parse_camera(f"{junk}@yesterday", 1)
+
+
+def test_frame_folder_camera(tmp_path):
+    from PIL import Image
+
+    from nvan_tf.video.sources import CameraReader, CameraSpec
+
+    for i in range(3):
+        Image.fromarray(np.full((8, 6, 3), i * 50, np.uint8)).save(tmp_path / f"{i:04d}.png")
+    frames = list(CameraReader(CameraSpec(1, str(tmp_path), fps=5)))
+    assert [f.index for f in frames] == [1, 2, 3] and frames[2].time == pytest.approx(0.4)
+    assert frames[1].image[0, 0, 0] == 50
+
+
+# ----------------------------------------------------------------------------
+# Tracklets
+# ----------------------------------------------------------------------------
+def test_cut_tracklets_splits_long_gaps_and_drops_short_pieces():
+    from nvan_tf.video.tracking import cut_tracklets
+
+    frames = list(range(1, 11)) + list(range(14, 24)) + list(range(40, 43)) + list(range(5, 15))
+    ids = [1] * 23 + [2] * 10
+    tracks = mot.MOTBoxes(frames, ids, np.tile([0, 0, 10, 20], (len(ids), 1)), np.ones(len(ids)))
+    pieces = cut_tracklets(tracks, 4, min_length=5, max_gap=3)
+    # track 1: 1-10, a gap of 3 frames (kept together) to 14-23, a gap of 16 to 40-42 (3 boxes: dropped)
+    assert [(p.track_id, p.first_frame, p.last_frame, len(p)) for p in pieces] == [(1, 1, 23, 20), (2, 5, 14, 10)]
+    assert [p.tracklet_id for p in pieces] == [1, 2] and all(p.camid == 4 for p in pieces)
+    assert [len(p) for p in cut_tracklets(tracks, 4, min_length=5, max_gap=2)] == [10, 10, 10]
+    with pytest.raises(ValueError, match="--min-length"):
+        cut_tracklets(tracks, 4, min_length=0)
+
+
+def test_crops_are_padded_to_one_to_two():
+    _require("cv2")
+    from nvan_tf.video.tracking import crop, pad_to_aspect
+
+    boxes = np.array([[10, 10, 30, 20], [50, 5, 10, 50]], np.float64)
+    padded = pad_to_aspect(boxes)
+    np.testing.assert_allclose(padded[:, 2] / padded[:, 3], 0.5)
+    np.testing.assert_allclose(padded[:, :2] + padded[:, 2:] / 2, boxes[:, :2] + boxes[:, 2:] / 2)
+    assert np.all(padded[:, 2:] >= boxes[:, 2:])
+    image = np.zeros((40, 60, 3), np.uint8)
+    image[:, :30] = 255
+    out = crop(image, (-20, -10, 40, 80), 64, 32)     # mostly outside the frame: border repeated
+    assert out.shape == (64, 32, 3) and out[:, :8].min() == 255
+
+
+# ----------------------------------------------------------------------------
+# Association
+# ----------------------------------------------------------------------------
+def test_same_camera_overlap_is_never_one_person():
+    features = np.tile([1.0, 0.0, 0.0], (4, 1))                  # identical embeddings
+    cameras = np.array([1, 1, 2, 1])
+    starts, ends = np.array([0.0, 5.0, 20.0, 40.0]), np.array([10.0, 15.0, 30.0, 50.0])
+    result = association.associate(features, cameras, starts, ends, threshold=0.5)
+    ids = result.ids
+    assert ids[0] != ids[1]            # camera 1, 0-10 and 5-15 overlap: two people
+    assert len(np.unique(ids)) == 2    # camera 2 and camera 1 later join one of them
+    for group in np.unique(ids):
+        members = np.flatnonzero(ids == group)
+        conflicts = association.time_conflicts(cameras[members], starts[members], ends[members],
+                                               cameras[members], starts[members], ends[members])
+        np.fill_diagonal(conflicts, False)
+        assert not conflicts.any()
+    assert ids[0] == 1                 # numbered by first appearance
+    np.testing.assert_allclose(result.centre_distance, 0, atol=1e-6)
+
+
+def test_centres_stop_one_close_pair_from_chaining_two_people():
+    # a-b close, b-c close, a-c far: single linkage would chain all three
+    angle = np.deg2rad([0, 30, 60])
+    features = np.stack([np.cos(angle), np.sin(angle)], axis=1)
+    cameras, times = np.array([1, 2, 3]), np.array([0.0, 10.0, 20.0])
+    result = association.associate(features, cameras, times, times, threshold=1 - np.cos(np.deg2rad(35)))
+    assert len(np.unique(result.ids)) == 2
+
+
+def test_association_errors_are_named():
+    with pytest.raises(ValueError, match="camids needs one value per tracklet"):
+        association.associate(np.ones((3, 2)), [1, 2], [0, 0, 0], [1, 1, 1], threshold=0.3)
+    with pytest.raises(ValueError, match="ends .* before it starts"):
+        association.associate(np.ones((2, 2)), [1, 2], [5, 0], [1, 1], threshold=0.3)
+    with pytest.raises(ValueError, match="non-negative distance"):
+        association.associate(np.ones((2, 2)), [1, 2], [0, 0], [1, 1], threshold=-1)
+
+
+def _random_world(n, num_ids, dim=64, seed=0):
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(1, num_ids + 1, n)
+    centres = rng.standard_normal((num_ids + 1, dim)).astype(np.float32)
+    features = centres[truth] + 0.45 * rng.standard_normal((n, dim)).astype(np.float32)
+    cameras = rng.integers(1, 7, n)
+    starts = rng.uniform(0, 36000, n)
+    return features, truth, cameras, starts, starts + rng.uniform(1, 30, n)
+
+
+def test_association_scales_to_ten_thousand_tracklets():
+    features, truth, cameras, starts, ends = _random_world(10_000, 2_000)
+    started = time.perf_counter()
+    result = association.associate(features, cameras, starts, ends, threshold=0.35)
+    seconds = time.perf_counter() - started
+    assert seconds < 30, f"10,000 tracklets took {seconds:.1f} s"
+    scores = association_scores(result.ids, truth)
+    assert scores["pairwise_precision"] > 0.99 and scores["pairwise_recall"] > 0.9, scores
+    assert result.candidates < 10_000 * 20  # sparse: k candidates a tracklet at most
+
+
+def test_choose_threshold_on_a_labelled_set():
+    features, truth, cameras, starts, ends = _random_world(400, 80, seed=1)
+    threshold, table = association.choose_threshold(features, truth, cameras, starts, ends)
+    best = max(row[1]["pairwise_f1"] for row in table)
+    assert dict(table)[threshold]["pairwise_f1"] == best > 0.95
+    chosen = association.associate(features, cameras, starts, ends, threshold=threshold)
+    assert association_scores(chosen.ids, truth)["pairwise_f1"] == pytest.approx(best)
+
+
+def test_association_scores_by_hand():
+    predicted = np.array([1, 1, 1, 2, 3, 3, 9])
+    truth = np.array([5, 5, 6, 6, 7, 7, 0])       # the last one is unlabelled
+    scores = association_scores(predicted, truth)
+    # pairs under one predicted id: (0,1) (0,2) (1,2) (4,5) -> one person: (0,1) (4,5)
+    assert scores["pairwise_precision"] == pytest.approx(2 / 4)
+    # pairs of one person: (0,1) (2,3) (4,5) -> under one id: (0,1) (4,5)
+    assert scores["pairwise_recall"] == pytest.approx(2 / 3)
+    assert scores["identities_whole"] == pytest.approx(2 / 3)   # 5 and 7 whole, 6 split
+    assert scores["ids_pure"] == pytest.approx(2 / 3)           # ids 2 and 3 pure, 1 mixed

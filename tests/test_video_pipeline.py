@@ -1,0 +1,235 @@
+"""nvan-track on a small synthetic world: the world itself, tracking against its
+ground truth, the folder layout, resuming, the HTML report (and Chromium
+loading it, where installed), end to end through the command line."""
+
+import csv
+import os
+import re
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+VIDEO_EXTRA = "needs the [video] extra (pip install 'nvan-tf[video]')"
+for _module in ("av", "cv2", "trackers", "supervision"):
+    pytest.importorskip(_module, reason=VIDEO_EXTRA)
+
+from nvan_tf.video import mot  # noqa: E402
+from nvan_tf.video.world import WorldConfig, generate_world, label_run, read_world  # noqa: E402
+
+CONFIG = WorldConfig(cameras=3, identities=5, frames=80, height=144, width=256, seed=0)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("world"))
+    generate_world(root, CONFIG)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A small random-weight video model (clips of 4 x 32x16) saved as .keras."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4, 32, 16, 3))
+    x = keras.layers.Conv3D(8, (1, 3, 3), activation="relu")(inputs)
+    x = keras.layers.GlobalAveragePooling3D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(16)(x))
+    path = str(tmp_path_factory.mktemp("model") / "tiny.keras")
+    model.save(path)
+    return path
+
+
+def _argv(world_root, out, model, *extra, cameras=None):
+    world, _ = read_world(world_root)
+    chosen = [c for c in world["cameras"] if cameras is None or c["camid"] in cameras]
+    return (["--camera", *[f"{c['camid']}={os.path.join(world_root, c['video'])}@{c['start_time']}" for c in chosen],
+             "--detections", *[f"{c['camid']}={os.path.join(world_root, c['det'])}" for c in chosen],
+             "--model", model, "--out", out, "--crop-size", "64", "32", "--quiet", *extra])
+
+
+@pytest.fixture(scope="module")
+def run(world, tiny_model, tmp_path_factory):
+    from nvan_tf.cli import track
+
+    out = str(tmp_path_factory.mktemp("run") / "track")
+    assert track.main(_argv(world, out, tiny_model, "--threshold", "0.05", "--min-length", "6")) == 0
+    return out
+
+
+def test_world_files_and_truth(world):
+    info, specs = read_world(world)
+    assert len(specs) == 3 and [s.start_time for s in specs] == [0.0, 7.0, 14.0]
+    with open(os.path.join(world, "identities.csv"), newline="") as f:
+        truth = list(csv.DictReader(f))
+    per_identity = {}
+    for row in truth:
+        per_identity.setdefault(int(row["pid"]), set()).add(int(row["camera"]))
+    assert len(per_identity) == CONFIG.identities
+    assert any(len(c) == 1 for c in per_identity.values()) and any(len(c) > 1 for c in per_identity.values())
+    for camera in info["cameras"]:
+        gt = mot.read_mot(os.path.join(world, camera["gt"]), "gt")
+        det = mot.read_mot(os.path.join(world, camera["det"]), "det")
+        assert gt.frames.max() <= CONFIG.frames and np.all(gt.visibility > 0) and np.all(gt.visibility <= 1)
+        assert np.any(gt.visibility < 0.9)                    # occlusions happen
+        assert np.all(det.ids == -1) and len(det) > 0
+        # noise, misses and false positives: not the ground truth copied
+        assert len(det) != len(gt) or not np.allclose(np.sort(det.boxes, 0), np.sort(gt.boxes, 0))
+        # the video holds the frames the files describe
+        from nvan_tf.video.sources import CameraReader
+
+        reader = CameraReader(specs[camera["camid"] - 1])
+        assert (reader.announced_frames, reader.width, reader.height) == (CONFIG.frames, 256, 144)
+
+
+def test_tracking_from_given_detections_against_ground_truth(world, run):
+    from nvan_tf.video.metrics import mot_metrics
+
+    info, _ = read_world(world)
+    for camera in info["cameras"]:
+        tracks_path = os.path.join(run, "tracks", f"c{camera['camid']}.txt")
+        assert open(tracks_path).readline().count(",") == 9     # the 10 MOTChallenge columns
+        scores = mot_metrics(os.path.join(world, camera["gt"]), tracks_path)
+        assert scores["MOTA"] > 0.4 and scores["IDF1"] > 0.5 and scores["HOTA"] > 0.4, (camera["camid"], scores)
+
+
+def test_tracklets_crops_and_folder_layout(world, run):
+    from nvan_tf.data.datasets import build_dataset
+    from nvan_tf.video.pipeline import read_identities, read_tracklets
+
+    rows = read_tracklets(run)
+    assert rows and {r["camera"] for r in rows} == {1, 2, 3}
+    for row in rows:
+        assert row["frames"] >= 6 and len(row["record"].frames) == row["frames"]
+        assert row["start_time"] <= row["end_time"]
+    from PIL import Image
+
+    with Image.open(rows[0]["record"].frames[0]) as image:
+        assert image.size == (32, 64)                          # 1:2, the --crop-size
+    _, labels = label_run(world, run)
+    assert np.mean(labels > 0) > 0.8                          # tracklets are mostly one person each
+    identities = read_identities(run)
+    assert len(identities) == len(rows)
+    dataset = build_dataset("folder", os.path.join(run, "dataset"), verbose=False)
+    assert len(dataset.gallery) == len(rows)
+    by_key = {(r["camera"], r["tracklet"]): r["global_id"] for r in identities}
+    for tracklet in dataset.gallery:
+        assert by_key[(tracklet.camid, tracklet.tracklet_id)] == tracklet.pid
+    multi = {i for i in {r["global_id"] for r in identities}
+             if len({r["camera"] for r in identities if r["global_id"] == i}) > 1}
+    assert {t.pid for t in dataset.query} == multi
+
+
+def test_identities_respect_same_camera_overlaps(run):
+    from nvan_tf.video.pipeline import read_identities
+
+    identities = read_identities(run)
+    for first in identities:
+        for second in identities:
+            if first is not second and first["camera"] == second["camera"] and \
+                    first["start_time"] <= second["end_time"] and second["start_time"] <= first["end_time"]:
+                assert first["global_id"] != second["global_id"]
+
+
+def test_report_lists_every_identity_and_its_images_exist(run):
+    from nvan_tf.video.pipeline import read_identities
+
+    page = os.path.join(run, "report", "index.html")
+    text = open(page, encoding="utf-8").read()
+    identities = read_identities(run)
+    for identity in {r["global_id"] for r in identities}:
+        assert f'id="id{identity}"' in text
+    sources = re.findall(r"src=['\"]([^'\"]+)['\"]", text)
+    assert len([s for s in sources if s.endswith(".jpg")]) == len(identities)
+    assert "timeline.png" in sources and sum(s.endswith(".mp4") for s in sources) == 3
+    for source in sources:
+        assert not re.match(r"^[a-z]+://", source)           # nothing from the internet
+        assert os.path.isfile(os.path.join(run, "report", source)), source
+    from nvan_tf.video.sources import CameraReader, CameraSpec
+
+    annotated = CameraReader(CameraSpec(1, os.path.join(run, "report", "videos", "c1.mp4")))
+    assert annotated.announced_frames == CONFIG.frames
+
+
+def _chromium():
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+@pytest.mark.skipif(_chromium() is None, reason="headless Chromium is not installed (Debian: apt-get install "
+                                                "chromium; the project's test setup installs it)")
+def test_report_loads_in_headless_chromium_without_console_errors(run, tmp_path):
+    page = os.path.join(run, "report", "index.html")
+    result = subprocess.run(
+        [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
+         f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom", f"file://{page}"],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "global id" in result.stdout
+    console = [line for line in result.stderr.splitlines() if "CONSOLE" in line or "Failed to load" in line]
+    assert not console, console
+
+
+def test_resume_skips_finished_stages(world, tiny_model, run, tmp_path):
+    from nvan_tf.cli import track
+
+    out = str(tmp_path / "resumed")
+    shutil.copytree(run, out)
+    detections = os.path.join(out, "detections", "c1.txt")
+    crops = os.path.join(out, "crops", "c2", "tracklets.csv")
+    stamps = os.path.getmtime(detections), os.path.getmtime(crops)
+    embeddings = os.path.getmtime(os.path.join(out, "embeddings.npz"))
+    # a new threshold: association and report run again, nothing before them
+    assert track.main(_argv(world, out, tiny_model, "--threshold", "0.5", "--min-length", "6", "--no-video")) == 0
+    assert (os.path.getmtime(detections), os.path.getmtime(crops)) == stamps
+    assert os.path.getmtime(os.path.join(out, "embeddings.npz")) == embeddings
+    import json
+
+    with open(os.path.join(out, "association.json")) as f:
+        assert json.load(f)["threshold"] == 0.5
+    # a new --max-gap: tracklets (and after them) again, detections and tracks not
+    tracks = os.path.getmtime(os.path.join(out, "tracks", "c3.txt"))
+    assert track.main(_argv(world, out, tiny_model, "--threshold", "0.5", "--min-length", "6", "--max-gap",
+                            "2", "--no-video")) == 0
+    assert os.path.getmtime(os.path.join(out, "tracks", "c3.txt")) == tracks
+    assert os.path.getmtime(crops) != stamps[1]
+
+
+def test_detector_path_decodes_and_times_detection(world, tmp_path):
+    from nvan_tf.cli import track
+
+    out = str(tmp_path / "hog")
+    info, specs = read_world(world)
+    argv = ["--camera", f"1={specs[0].source}", "--model", "colour-histogram", "--threshold", "0.1", "--out", out,
+            "--detector", "hog", "--upscale", "1.5", "--min-length", "3", "--no-video", "--quiet"]
+    code = track.main(argv)
+    import json
+
+    with open(os.path.join(out, "detections", "c1.json")) as f:
+        meta = json.load(f)
+    assert meta["frames"] == CONFIG.frames and len(meta["times"]) == CONFIG.frames
+    assert meta["decode_seconds"] > 0 and meta["detect_seconds"] > 0
+    assert os.path.isfile(os.path.join(out, "detections", "c1.txt"))
+    # HOG may find too few boxes on this world for a tracklet; the chain then says so
+    assert code == 0 or not os.path.isfile(os.path.join(out, "embeddings.npz"))
+
+
+def test_cli_errors_name_the_argument(world, tiny_model, tmp_path, capsys):
+    from nvan_tf.cli import track
+
+    _, specs = read_world(world)
+    base = ["--camera", specs[0].source, specs[1].source, "--model", tiny_model, "--out", str(tmp_path / "x")]
+    assert track.main(base + ["--threshold", "0.3", "--detections", "a.txt"]) == 2
+    assert "--detections: 1 file(s) for 2 camera(s)" in capsys.readouterr().err
+    assert track.main(base) == 2
+    assert "--threshold" in capsys.readouterr().err
+    assert track.main(base + ["--threshold", "0.3", "--detector", "yolo"]) == 2
+    assert "--detector must be one of hog, onnx:PATH" in capsys.readouterr().err
+    assert track.main(["--camera", str(tmp_path / "none.mp4"), "--model", tiny_model, "--threshold", "0.3",
+                       "--out", str(tmp_path / "y")]) == 2
+    assert "none.mp4 does not exist" in capsys.readouterr().err
