@@ -1,7 +1,9 @@
-"""``nvan_tf.metrics``: kept for code written before the sub-packages; the module is ``nvan_tf.evaluation.metrics``."""
+"""``nvan_tf.metrics``: kept for code written before the sub-packages. The
+ranking metrics are ``nvan_tf.evaluation.metrics``; ``evaluate_indices``
+(features -> distances -> metrics) is ``nvan_tf.evaluation.ranking``."""
 
-import sys
+from nvan_tf.evaluation.metrics import *  # noqa: F401,F403
+from nvan_tf.evaluation.metrics import __all__ as _metrics_names
+from nvan_tf.evaluation.ranking import evaluate_indices, query_gallery_distance  # noqa: F401
 
-from nvan_tf.evaluation import metrics as _module
-
-sys.modules[__name__] = _module  # the same module object under both names
+__all__ = [*_metrics_names, "evaluate_indices", "query_gallery_distance"]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from nvan_tf.evaluation import distance
-from nvan_tf.evaluation import metrics
+from nvan_tf.evaluation import ranking
 from nvan_tf.evaluation import reranking
 
 
@@ -138,8 +138,8 @@ def test_rerank_changes_the_order_on_a_small_case():
     assert np.argmin(before) == 0
     # ... after re-ranking a same-id item (gallery items 5-7) does.
     assert np.argmin(after) in (5, 6, 7)
-    raw = metrics.evaluate_indices(points, pids, cams, [0], metric="euclidean")
-    rr = metrics.evaluate_indices(points, pids, cams, [0], metric="euclidean",
+    raw = ranking.evaluate_indices(points, pids, cams, [0], metric="euclidean")
+    rr = ranking.evaluate_indices(points, pids, cams, [0], metric="euclidean",
                                   rerank=True, k1=3, k2=1)
     assert raw["rank1"] == 0.0
     assert rr["rank1"] == 1.0
@@ -152,7 +152,7 @@ def test_rerank_dedups_queries_that_are_gallery_items():
     pids = rng.integers(1, 5, size=30)
     cams = rng.integers(0, 3, size=30)
     query_index = np.array([0, 3, 7, 11])
-    got = metrics.evaluate_indices(features, pids, cams, query_index, rerank=True,
+    got = ranking.evaluate_indices(features, pids, cams, query_index, rerank=True,
                                    k1=6, k2=3, return_distmat=True)["distmat"]
     expected = reranking.k_reciprocal_rerank(distance.cosine_distance(features),
                                              query_index, np.arange(30), k1=6, k2=3)
@@ -179,9 +179,9 @@ def test_query_expansion_in_evaluate_indices_runs_and_helps():
     cams = np.tile(np.arange(6), 10)
     features = centres[pids - 1] + 1.2 * rng.standard_normal((60, 32))
     query_index = np.arange(0, 60, 6)
-    plain = metrics.evaluate_indices(features, pids, cams, query_index)
-    expanded = metrics.evaluate_indices(features, pids, cams, query_index, query_expansion=3)
-    both = metrics.evaluate_indices(features, pids, cams, query_index,
+    plain = ranking.evaluate_indices(features, pids, cams, query_index)
+    expanded = ranking.evaluate_indices(features, pids, cams, query_index, query_expansion=3)
+    both = ranking.evaluate_indices(features, pids, cams, query_index,
                                     query_expansion=3, rerank=True, k1=5, k2=2)
     assert expanded["mAP"] > plain["mAP"]
     assert 0 < both["mAP"] <= 1

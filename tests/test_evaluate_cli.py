@@ -1,20 +1,27 @@
-"""End-to-end tests of evaluate.py / nvan_tf.evaluation.evaluator on synthetic data.
+"""End-to-end tests of nvan-evaluate / nvan_tf.evaluation.evaluator on synthetic data.
 
 A tiny baseline model (64 x 32 frames, T=4, random weights) keeps them fast;
-the numbers are checked for consistency, not for quality.
+the metrics the command prints are checked on hand-built features whose
+rank-1 and mAP are computed by hand.
 """
 
 import json
 import os
+import threading
 
 import numpy as np
 import pytest
 
 from nvan_tf.cli import evaluate
-from nvan_tf.evaluation import evaluator as evaluation
-from nvan_tf.evaluation import metrics
 from nvan_tf.data.datasets import build_dataset
 from nvan_tf.data.datasets import synthetic
+from nvan_tf.evaluation import evaluator as evaluation
+from nvan_tf.evaluation import features as features_lib
+
+try:
+    from tests import data_trees
+except ImportError:  # tests/ itself on sys.path
+    import data_trees
 
 SEQ_LEN, HEIGHT, WIDTH = 4, 64, 32
 
@@ -53,16 +60,13 @@ def test_end_to_end_with_pictures_and_cache(synth_root, keras_model_path, tmp_pa
     assert len(m["cmc"]) == 20
     assert results["features"]["from_cache"] is False
 
-    # The numbers equal a direct computation from the cached features.
-    with np.load(os.path.join(out, "features.npz")) as cache:
-        features, pids, camids = cache["features"], cache["pids"], cache["camids"]
-        query_index = cache["query_index"]
+    # The cache holds one feature per test tracklet and the split.
+    cache = features_lib.read_feature_cache(os.path.join(out, "features.npz"))
     tracklets, q_expected, _ = build_dataset("mars", synth_root, verbose=False).test_set()
-    assert features.shape == (len(tracklets), 2048)
-    np.testing.assert_array_equal(query_index, q_expected)
-    direct = metrics.evaluate_indices(features, pids, camids, query_index)
-    assert m["mAP"] == pytest.approx(direct["mAP"])
-    assert m["rank1"] == pytest.approx(direct["rank1"])
+    assert cache["features"].shape == (len(tracklets), 2048)
+    np.testing.assert_array_equal(cache["query_index"], q_expected)
+    assert cache["about"]["path"] == os.path.abspath(keras_model_path)
+    assert not [n for n in os.listdir(out) if n.startswith(".tmp-")]
 
     # Pictures: CMC, histograms and three ranked lists, all non-empty PNGs.
     pictures = results["pictures"]
@@ -107,7 +111,13 @@ class ToyExtractor:
         return np.asarray(clips).mean(axis=(1, 2, 4))     # (B, W)
 
 
+def unit(x):
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
 def test_flip_and_dense_averaging(synth_root):
+    """rrs: the raw clip feature; dense: the mean of the L2-normalised clip
+    features; flip: raw clip and flipped-clip features averaged first."""
     from nvan_tf.data import pipeline
 
     tracklets, _, _ = build_dataset("mars", synth_root, verbose=False).test_set()
@@ -124,13 +134,304 @@ def test_flip_and_dense_averaging(synth_root):
         clips = clips.numpy()
         for clip, i in zip(clips, index.numpy()):
             per_track[i].append(clip.mean(axis=(0, 1, 3)))
-    expected = np.stack([np.mean(f, axis=0) for f in per_track])
     assert max(len(f) for f in per_track) > 1          # dense gave several clips
-    np.testing.assert_allclose(plain, expected, atol=1e-5)
-    np.testing.assert_allclose(flipped, 0.5 * (expected + expected[:, ::-1]), atol=1e-5)
+    expected = np.stack([np.mean([unit(f) for f in clips], axis=0) for clips in per_track])
+    expected_flip = np.stack([np.mean([unit(0.5 * (f + f[::-1])) for f in clips], axis=0)
+                              for clips in per_track])
+    np.testing.assert_allclose(plain, expected, atol=1e-6)
+    np.testing.assert_allclose(flipped, expected_flip, atol=1e-6)
     assert not np.allclose(plain, flipped)
     assert pids.tolist() == [t.pid for t in tracklets]
     assert camids.tolist() == [t.camid for t in tracklets]
+    # One clip per tracklet: the raw feature, not normalised; no batch-size effect.
+    rrs, _, _ = evaluation.extract_features(toy, tracklets, sampling="rrs", batch_size=2, verbose=0)
+    rrs5, _, _ = evaluation.extract_features(toy, tracklets, sampling="rrs", batch_size=5, verbose=0)
+    first = [c for c, *_ in pipeline.eval_dataset(tracklets, seq_len=SEQ_LEN, sampling="rrs",
+                                                  height=HEIGHT, width=WIDTH)]
+    np.testing.assert_allclose(rrs, np.concatenate(first).mean(axis=(1, 2, 4)), atol=1e-6)
+    np.testing.assert_array_equal(rrs, rrs5)
+
+
+# A MARS test set of five tracklets, queries rows 0 and 2 (pid, camera, tracklet, frames).
+HAND_TEST = [(1, 1, 1, 2), (1, 2, 1, 2), (2, 1, 1, 2), (2, 2, 1, 2), (3, 2, 1, 2)]
+# Unit features at these angles (degrees), one per row of HAND_TEST.
+HAND_ANGLES = [0, 20, 90, 95, 10]
+
+
+@pytest.fixture
+def hand_root(tmp_path):
+    return data_trees.write_mars_tree(tmp_path / "mars", [(1, 1, 1, 2)], HAND_TEST, [0, 2])
+
+
+def write_cache(path, root, features, dataset="mars", **kwargs):
+    """A cache of ``features`` for the test set of ``dataset`` at ``root``,
+    keyed as a model run keys it (what a --features run checks)."""
+    ds = build_dataset(dataset, root, verbose=False, **kwargs)
+    tracklets, query, gallery = ds.test_set()
+    data = evaluation.dataset_key(ds.name, root, getattr(ds, "split_id", None), tracklets, query, gallery)
+    pids = np.asarray([t.pid for t in tracklets])
+    camids = np.asarray([t.camid for t in tracklets])
+    features_lib.save_feature_cache(str(path), features, pids, camids, query, gallery, {"data": data})
+    return tracklets
+
+
+def test_printed_metrics_equal_hand_computed_ones(hand_root, tmp_path, capsys):
+    """Cosine ranking under the MARS rule, by hand (the query itself is junk):
+
+    query 0 (id 1, cam 1, at 0 deg): id 3 (10 deg), then its good match
+    (20 deg): non-junk ranks 1 and 2. AP (trapezoid, old precision from 1):
+    step 1 recall 0 -> 0; step 2: (1 - 0) * (0 + 1/2) / 2 = 1/4. INP = 1/2.
+    query 2 (id 2, cam 1, at 90 deg): its good match (95 deg) first: AP 1,
+    INP 1. rank-1 = 1/2, rank-5 = 1, mAP = 5/8, mINP = 3/4; market (AP the
+    mean precision at the good matches): (1/2 + 1) / 2 = 3/4.
+    """
+    radians = np.deg2rad(HAND_ANGLES)
+    features = np.stack([np.cos(radians), np.sin(radians)], axis=1).astype(np.float32)
+    cache = tmp_path / "hand.npz"
+    tracklets = write_cache(cache, hand_root, features)
+    assert [(t.pid, t.camid) for t in tracklets] == [(p, c) for p, c, _, _ in HAND_TEST]
+
+    out = tmp_path / "out"
+    assert evaluate.main(["--features", str(cache), "--root", hand_root, "--output-dir", str(out),
+                          "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "rank-1   |     50.00" in printed and "mAP      |     62.50" in printed
+    m = json.load(open(out / "results.json"))["metrics"]
+    assert m["rank1"] == 0.5 and m["rank5"] == 1.0 and m["cmc"][:2] == [0.5, 1.0]
+    assert m["mAP"] == pytest.approx(5 / 8) and m["mINP"] == pytest.approx(3 / 4)
+    assert evaluate.main(["--features", str(cache), "--root", hand_root, "--output-dir", str(out),
+                          "--protocol", "market", "--quiet"]) == 0
+    m = json.load(open(out / "results.json"))["metrics"]
+    assert m["mAP"] == pytest.approx(3 / 4) and m["rank1"] == 0.5
+
+
+def test_features_of_another_split_are_refused(tmp_path, capsys):
+    """iLIDS-VID splits have equal sizes: a row count cannot tell them apart."""
+    ls_set = [[1, 2, 3, 4], [3, 4, 1, 2]]      # first half: the test persons
+    root = data_trees.write_ilidsvid_tree(tmp_path / "ilids", [1, 2, 3, 4], frames=2, ls_set=ls_set)
+    cache = tmp_path / "split0.npz"
+    features = np.eye(4, dtype=np.float32) + 0.1
+    write_cache(cache, root, features, dataset="ilidsvid", split_id=0)
+    args = ["--features", str(cache), "--dataset", "ilidsvid", "--root", root, "--quiet",
+            "--output-dir", str(tmp_path / "out")]
+    assert evaluate.main(args + ["--split-id", "1"]) == 2
+    err = capsys.readouterr().err
+    assert f"feature cache {cache} holds features of iLIDS-VID split 0 at {root}" in err
+    assert f"but this evaluation scores iLIDS-VID split 1 at {root}" in err
+    assert not os.path.exists(tmp_path / "out" / "results.json")
+    # The split it was computed on is scored (split_id 0, given or by default).
+    assert evaluate.main(args) == 0
+    assert evaluate.main(args + ["--split-id", "0"]) == 0
+    # Another tree (other frames) of the same size is refused too.
+    other = data_trees.write_ilidsvid_tree(tmp_path / "other", [1, 2, 3, 4], frames=3, ls_set=ls_set)
+    assert evaluate.main(["--features", str(cache), "--dataset", "ilidsvid", "--root", other,
+                          "--output-dir", str(tmp_path / "out")]) == 2
+    assert f"this evaluation scores iLIDS-VID split 0 at {other}" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        evaluate.main(["--features", str(cache), "--root", root, "--split-id", "1"])  # mars has no splits
+
+
+class Clip:
+    seq_len, height, width = SEQ_LEN, HEIGHT, WIDTH
+
+
+def test_cache_key_covers_everything_that_changes_features(tmp_path, hand_root):
+    model = tmp_path / "a.keras"
+    model.write_bytes(b"weights A" * 10)
+    tracklets, query, gallery = build_dataset("mars", hand_root, verbose=False).test_set()
+
+    def key(spec=None, clip=Clip(), sampling="rrs", flip=False, dataset="MARS", root=hand_root,
+            split_id=None, test=(tracklets, query, gallery)):
+        data = evaluation.dataset_key(dataset, root, split_id, *test)
+        return evaluation.feature_cache_key(spec or evaluation.ModelSpec(str(model)), clip,
+                                            sampling, flip, data)
+
+    base = key()
+    assert key() == base
+    import dataclasses
+
+    moved = dataclasses.replace(tracklets[1], frames=tracklets[1].frames[::-1])
+    relabelled = dataclasses.replace(tracklets[1], pid=7)
+    recamera = dataclasses.replace(tracklets[1], camid=5)
+    other_clip = Clip()
+    other_clip.height = 128
+    changed = {
+        "variant": key(evaluation.ModelSpec(str(model), variant="baseline")),
+        "identities": key(evaluation.ModelSpec(str(model), num_identities=9)),
+        "seq_len": key(evaluation.ModelSpec(str(model), seq_len=8)),
+        "height": key(evaluation.ModelSpec(str(model), height=128)),
+        "width": key(evaluation.ModelSpec(str(model), width=64)),
+        "overrides": key(evaluation.ModelSpec(str(model), overrides={"stripes": 2})),
+        "clip run at": key(clip=other_clip),
+        "sampling": key(sampling="dense"),
+        "flip": key(flip=True),
+        "dataset": key(dataset="DukeMTMC-VideoReID"),
+        "root": key(root=str(tmp_path)),
+        "split": key(split_id=3),
+        "frames": key(test=([tracklets[0], moved, *tracklets[2:]], query, gallery)),
+        "pids": key(test=([tracklets[0], relabelled, *tracklets[2:]], query, gallery)),
+        "camids": key(test=([tracklets[0], recamera, *tracklets[2:]], query, gallery)),
+        "queries": key(test=(tracklets, query[:1], gallery)),
+    }
+    for what, other in changed.items():
+        assert other != base, what
+    # The model's content, at the same path, size and modification time.
+    stat = os.stat(model)
+    model.write_bytes(b"weights B" * 10)
+    os.utime(model, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert os.stat(model).st_size == stat.st_size and key() != base
+    # A SavedModel folder: every file counts.
+    folder = tmp_path / "saved"
+    (folder / "variables").mkdir(parents=True)
+    (folder / "saved_model.pb").write_bytes(b"graph")
+    (folder / "variables" / "v.data").write_bytes(b"1234")
+    before = key(evaluation.ModelSpec(str(folder)))
+    (folder / "variables" / "v.data").write_bytes(b"1235")
+    assert key(evaluation.ModelSpec(str(folder))) != before
+
+
+def test_same_size_same_mtime_model_is_not_served_from_the_cache(synth_root, keras_model_path,
+                                                                 tmp_path):
+    """A retrained model saved over the old one within the same second (same
+    architecture, so the same .keras size) gets its own features."""
+    import shutil
+
+    import nvan_tf
+
+    path = str(tmp_path / "model.keras")
+    shutil.copy(keras_model_path, path)
+    out = str(tmp_path / "eval")
+    args = ["--model", path, "--root", synth_root, "--output-dir", out, "--quiet"]
+    assert evaluate.main(args) == 0
+    first = features_lib.read_feature_cache(os.path.join(out, "features.npz"))["features"]
+    stat = os.stat(path)
+    retrained = nvan_tf.load_model(path)
+    rng = np.random.default_rng(0)
+    for variable in retrained.weights:
+        if variable.path.endswith("beta"):
+            variable.assign(rng.normal(0.0, 0.1, variable.shape).astype("float32"))
+    retrained.save(path)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert os.stat(path).st_size == stat.st_size
+    assert evaluate.main(args) == 0
+    results = json.load(open(os.path.join(out, "results.json")))
+    assert results["features"]["from_cache"] is False
+    second = features_lib.read_feature_cache(os.path.join(out, "features.npz"))["features"]
+    assert not np.allclose(first, second)
+    assert evaluate.main(args) == 0     # unchanged now: from the cache
+    assert json.load(open(os.path.join(out, "results.json")))["features"]["from_cache"] is True
+
+
+def test_concurrent_cache_writers_leave_a_complete_cache(tmp_path):
+    path = str(tmp_path / "features.npz")
+    errors, reads = [], []
+    stop = threading.Event()
+
+    def writer(value):
+        features = np.full((400, 512), value, dtype=np.float32)
+        labels = np.full(400, value, dtype=np.int64)
+        try:
+            for _ in range(25):
+                features_lib.save_feature_cache(path, features, labels, labels, np.arange(10),
+                                                np.arange(400), {"writer": value})
+        except Exception as err:  # noqa: BLE001 (any failure is the finding)
+            errors.append(err)
+
+    def reader():
+        while not stop.is_set():
+            if os.path.exists(path):
+                try:
+                    cache = features_lib.read_feature_cache(path)
+                except Exception as err:  # noqa: BLE001
+                    errors.append(err)
+                    return
+                value = cache["key"]["writer"]
+                reads.append(bool((cache["features"] == value).all() and (cache["pids"] == value).all()
+                                  and cache["features"].shape == (400, 512)))
+
+    threads = [threading.Thread(target=writer, args=(v,)) for v in (1, 2)]
+    watcher = threading.Thread(target=reader)
+    watcher.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    stop.set()
+    watcher.join()
+    assert not errors, errors
+    assert reads and all(reads)
+    assert features_lib.read_feature_cache(path)["key"]["writer"] in (1, 2)
+    assert os.listdir(tmp_path) == ["features.npz"]   # no temporary file left
+
+
+def test_unreadable_cache_is_recomputed_or_refused(hand_root, tmp_path, capsys):
+    broken = tmp_path / "features.npz"
+    broken.write_bytes(b"not a zip")
+    assert features_lib.load_feature_cache(str(broken)) is None
+    assert evaluate.main(["--features", str(broken), "--root", hand_root, "--output-dir",
+                          str(tmp_path / "o")]) == 2
+    assert "cannot be read as a feature cache" in capsys.readouterr().err
+    assert evaluate.main(["--features", str(tmp_path / "none.npz"), "--root", hand_root,
+                          "--output-dir", str(tmp_path / "o")]) == 2
+    assert "no feature cache at" in capsys.readouterr().err
+
+
+def test_model_extractor(keras_model_path):
+    import keras
+
+    import nvan_tf
+
+    model = nvan_tf.load_model(keras_model_path)
+    extractor = evaluation.model_extractor(model)
+    assert (extractor.seq_len, extractor.height, extractor.width) == (SEQ_LEN, HEIGHT, WIDTH)
+    assert extractor.description == "baseline (3 identities)"
+    clips = np.random.default_rng(2).standard_normal((3, SEQ_LEN, HEIGHT, WIDTH, 3)).astype(np.float32)
+    np.testing.assert_allclose(extractor(clips), model(clips, training=False).numpy(), atol=1e-5)
+    np.testing.assert_allclose(extractor(clips[:1]), extractor(clips)[:1], atol=1e-5)
+    free = keras.Sequential([keras.Input((None, None, None, 3)), keras.layers.GlobalAveragePooling3D()])
+    with pytest.raises(ValueError, match="cannot tell the clip size"):
+        evaluation.model_extractor(free)
+
+
+@pytest.mark.slow
+def test_onnx_models_fp32_and_int8(synth_root, keras_model_path, tmp_path, capsys):
+    """nvan-evaluate --model model.int8.onnx: ONNX Runtime runs the graph;
+    the clip size comes from its input, a variant or another size is refused."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("tf2onnx")
+    import nvan_tf
+    from nvan_tf.deploy import onnx as deploy_onnx
+    from nvan_tf.io.loading import LoadError
+
+    model = nvan_tf.load_model(keras_model_path)
+    fp32 = deploy_onnx.export_onnx(model, str(tmp_path / "model.onnx"))
+    tracklets, _, _ = build_dataset("mars", synth_root, verbose=False).test_set()
+    calibration = deploy_onnx.calibration_clips(tracklets, seq_len=SEQ_LEN, height=HEIGHT,
+                                                width=WIDTH, batches=2, batch_size=4)
+    int8 = deploy_onnx.quantize_onnx(fp32, str(tmp_path / "model.int8.onnx"), calibration)
+
+    extractor = evaluation.load_feature_extractor(evaluation.ModelSpec(fp32))
+    assert (extractor.seq_len, extractor.height, extractor.width) == (SEQ_LEN, HEIGHT, WIDTH)
+    assert extractor.description == f"ONNX model {fp32}"
+    clips = calibration[0]
+    np.testing.assert_allclose(extractor(clips), unit(model(clips, training=False).numpy()), atol=1e-5)
+
+    out = tmp_path / "eval"
+    assert evaluate.main(["--model", int8, "--root", synth_root, "--output-dir", str(out),
+                          "--quiet"]) == 0
+    results = json.load(open(out / "results.json"))
+    assert results["model"] == f"ONNX model {int8}" and results["features"]["shape"] == [16, 2048]
+    assert 0 < results["metrics"]["mAP"] <= 1
+
+    with pytest.raises(LoadError, match="takes clips of seq_len=4, but seq_len=8 was asked for"):
+        evaluation.load_feature_extractor(evaluation.ModelSpec(int8, seq_len=8))
+    with pytest.raises(LoadError, match=r"records no model config: cannot check or apply \['variant'\]"):
+        evaluation.load_feature_extractor(evaluation.ModelSpec(int8, variant="baseline"))
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"x")
+    assert evaluate.main(["--model", str(broken), "--root", synth_root, "--output-dir",
+                          str(tmp_path / "o")]) == 2
+    assert f"{broken} cannot be read as an ONNX model" in capsys.readouterr().err
 
 
 def tiny_keras_model():
@@ -215,7 +516,7 @@ def test_cli_errors(synth_root, tmp_path, capsys):
                         "--output-dir", str(tmp_path / "o")])
     assert rc == 2
     assert "m.weights.h5 is not an HDF5 file" in capsys.readouterr().err
-    unknown = tmp_path / "model.onnx"
+    unknown = tmp_path / "model.onx"
     unknown.write_bytes(b"x")
     rc = evaluate.main(["--model", str(unknown), "--root", synth_root,
                         "--output-dir", str(tmp_path / "o")])
@@ -227,10 +528,11 @@ def test_cli_errors(synth_root, tmp_path, capsys):
                         "--output-dir", str(tmp_path / "o")])
     assert rc == 2
     assert "model not found" in capsys.readouterr().err
-    rc = evaluate.main(["--model", str(unknown), "--variant", "stenvan", "--root", no_data,
-                        "--output-dir", str(tmp_path / "o")])
-    assert rc == 2
-    assert "unknown variant 'stenvan'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:    # the choices come from nvan_tf.choices
+        evaluate.main(["--model", str(unknown), "--variant", "stenvan", "--root", no_data,
+                       "--output-dir", str(tmp_path / "o")])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'stenvan'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         evaluate.main(["--root", synth_root])        # neither --model nor --features
     with pytest.raises(ValueError, match="sampling must be one of"):

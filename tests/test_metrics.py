@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from nvan_tf.evaluation import distance
-from nvan_tf.evaluation import metrics
+from nvan_tf.evaluation import metrics, ranking
 
 
 # --------------------------------------------------------------------------
@@ -208,7 +208,7 @@ def test_evaluate_indices_equals_manual_split():
     cams = rng.integers(0, 4, size=80)
     features += 6.0 * np.eye(16, dtype=np.float32)[pids]   # identity signal
     query_index = np.arange(0, 80, 4)
-    result = metrics.evaluate_indices(features, pids, cams, query_index,
+    result = ranking.evaluate_indices(features, pids, cams, query_index,
                                       return_distmat=True)
     distmat = distance.cosine_distance(features[query_index], features)
     np.testing.assert_allclose(result["distmat"], distmat, atol=1e-6)
@@ -218,15 +218,15 @@ def test_evaluate_indices_equals_manual_split():
     # A boolean mask selects the same queries.
     mask = np.zeros(80, dtype=bool)
     mask[query_index] = True
-    masked = metrics.evaluate_indices(features, pids, cams, mask)
+    masked = ranking.evaluate_indices(features, pids, cams, mask)
     assert masked["mAP"] == pytest.approx(result["mAP"])
     assert result["mAP"] > 0.5   # the identity signal is found
     # Euclidean and precomputed distances run through the same path.
-    euclid = metrics.evaluate_indices(features, pids, cams, query_index,
+    euclid = ranking.evaluate_indices(features, pids, cams, query_index,
                                       metric="euclidean", protocol="market")
     assert 0 < euclid["mAP"] <= 1
     square = distance.cosine_distance(features)
-    pre = metrics.evaluate_indices(square, pids, cams, query_index,
+    pre = ranking.evaluate_indices(square, pids, cams, query_index,
                                    metric="precomputed")
     assert pre["mAP"] == pytest.approx(result["mAP"])
 
@@ -245,7 +245,7 @@ def test_mismatched_lengths_name_the_argument():
     with pytest.raises(ValueError, match="protocol must be one of"):
         metrics.evaluate_rank(distmat, **good, protocol="duke")
     with pytest.raises(ValueError, match="pids has shape"):
-        metrics.evaluate_indices(np.zeros((5, 3)), np.zeros(4), np.zeros(5), [0])
+        ranking.evaluate_indices(np.zeros((5, 3)), np.zeros(4), np.zeros(5), [0])
     with pytest.raises(ValueError, match="dimension 3 but gallery"):
         distance.cosine_distance(np.ones((2, 3)), np.ones((2, 4)))
 
@@ -254,14 +254,14 @@ def test_empty_query_raises():
     with pytest.raises(ValueError, match="query set is empty"):
         metrics.evaluate_rank(np.zeros((0, 3)), [], [1, 2, 3], [], [0, 0, 1])
     with pytest.raises(ValueError, match="query_index is empty"):
-        metrics.evaluate_indices(np.ones((5, 3)), np.arange(5), np.arange(5), [])
+        ranking.evaluate_indices(np.ones((5, 3)), np.arange(5), np.arange(5), [])
 
 
 def test_nan_features_and_distances_raise():
     features = np.ones((5, 3), dtype=np.float32)
     features[2, 1] = np.nan
     with pytest.raises(ValueError, match=r"non-finite values .* first rows \[2\]"):
-        metrics.evaluate_indices(features, np.arange(5), np.arange(5), [0, 1])
+        ranking.evaluate_indices(features, np.arange(5), np.arange(5), [0, 1])
     distmat = np.zeros((2, 3))
     distmat[1, 0] = np.nan
     with pytest.raises(ValueError, match="distmat contains NaN"):
@@ -285,6 +285,61 @@ def test_numpy_modules_do_not_import_tensorflow():
     import subprocess
     import sys
 
-    code = ("import sys, nvan_tf.evaluation.metrics, nvan_tf.evaluation.distance, nvan_tf.evaluation.reranking; "
+    code = ("import sys, nvan_tf.evaluation.metrics, nvan_tf.evaluation.distance, nvan_tf.evaluation.reranking, "
+            "nvan_tf.evaluation.ranking, nvan_tf.evaluation.features; "
             "sys.exit('tensorflow' in sys.modules or 'keras' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_metrics_do_not_import_reranking():
+    """Ranking metrics take a distance matrix: importing them (and the old
+    path nvan_tf.metrics' module) loads neither re-ranking nor the ranking glue."""
+    import subprocess
+    import sys
+
+    code = ("import sys, nvan_tf.evaluation.metrics; "
+            "sys.exit(sorted(m for m in sys.modules if m in "
+            "('nvan_tf.evaluation.reranking', 'nvan_tf.evaluation.ranking')) or None)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+# ------------------------------ good / junk -------------------------------
+def test_match_masks_by_hand():
+    _, q_pids, g_pids, q_cams, g_cams = case_a()
+    # Gallery: self (id 1 cam 0), id 2, id 1 cam 1, id -1, distractor 0, id 1 cam 2.
+    good, junk = metrics.match_masks(q_pids[0], q_cams[0], g_pids, g_cams, "mars")
+    assert good.tolist() == [False, False, True, False, False, True]
+    assert junk.tolist() == [True, False, False, True, False, False]
+    good, junk = metrics.match_masks(q_pids[0], q_cams[0], g_pids, g_cams, "market")
+    assert good.tolist() == [False, False, True, False, False, True]
+    assert junk.tolist() == [True, False, False, False, False, False]   # id -1 is an id here
+    # A column of queries gives one row each; a query with id -1 has no good match under mars.
+    good, junk = metrics.match_masks(np.array([[1], [-1]]), np.array([[0], [1]]), g_pids, g_cams)
+    assert good.shape == junk.shape == (2, 6)
+    assert not good[1].any() and junk[1].tolist() == [False, False, False, True, False, False]
+    with pytest.raises(ValueError, match="protocol must be one of"):
+        metrics.match_masks(1, 0, g_pids, g_cams, "duke")
+
+
+def test_report_uses_the_metrics_rule(monkeypatch, tmp_path):
+    """The ranked list and the histograms take good / junk from match_masks."""
+    from nvan_tf.evaluation import report
+
+    calls = []
+    original = metrics.match_masks
+
+    def spy(*args, **kwargs):
+        calls.append(args[-1] if len(args) == 5 else kwargs.get("protocol"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(report, "match_masks", spy)
+    distmat, q_pids, g_pids, q_cams, g_cams = case_a()
+    report.plt.close(report.distance_histogram_figure(distmat, q_pids, g_pids, q_cams, g_cams,
+                                                      metric="cosine", protocol="market"))
+    frames = [[str(tmp_path / "missing.jpg")]] * 6
+    drawn = report.plot_ranked_list(distmat[0], frames[0], frames, 1, 0, g_pids, g_cams,
+                                    str(tmp_path / "list.png"), protocol="mars")
+    assert calls == ["market", "mars"]
+    # mars: self and id -1 left out; the two good ones framed green.
+    assert [(index, same) for index, same, _ in drawn] == [(1, False), (2, True), (4, False), (5, True)]

@@ -4,7 +4,10 @@ Examples:
     nvan-evaluate --model runs/ste_nvan/best.keras --dataset mars --root data/MARS
     nvan-evaluate --model ckpt_NL_stripe_hr.pth --variant ste-nvan \\
         --dataset mars --root data/MARS --flip --visualize
+    nvan-evaluate --model export/model.int8.onnx --dataset mars --root data/MARS
     nvan-evaluate --features evaluation/features.npz --root data/MARS --rerank
+    nvan-evaluate --model best.keras --dataset ilidsvid --root data/iLIDS-VID \
+        --split-id 3 --splits ilids_splits.json
 """
 
 from __future__ import annotations
@@ -21,12 +24,16 @@ from nvan_tf.evaluation.evaluator import (
     run_evaluation,
 )
 
+# The readers with random train / test splits.
+SPLIT_DATASETS = ("ilidsvid", "prid")
+
 
 def build_parser():
     parser = cli.make_parser("nvan-evaluate", __doc__)
     model = parser.add_argument_group("model")
-    model.add_argument("--model", help=".keras file, .weights.h5, SavedModel folder or "
-                       "PyTorch checkpoint (.pth/.pt/.tar/.ckpt); omit to reuse --features")
+    model.add_argument("--model", help=".keras file, .weights.h5, SavedModel folder, ONNX file "
+                       "(fp32 or int8, from nvan-export) or PyTorch checkpoint (.pth/.pt/.tar/.ckpt); "
+                       "omit to reuse --features")
     model.add_argument("--variant", choices=choices.VARIANT_NAMES, help="needed for PyTorch "
                        "checkpoints and for weights without a recorded config, checked "
                        "against the file otherwise")
@@ -44,6 +51,10 @@ def build_parser():
     data.add_argument("--root", required=True, help="dataset folder")
     data.add_argument("--split-id", type=int,
                       help="split of iLIDS-VID / PRID-2011; default: the reader's (0)")
+    data.add_argument("--splits", metavar="FILE",
+                      help="split file of iLIDS-VID / PRID-2011: read if it exists, else the "
+                      "generated random splits are recorded there; default: the published file "
+                      "in the dataset, else a record in $NVAN_TF_CACHE/splits (~/.cache/nvan_tf)")
     data.add_argument("--sampling", choices=choices.SAMPLING_MODES, default="rrs",
                       help="test clip sampling (rrs: the reference's)")
     data.add_argument("--batch-size", type=int, default=16, help="clips per batch")
@@ -84,7 +95,11 @@ def config_from_args(args):
         model = ModelSpec(args.model, variant=args.variant, num_identities=args.num_identities,
                           seq_len=args.seq_len, height=args.height, width=args.width,
                           overrides=overrides)
-    dataset_kwargs = {"split_id": args.split_id} if args.split_id is not None else {}
+    dataset_kwargs = {}
+    if args.split_id is not None:
+        dataset_kwargs["split_id"] = args.split_id
+    if args.splits is not None:
+        dataset_kwargs["split_file"] = args.splits
     ranking = RankingConfig(
         protocol=args.protocol, metric=args.metric, max_rank=args.max_rank,
         rank_size=args.rank_size, rerank=args.rerank, k1=args.k1, k2=args.k2,
@@ -104,6 +119,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not args.model and not args.features:
         parser.error("give --model, or --features with a cache written by an earlier run")
+    if args.dataset not in SPLIT_DATASETS and (args.split_id is not None or args.splits):
+        parser.error(f"--split-id and --splits are options of {choices.listing(SPLIT_DATASETS)}, "
+                     f"not of --dataset {args.dataset}")
     cli.quiet_tensorflow(args.verbose)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -2,31 +2,33 @@
 
 - ``distance``: cosine / Euclidean distances in memory-bounded blocks;
 - ``reranking``: k-reciprocal re-ranking, average query expansion;
-- ``metrics``: ranking metrics of a distance matrix (MARS and market protocols);
-- ``evaluator``: feature extraction with its cache and whole evaluation runs
-  (what ``nvan-evaluate`` runs);
+- ``metrics``: ranking metrics of a distance matrix (MARS and market
+  protocols) and the one good / junk rule (``match_masks``);
+- ``ranking``: ``evaluate_indices``, the one function that ranks and scores
+  features (features -> distances -> metrics);
+- ``features``: ``extract_features`` (one feature per tracklet, the dense
+  average), ``FeatureExtractor`` and the feature cache;
+- ``evaluator``: ``model_extractor`` / ``load_feature_extractor`` (every
+  model format), the cache keys and whole evaluation runs (what
+  ``nvan-evaluate`` runs);
 - ``report``: the results table and pictures (CMC, ranked lists, distances,
   training curves).
 
 All but feature extraction are plain Python + NumPy: importing this package
-does not import TensorFlow.
+does not import TensorFlow (``extract_features`` and ``model_extractor``
+import it when called). The names below are imported on first use, so
+``import nvan_tf.evaluation.metrics`` loads the metrics alone.
 """
 
-from nvan_tf.evaluation.evaluator import (
-    EvaluationConfig,
-    FeatureExtractor,
-    ModelSpec,
-    RankingConfig,
-    evaluate_features,
-    extract_features,
-    format_table,
-    load_feature_cache,
-    load_feature_extractor,
-    run_evaluation,
-    save_feature_cache,
-)
-from nvan_tf.evaluation.metrics import evaluate_indices, evaluate_rank
+from nvan_tf import lazy_exports
 
-__all__ = ["EvaluationConfig", "FeatureExtractor", "ModelSpec", "RankingConfig", "evaluate_features",
-           "evaluate_indices", "evaluate_rank", "extract_features", "format_table", "load_feature_cache",
-           "load_feature_extractor", "run_evaluation", "save_feature_cache"]
+_EXPORTS = {
+    "evaluator": ("EvaluationConfig", "ModelSpec", "RankingConfig", "dataset_key", "feature_cache_key",
+                  "format_table", "load_feature_extractor", "model_extractor", "run_evaluation"),
+    "features": ("FeatureExtractor", "TrackletAverage", "extract_features", "load_feature_cache",
+                 "read_feature_cache", "save_feature_cache"),
+    "metrics": ("evaluate_rank", "match_masks"),
+    "ranking": ("evaluate_indices", "query_gallery_distance"),
+}
+__all__ = sorted(name for names in _EXPORTS.values() for name in names)
+__getattr__ = lazy_exports(__name__, {name: module for module, names in _EXPORTS.items() for name in names})

@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "check_features",
+    "check_distmat",
     "l2_normalize",
     "cosine_distance",
     "euclidean_distance",
@@ -73,6 +74,37 @@ def check_features(features, name="features"):
             f"{bad_rows.size} row(s), first rows {bad_rows[:5].tolist()}"
         )
     return features
+
+
+def check_distmat(distmat):
+    """Returns ``distmat`` as a 2-D float (Nq, Ng) array with at least one
+    row and one column and no NaN, or raises a ValueError."""
+    distmat = np.asarray(distmat)
+    if distmat.ndim != 2:
+        raise ValueError(
+            "distmat must be a 2-D array (num_query, num_gallery); "
+            f"received shape {distmat.shape}"
+        )
+    if distmat.shape[0] == 0:
+        raise ValueError(
+            f"the query set is empty: distmat has shape {distmat.shape}"
+        )
+    if distmat.shape[1] == 0:
+        raise ValueError(
+            f"the gallery is empty: distmat has shape {distmat.shape}"
+        )
+    if not np.issubdtype(distmat.dtype, np.floating):
+        distmat = distmat.astype(np.float64)
+    # A NaN anywhere makes the sum NaN; only then look for the rows.
+    if not np.isnan(np.sum(distmat, dtype=np.float64)):
+        return distmat
+    nan_rows = np.flatnonzero(np.isnan(distmat).any(axis=1))
+    if nan_rows.size:  # (inf - inf in the sum alone is no NaN entry)
+        raise ValueError(
+            f"distmat contains NaN in {nan_rows.size} row(s), first rows "
+            f"{nan_rows[:5].tolist()}; check the features for NaN"
+        )
+    return distmat
 
 
 def l2_normalize(features, eps=1e-12):

@@ -1,36 +1,44 @@
 """Evaluation glue: load a model, extract tracklet features, rank, report.
 
 ``run_evaluation(EvaluationConfig(...))`` does the whole job behind
-``evaluate.py``:
+``nvan-evaluate``:
 
-1. load the model (``nvan_tf.io.loading``: ``.keras``, ``.weights.h5``, a
-   SavedModel folder, or an authors' PyTorch checkpoint + variant) as a
-   :class:`FeatureExtractor`, before the dataset is read, so a bad model
-   path or variant is reported at once;
+1. load the model (``load_feature_extractor``: ``.keras``, ``.weights.h5``,
+   an authors' PyTorch checkpoint + variant, a SavedModel folder, or an
+   ONNX file, fp32 or int8) as a :class:`FeatureExtractor`, before the
+   dataset is read, so a bad model path or variant is reported at once;
 2. read the dataset's test split (``build_dataset(...).test_set()``);
-3. extract one feature per tracklet with the ordered test pipeline (RRS-test,
-   evenly or dense sampling; dense clips of a tracklet are averaged;
-   optional flip averaging), with a progress bar, and cache them (.npz);
-4. compute distances (cosine / Euclidean, optional query expansion and
-   k-reciprocal re-ranking) and CMC / mAP / mINP (``nvan_tf.evaluation.metrics``);
+3. extract one feature per tracklet (``nvan_tf.evaluation.features``), or
+   reuse the cache whose key (``feature_cache_key``) matches: the model's
+   content hash and load options, the sampling, the flip, the dataset, its
+   root, split and test tracklets; without a model, a cache is only used
+   for the dataset, split and tracklets it was computed on;
+4. rank and score them (``nvan_tf.evaluation.ranking.evaluate_indices``);
 5. write ``results.json`` and, with ``visualize``, the PNGs of
-   ``nvan_tf.evaluation.report``.
+   ``nvan_tf.evaluation.report``, all atomically.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 import os
 import time
 
 import numpy as np
 
-from nvan_tf.choices import DISTANCE_METRICS, SAMPLING_MODES
-from nvan_tf.evaluation import metrics
-from nvan_tf.cli import progress_verbosity
+from nvan_tf.choices import DISTANCE_METRICS, PROTOCOLS, SAMPLING_MODES
+from nvan_tf.evaluation import ranking
+from nvan_tf.evaluation.features import (
+    FeatureExtractor,
+    extract_features,
+    file_digest,
+    load_feature_cache,
+    read_feature_cache,
+    save_feature_cache,
+    tracklets_digest,
+)
+from nvan_tf.io.atomic import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -39,18 +47,22 @@ __all__ = [
     "RankingConfig",
     "EvaluationConfig",
     "FeatureExtractor",
+    "model_extractor",
     "load_feature_extractor",
     "extract_features",
     "save_feature_cache",
+    "read_feature_cache",
     "load_feature_cache",
-    "evaluate_features",
+    "dataset_key",
+    "feature_cache_key",
+    "check_cache_matches",
     "run_evaluation",
     "format_table",
     "SAMPLING_MODES",
 ]
 
 DEFAULT_CLIP = (8, 256, 128)
-CACHE_VERSION = 1
+ONNX_SUFFIX = ".onnx"
 
 
 @dataclasses.dataclass
@@ -69,7 +81,7 @@ class ModelSpec:
 
 @dataclasses.dataclass
 class RankingConfig:
-    """How tracklets are compared and scored."""
+    """How tracklets are compared and scored (the options of ``ranking.evaluate_indices``)."""
 
     protocol: str = "mars"
     metric: str = "cosine"
@@ -82,8 +94,8 @@ class RankingConfig:
     query_expansion: int = 0
 
     def __post_init__(self):
-        if self.protocol not in metrics.PROTOCOLS:
-            raise ValueError(f"protocol must be one of {metrics.PROTOCOLS}; received {self.protocol!r}")
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}; received {self.protocol!r}")
         if self.metric not in DISTANCE_METRICS:
             raise ValueError(f"metric must be one of {DISTANCE_METRICS}; received {self.metric!r}")
         if self.query_expansion < 0:
@@ -92,7 +104,7 @@ class RankingConfig:
 
 @dataclasses.dataclass
 class EvaluationConfig:
-    """One evaluation run (see ``evaluate.py --help``)."""
+    """One evaluation run (see ``nvan-evaluate --help``)."""
 
     model: ModelSpec | None
     dataset: str = "mars"
@@ -119,43 +131,41 @@ class EvaluationConfig:
 # ----------------------------------------------------------------------------
 # Models
 # ----------------------------------------------------------------------------
-class FeatureExtractor:
-    """Maps clips ``(B, T, H, W, 3)`` float32 to features ``(B, D)`` (NumPy).
-
-    Attributes:
-        seq_len, height, width: the clip size the model takes.
-        description: what was loaded, for logs and results.json.
-    """
-
-    def __init__(self, fn, seq_len, height, width, description):
-        self._fn = fn
-        self.seq_len = int(seq_len)
-        self.height = int(height)
-        self.width = int(width)
-        self.description = description
-
-    def __call__(self, clips):
-        features = np.asarray(self._fn(clips), dtype=np.float32)
-        if features.ndim != 2 or features.shape[0] != clips.shape[0]:
-            raise ValueError(
-                f"{self.description} returned features of shape {features.shape} "
-                f"for {clips.shape[0]} clips; expected (batch, feature_dim)"
-            )
-        return features
-
-
-def _keras_extractor(model, spec, description):
-    import tensorflow as tf
-
+def _model_clip(model):
+    """``(seq_len, height, width)`` of a Keras model: its ``config`` (an
+    ``NVANModel``), else its fully known 5-D input shape."""
     config = getattr(model, "config", None)
     if config is not None and hasattr(config, "seq_len"):
-        seq_len, height, width = config.seq_len, config.height, config.width
-    else:
-        shape = getattr(model, "input_shape", None)
-        if isinstance(shape, tuple) and len(shape) == 5 and None not in shape[1:4]:
-            seq_len, height, width = shape[1:4]
-        else:
-            seq_len, height, width = _clip_size(spec, (None, None, None))
+        return config.seq_len, config.height, config.width
+    shape = getattr(model, "input_shape", None)
+    if isinstance(shape, tuple) and len(shape) == 5 and None not in shape[1:4]:
+        return tuple(int(v) for v in shape[1:4])
+    raise ValueError(
+        f"cannot tell the clip size of Keras model {getattr(model, 'name', model)!r}: it has no "
+        f"NVANModel config and its input shape is {shape}; expected (batch, T, H, W, 3) with T, H, W fixed"
+    )
+
+
+def model_extractor(model, description=None):
+    """A :class:`FeatureExtractor` over an in-memory Keras model in inference
+    mode (``training=False``): one ``tf.function`` with the fixed input
+    signature ``(None, T, H, W, 3)`` float32 of ``model.config`` (an
+    ``NVANModel``; another Keras model: its input shape), so batches of any
+    size reuse one graph.
+
+    Args:
+        model: the Keras model (float32 weights; the training loop passes
+            its float32 inference copy).
+        description: for logs and results.json; default: the variant and
+            identities of ``model.config``, else the model's name.
+    """
+    import tensorflow as tf
+
+    seq_len, height, width = _model_clip(model)
+    if description is None:
+        config = getattr(model, "config", None)
+        description = (f"{config.variant} ({config.num_identities} identities)"
+                       if hasattr(config, "variant") else f"Keras model {model.name}")
     signature = tf.TensorSpec((None, seq_len, height, width, 3), tf.float32)
 
     @tf.function(input_signature=[signature], reduce_retracing=True)
@@ -165,30 +175,79 @@ def _keras_extractor(model, spec, description):
     return FeatureExtractor(lambda clips: infer(clips).numpy(), seq_len, height, width, description)
 
 
-def _clip_size(spec, fixed):
-    """The clip size: what the model fixes, else the spec's, else 8 x 256 x 128."""
+def _clip_size(spec, fixed, what):
+    """The clip size: what the model fixes, else the spec's, else 8 x 256 x 128;
+    a LoadError where the spec asks for another size than the model fixes."""
     given = (spec.seq_len, spec.height, spec.width)
+    for name, f, g in zip(("seq_len", "height", "width"), fixed, given):
+        if f is not None and g is not None and f != g:
+            from nvan_tf.io.loading import LoadError
+
+            raise LoadError(f"{what} takes clips of {name}={f}, but {name}={g} was asked for; "
+                            f"omit it or give {f}")
     return tuple(f or g or d for f, g, d in zip(fixed, given, DEFAULT_CLIP))
 
 
-def load_feature_extractor(spec):
-    """Loads ``spec.path`` (``nvan_tf.io.loading``) as a :class:`FeatureExtractor`.
+def _refuse_build_options(spec, what):
+    """A SavedModel or ONNX graph is fixed: nothing of it can be rebuilt or checked."""
+    from nvan_tf.io.loading import LoadError
 
-    Formats: a SavedModel folder (its ``serving_default`` signature, first
-    output), or anything ``loading.load_model`` reads (``.keras``,
-    ``.weights.h5``, an authors' PyTorch checkpoint); the spec's variant,
-    identities and sizes are checked against the file there.
+    options = {"variant": spec.variant, "num_identities": spec.num_identities, **spec.overrides}
+    given = sorted(name for name, value in options.items() if value is not None)
+    if given:
+        raise LoadError(f"{what} records no model config: cannot check or apply {given}; omit them")
+
+
+def _onnx_extractor(spec):
+    from nvan_tf.io.loading import LoadError
+
+    what = f"ONNX model {spec.path}"
+    _refuse_build_options(spec, what)
+    try:
+        from nvan_tf.deploy.onnx import onnx_session
+
+        session = onnx_session(spec.path)
+    except ImportError as err:
+        raise LoadError(f"cannot load {what}: {err}") from err
+    except Exception as err:  # onnxruntime's own errors (InvalidProtobuf, Fail, ...)
+        raise LoadError(f"{spec.path} cannot be read as an ONNX model: {err}") from err
+    inputs = session.get_inputs()
+    shape = list(inputs[0].shape) if len(inputs) == 1 else []
+    if len(shape) != 5 or shape[4] != 3:
+        raise LoadError(f"{what} takes {[(i.name, i.shape) for i in inputs]}; expected one input "
+                        "of clips (batch, T, H, W, 3), as nvan-export writes")
+    fixed = [d if isinstance(d, int) else None for d in shape[1:4]]
+    seq_len, height, width = _clip_size(spec, fixed, what)
+    name = inputs[0].name
+    return FeatureExtractor(lambda clips: session.run(None, {name: np.asarray(clips, np.float32)})[0],
+                            seq_len, height, width, what)
+
+
+def load_feature_extractor(spec):
+    """Loads ``spec.path`` as a :class:`FeatureExtractor`.
+
+    Formats: a SavedModel folder (its ``serving_default`` signature, or the
+    ``embed_clips`` one of an ``nvan-export`` SavedModel), an ``.onnx`` file
+    (fp32 or int8 from ``nvan-export``, run by ONNX Runtime), or anything
+    ``loading.load_model`` reads (``.keras``, ``.weights.h5``, an authors'
+    PyTorch checkpoint), run by :func:`model_extractor`; the spec's variant,
+    identities and sizes are checked against the file there. SavedModel and
+    ONNX graphs fix their clip size (a spec size that disagrees is refused)
+    and record no variant (refused too).
     """
     from nvan_tf.io import loading
 
     path = spec.path
     if os.path.isdir(path):
         served = loading.load_saved_model(path)
-        if spec.variant:
-            raise loading.LoadError(f"{path} is a SavedModel, which records no variant: "
-                                    f"cannot check variant {spec.variant!r}; omit it")
-        seq_len, height, width = _clip_size(spec, served.clip_shape)
-        return FeatureExtractor(served, seq_len, height, width, f"SavedModel {path}")
+        what = f"SavedModel {path}"
+        _refuse_build_options(spec, what)
+        seq_len, height, width = _clip_size(spec, served.clip_shape, what)
+        return FeatureExtractor(served, seq_len, height, width, what)
+    if path.lower().endswith(ONNX_SUFFIX):
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"model not found: {path}")
+        return _onnx_extractor(spec)
     model = loading.load_model(
         path, variant=spec.variant, num_identities=spec.num_identities,
         seq_len=spec.seq_len, height=spec.height, width=spec.width, **spec.overrides,
@@ -198,149 +257,62 @@ def load_feature_extractor(spec):
         description = f"Keras model {path}"
     else:
         description = f"{config.variant} ({config.num_identities} identities) from {path}"
-    return _keras_extractor(model, spec, description)
+    return model_extractor(model, description)
 
 
 # ----------------------------------------------------------------------------
-# Features
+# Cache keys
 # ----------------------------------------------------------------------------
-def extract_features(extractor, tracklets, *, sampling="rrs", batch_size=16,
-                     flip=False, verbose=1):
-    """One feature per tracklet, in the order of ``tracklets``.
-
-    Args:
-        extractor: a :class:`FeatureExtractor` (or any object with
-            ``seq_len``, ``height``, ``width`` and ``__call__(clips)``).
-        tracklets: sequence of ``Tracklet``.
-        sampling: "rrs" (the reference's test clip), "evenly" or "dense"
-            (all clips of a tracklet, features averaged).
-        batch_size: clips per batch.
-        flip: also run the horizontally flipped clips and average.
-        verbose: 1 shows a progress bar (a one-line summary when stdout is
-            not a terminal, so logs hold no control codes), 0 nothing.
-
-    Returns:
-        (features (N, D) float32, pids (N,) int64, camids (N,) int64).
-    """
-    import keras
-    import tensorflow as tf
-
-    from nvan_tf.data import pipeline
-
-    tracklets = list(tracklets)
-    if not tracklets:
-        raise ValueError("tracklets is empty: nothing to extract")
-    if sampling not in SAMPLING_MODES:
-        raise ValueError(f"sampling must be one of {SAMPLING_MODES}; received {sampling!r}")
-    dataset = pipeline.eval_dataset(
-        tracklets, seq_len=extractor.seq_len, sampling=sampling,
-        batch_size=batch_size, height=extractor.height, width=extractor.width,
-    )
-    steps = int(dataset.cardinality())
-    progbar = keras.utils.Progbar(steps if steps > 0 else None, unit_name="batch",
-                                  verbose=progress_verbosity(verbose))
-    sums = None
-    counts = np.zeros(len(tracklets), dtype=np.int64)
-    for clips, _, _, track_index in dataset:
-        features = extractor(clips)
-        if flip:
-            features = 0.5 * (features + extractor(tf.reverse(clips, axis=[3])))
-        if sums is None:
-            sums = np.zeros((len(tracklets), features.shape[1]), dtype=np.float64)
-        index = track_index.numpy()
-        np.add.at(sums, index, features)
-        np.add.at(counts, index, 1)
-        progbar.add(1)
-    missing = np.flatnonzero(counts == 0)
-    if missing.size:
-        raise RuntimeError(f"{missing.size} tracklets got no clip, first {missing[:5].tolist()}")
-    features = (sums / counts[:, None]).astype(np.float32)
-    if not np.isfinite(features).all():
-        raise ValueError("the model produced NaN or inf features")
-    pids = np.asarray([t.pid for t in tracklets], dtype=np.int64)
-    camids = np.asarray([t.camid for t in tracklets], dtype=np.int64)
-    return features, pids, camids
-
-
-def save_feature_cache(path, features, pids, camids, query_index, gallery_index, key=None):
-    """Writes features and labels to an .npz; ``key`` (a JSON-able dict)
-    records what produced them, so a stale cache is detected."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = path + ".tmp.npz"
-    np.savez(
-        tmp, features=features, pids=pids, camids=camids,
-        query_index=query_index, gallery_index=gallery_index,
-        key=np.asarray(json.dumps(key or {}, sort_keys=True)),
-        version=np.asarray(CACHE_VERSION),
-    )
-    os.replace(tmp, path)
-    logger.info("cached %s features to %s", features.shape, path)
-    return path
-
-
-def load_feature_cache(path, key=None):
-    """Reads an .npz written by ``save_feature_cache``.
-
-    Returns:
-        dict of arrays, or ``None`` when the file is missing, was written by
-        another cache version, or (if ``key`` is given) by other settings.
-    """
-    if not os.path.exists(path):
-        return None
-    with np.load(path, allow_pickle=False) as data:
-        if int(data["version"]) != CACHE_VERSION:
-            logger.info("feature cache %s has another version; recomputing", path)
-            return None
-        stored = json.loads(str(data["key"]))
-        if key is not None and stored != json.loads(json.dumps(key, sort_keys=True)):
-            logger.info("feature cache %s was made with other settings; recomputing", path)
-            return None
-        return {name: data[name] for name in
-                ("features", "pids", "camids", "query_index", "gallery_index")} | {"key": stored}
-
-
-def _cache_key(config, tracklets, extractor_shape):
-    model_path = os.path.abspath(config.model.path)
-    stat = os.stat(model_path)
-    digest = hashlib.sha1()
-    for t in tracklets:
-        digest.update(f"{t.frames[0]}|{len(t.frames)}|{t.pid}|{t.camid}\n".encode())
+def dataset_key(dataset, root, split_id, tracklets, query_index, gallery_index):
+    """What a test set is, for the feature cache: the reader's name, the
+    dataset root, the split (iLIDS-VID / PRID-2011; None for the others)
+    and a digest of the tracklets (every frame path, pid, camid) with the
+    query and gallery indices. The reader's other arguments (a split file,
+    a seed) act only through the test set they give, which the digest
+    covers."""
     return {
-        "model": model_path,
-        "model_mtime": int(stat.st_mtime),
-        "model_size": int(stat.st_size) if not os.path.isdir(model_path) else 0,
-        "variant": config.model.variant,
-        "clip": list(extractor_shape),
-        "sampling": config.sampling,
-        "flip": bool(config.flip),
-        "dataset": config.dataset,
-        "tracklets": digest.hexdigest(),
+        "dataset": dataset,
+        "root": os.path.abspath(root),
+        "split_id": None if split_id is None else int(split_id),
+        "tracklets": tracklets_digest(tracklets, query_index, gallery_index),
+        "num_tracklets": len(tracklets),
     }
 
 
-# ----------------------------------------------------------------------------
-# Ranking and reporting
-# ----------------------------------------------------------------------------
-def evaluate_features(features, pids, camids, query_index, gallery_index, ranking=None):
-    """Ranks and scores cached features.
+def feature_cache_key(spec, extractor, sampling, flip, data):
+    """Everything that changes the features: the model file's content
+    (sha256; every file of a SavedModel folder), how it is loaded (variant,
+    identities, clip size, overrides) and the clip size it runs at, the
+    sampling, the flip, and ``data`` (``dataset_key``). The batch size is
+    left out: features do not depend on it."""
+    options = dataclasses.asdict(spec)
+    options.pop("path")
+    return {
+        "model": {"sha256": file_digest(spec.path), "options": options,
+                  "clip": [extractor.seq_len, extractor.height, extractor.width]},
+        "sampling": sampling,
+        "flip": bool(flip),
+        "data": data,
+    }
 
-    Returns:
-        (result dict of ``metrics.evaluate_rank``, (Nq, Ng) distances).
-    """
-    ranking = ranking or RankingConfig()
-    distmat = metrics.query_gallery_distance(
-        features, query_index, gallery_index, metric=ranking.metric,
-        rerank=ranking.rerank, k1=ranking.k1, k2=ranking.k2,
-        lambda_value=ranking.lambda_value, query_expansion=ranking.query_expansion,
-    )
-    pids, camids = np.asarray(pids), np.asarray(camids)
-    result = metrics.evaluate_rank(
-        distmat, pids[query_index], pids[gallery_index], camids[query_index],
-        camids[gallery_index], protocol=ranking.protocol, max_rank=ranking.max_rank,
-        rank_size=ranking.rank_size,
-    )
-    return result, distmat
+
+def _describe_data(key):
+    split = "" if key.get("split_id") is None else f" split {key['split_id']}"
+    return (f"{key.get('dataset')}{split} at {key.get('root')} ({key.get('num_tracklets')} test "
+            f"tracklets, digest {str(key.get('tracklets'))[:12]})")
+
+
+def check_cache_matches(path, cache, data):
+    """Refuses (ValueError) a cache whose features were not computed on the
+    dataset, split and tracklets ``data`` (``dataset_key``) describes."""
+    stored = cache["key"].get("data")
+    if stored != data:
+        raise ValueError(
+            f"feature cache {path} holds features of "
+            + (_describe_data(stored) if stored else "an unrecorded test set")
+            + f", but this evaluation scores {_describe_data(data)}; evaluate with --model "
+            "to compute features for it"
+        )
 
 
 def format_table(results):
@@ -364,92 +336,67 @@ def format_table(results):
 
 
 def _visualize(output_dir, result, distmat, tracklets, query_index, gallery_index,
-               ranking, num_visualize):
-    from nvan_tf.evaluation import report as visualize
+               ranking_config, num_visualize):
+    from nvan_tf.evaluation import report
 
     folder = os.path.join(output_dir, "visualize")
     pids = np.asarray([t.pid for t in tracklets])
     camids = np.asarray([t.camid for t in tracklets])
-    paths = [visualize.plot_cmc({ranking.metric: result["cmc"]}, os.path.join(folder, "cmc.png"))]
-    paths.append(visualize.plot_distance_histograms(
+    protocol = ranking_config.protocol
+    paths = [report.plot_cmc({ranking_config.metric: result["cmc"]}, os.path.join(folder, "cmc.png"))]
+    paths.append(report.plot_distance_histograms(
         distmat, pids[query_index], pids[gallery_index], camids[query_index],
         camids[gallery_index], os.path.join(folder, "distances.png"),
-        metric=ranking.metric, protocol=ranking.protocol,
+        metric=ranking_config.metric, protocol=protocol,
     ))
     gallery_frames = [tracklets[g].frames for g in gallery_index]
-    for q in visualize.select_queries(result["ap"], num_visualize, mode="mixed"):
+    for q in report.select_queries(result["ap"], num_visualize, mode="mixed"):
         track = tracklets[query_index[q]]
         path = os.path.join(
             folder, "ranked_lists",
             f"query{int(q):05d}_id{track.pid}_ap{100 * result['ap'][q]:05.1f}.png",
         )
-        visualize.plot_ranked_list(
+        report.plot_ranked_list(
             distmat[q], track.frames, gallery_frames, track.pid, track.camid,
-            pids[gallery_index], camids[gallery_index], path, protocol=ranking.protocol,
+            pids[gallery_index], camids[gallery_index], path, protocol=protocol,
         )
         paths.append(path)
     logger.info("wrote %d pictures under %s", len(paths), folder)
     return paths
 
 
-def run_evaluation(config):
-    """Runs the evaluation described by ``config`` (an ``EvaluationConfig``).
-
-    Returns:
-        the JSON-able results dict also written to ``output_dir/results.json``.
-    """
-    from nvan_tf.data.datasets import build_dataset
-
-    if config.root is None:
-        raise ValueError("root is required: the folder of the dataset to evaluate on")
-    started = time.perf_counter()
-    # The model first: a missing file or a wrong variant is reported before
-    # the (possibly large) dataset is read.
-    extractor = load_feature_extractor(config.model) if config.model is not None else None
-    dataset = build_dataset(config.dataset, config.root, verbose=False, **config.dataset_kwargs)
-    tracklets, query_index, gallery_index = dataset.test_set()
-    logger.info("%s: %d test tracklets, %d queries, %d gallery", config.dataset,
-                len(tracklets), len(query_index), len(gallery_index))
-    os.makedirs(config.output_dir, exist_ok=True)
-    cache_path = config.features or os.path.join(config.output_dir, "features.npz")
-
-    cached = None
+def _cached_or_extracted(config, extractor, cache_path, test_set, data):
+    """``(features, pids, camids, cache, seconds)``: the features of the
+    cache at ``cache_path`` where it is usable, else extracted (and cached
+    with their key); ``cache`` is the cache used, None when extracted."""
     if extractor is None:
-        cached = load_feature_cache(cache_path)
-        if cached is None:
-            raise ValueError(f"no model given and no feature cache at {cache_path}")
-        if cached["features"].shape[0] != len(tracklets):
-            raise ValueError(
-                f"feature cache {cache_path} has {cached['features'].shape[0]} rows "
-                f"but {config.dataset} has {len(tracklets)} test tracklets"
-            )
-        key = cached["key"]
-    else:
-        key = _cache_key(config, tracklets, (extractor.seq_len, extractor.height, extractor.width))
-        if config.reuse_features:
-            cached = load_feature_cache(cache_path, key)
-    extract_seconds = 0.0
-    if cached is not None:
+        cache = read_feature_cache(cache_path)
+        check_cache_matches(cache_path, cache, data)
+        return cache["features"], cache["pids"], cache["camids"], cache, 0.0
+    key = feature_cache_key(config.model, extractor, config.sampling, config.flip, data)
+    cache = load_feature_cache(cache_path, key) if config.reuse_features else None
+    if cache is not None:
         logger.info("using cached features from %s", cache_path)
-        features, pids, camids = cached["features"], cached["pids"], cached["camids"]
-    else:
-        start = time.perf_counter()
-        features, pids, camids = extract_features(
-            extractor, tracklets, sampling=config.sampling, batch_size=config.batch_size,
-            flip=config.flip, verbose=config.verbose,
-        )
-        extract_seconds = time.perf_counter() - start
-        save_feature_cache(cache_path, features, pids, camids, query_index, gallery_index, key)
-
+        return cache["features"], cache["pids"], cache["camids"], cache, 0.0
+    tracklets, query_index, gallery_index = test_set
     start = time.perf_counter()
-    result, distmat = evaluate_features(features, pids, camids, query_index,
-                                        gallery_index, config.ranking)
-    rank_seconds = time.perf_counter() - start
+    features, pids, camids = extract_features(
+        extractor, tracklets, sampling=config.sampling, batch_size=config.batch_size,
+        flip=config.flip, verbose=config.verbose,
+    )
+    seconds = time.perf_counter() - start
+    save_feature_cache(cache_path, features, pids, camids, query_index, gallery_index, key,
+                       about={"model": extractor.description, "path": os.path.abspath(config.model.path)})
+    return features, pids, camids, None, seconds
 
-    results = {
+
+def _results(config, model, result, test_set, features, cache_path, from_cache, seconds):
+    """The JSON-able results dict of one run."""
+    return {
         "dataset": config.dataset,
         "root": os.path.abspath(config.root),
-        "model": extractor.description if extractor else key.get("model"),
+        "dataset_kwargs": dict(config.dataset_kwargs),
+        "model": model,
         "sampling": config.sampling,
         "flip": bool(config.flip),
         "ranking": dataclasses.asdict(config.ranking),
@@ -463,18 +410,56 @@ def run_evaluation(config):
             "total": result["num_queries"], "valid": result["num_valid_queries"],
             "skipped": result["num_skipped_queries"],
             "skipped_indices": result["skipped_queries"].tolist(),
-            "gallery": int(len(gallery_index)),
+            "gallery": int(len(test_set[2])),
         },
         "features": {"path": os.path.abspath(cache_path), "shape": list(features.shape),
-                     "from_cache": cached is not None},
-        "seconds": {"extract": extract_seconds, "rank": rank_seconds},
+                     "from_cache": from_cache},
+        "seconds": seconds,
     }
+
+
+def run_evaluation(config):
+    """Runs the evaluation described by ``config`` (an ``EvaluationConfig``).
+
+    Returns:
+        the JSON-able results dict also written to ``output_dir/results.json``.
+
+    Raises:
+        ValueError: without a model, when the feature cache is missing, of
+            another version, or was computed on another dataset, split or
+            set of tracklets (the message names both).
+    """
+    from nvan_tf.data.datasets import build_dataset
+
+    if config.root is None:
+        raise ValueError("root is required: the folder of the dataset to evaluate on")
+    started = time.perf_counter()
+    # The model first: a missing file or a wrong variant is reported before
+    # the (possibly large) dataset is read.
+    extractor = load_feature_extractor(config.model) if config.model is not None else None
+    dataset = build_dataset(config.dataset, config.root, verbose=False, **config.dataset_kwargs)
+    test_set = dataset.test_set()
+    tracklets, query_index, gallery_index = test_set
+    logger.info("%s: %d test tracklets, %d queries, %d gallery", config.dataset,
+                len(tracklets), len(query_index), len(gallery_index))
+    data = dataset_key(dataset.name, config.root, getattr(dataset, "split_id", None), *test_set)
+    cache_path = config.features or os.path.join(config.output_dir, "features.npz")
+    features, pids, camids, cache, extract_seconds = _cached_or_extracted(
+        config, extractor, cache_path, test_set, data)
+
+    start = time.perf_counter()
+    result = ranking.evaluate_indices(
+        features, pids, camids, query_index, gallery_index, return_distmat=True,
+        **dataclasses.asdict(config.ranking),
+    )
+    seconds = {"extract": extract_seconds, "rank": time.perf_counter() - start}
+    model = extractor.description if extractor else cache["about"].get("model")
+    results = _results(config, model, result, test_set, features, cache_path, cache is not None, seconds)
     if config.visualize:
         results["pictures"] = _visualize(
-            config.output_dir, result, distmat, tracklets, query_index, gallery_index,
+            config.output_dir, result, result["distmat"], tracklets, query_index, gallery_index,
             config.ranking, config.num_visualize,
         )
     results["seconds"]["total"] = time.perf_counter() - started
-    with open(os.path.join(config.output_dir, "results.json"), "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=2)
+    write_json(os.path.join(config.output_dir, "results.json"), results)
     return results

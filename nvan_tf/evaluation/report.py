@@ -9,13 +9,17 @@ composed with PIL so their pixel size is exact:
   (another id), with the rank, gallery id, camera and distance (enough
   decimals to tell neighbours apart) written below.
 * Junk gallery items (the protocol's junk: the query itself, same id and
-  same camera, and id -1 under "mars") are left out, as the metrics do.
+  same camera, and id -1 under "mars") are left out, as the metrics do:
+  ranked lists and histograms take good / junk from
+  ``nvan_tf.evaluation.metrics.match_masks``, the rule the metrics use.
+
+Every picture is written atomically (``nvan_tf.io.atomic``): two runs into
+one folder leave complete PNGs.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 
 import matplotlib
 import matplotlib.ticker
@@ -26,6 +30,8 @@ import numpy as np  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 from nvan_tf.evaluation import distance as distance_lib  # noqa: E402
+from nvan_tf.evaluation.metrics import match_masks  # noqa: E402
+from nvan_tf.io.atomic import atomic_path  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +44,6 @@ __all__ = [
     "plot_ranked_list",
     "ranked_list_size",
     "select_queries",
-    "junk_mask",
     "plot_training",
 ]
 
@@ -50,9 +55,14 @@ LABEL_LINE = 12          # pixels per caption line under a thumbnail
 CAPTION_LINES = 3        # "1. id 12", "cam 3", the distance
 
 
-def _ensure_dir(path):
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
+def _save_figure(fig, path, dpi):
+    """Writes ``fig`` as a PNG at ``path`` (atomically) and closes it."""
+    try:
+        with atomic_path(path) as staged:
+            fig.savefig(staged, dpi=dpi, format="png")
+    finally:
+        plt.close(fig)
+    return path
 
 
 def cmc_figure(curves, *, title="CMC", size=(6.0, 4.0), dpi=100):
@@ -100,21 +110,7 @@ def cmc_figure(curves, *, title="CMC", size=(6.0, 4.0), dpi=100):
 
 def plot_cmc(curves, path, *, title="CMC", size=(6.0, 4.0), dpi=100):
     """Writes ``cmc_figure(curves)`` as a PNG of ``size * dpi`` pixels."""
-    fig = cmc_figure(curves, title=title, size=size, dpi=dpi)
-    _ensure_dir(path)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
-
-
-def junk_mask(q_pid, q_camid, g_pids, g_camids, protocol="mars"):
-    """(Ng,) bool: gallery items the protocol ignores for this query."""
-    g_pids = np.asarray(g_pids)
-    g_camids = np.asarray(g_camids)
-    junk = (g_pids == q_pid) & (g_camids == q_camid)
-    if protocol == "mars":
-        junk |= g_pids == -1
-    return junk
+    return _save_figure(cmc_figure(curves, title=title, size=size, dpi=dpi), path, dpi)
 
 
 def distance_histogram_figure(distmat, q_pids, g_pids, q_camids, g_camids, *, metric,
@@ -136,13 +132,10 @@ def distance_histogram_figure(distmat, q_pids, g_pids, q_camids, g_camids, *, me
             f"distmat has shape {distmat.shape} but there are {q_pids.size} "
             f"query and {g_pids.size} gallery labels"
         )
-    same_id = q_pids[:, None] == g_pids[None, :]
-    junk = same_id & (q_camids[:, None] == g_camids[None, :])
-    if protocol == "mars":
-        junk |= (g_pids == -1)[None, :]
-    positives = distmat[same_id & ~junk]
-    negatives = distmat[~same_id & ~junk]
-    del same_id, junk
+    good, junk = match_masks(q_pids[:, None], q_camids[:, None], g_pids, g_camids, protocol)
+    positives = distmat[good]
+    negatives = distmat[~good & ~junk]
+    del good, junk
     finite = distmat[np.isfinite(distmat)]
     low, high = float(finite.min()), float(finite.max())
     if high <= low:
@@ -169,10 +162,7 @@ def plot_distance_histograms(distmat, q_pids, g_pids, q_camids, g_camids, path, 
     """Writes ``distance_histogram_figure(...)`` as a PNG; returns the path."""
     fig = distance_histogram_figure(distmat, q_pids, g_pids, q_camids, g_camids, metric=metric,
                                     protocol=protocol, bins=bins, size=size, dpi=dpi)
-    _ensure_dir(path)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
+    return _save_figure(fig, path, dpi)
 
 
 def select_queries(ap, num=8, mode="worst"):
@@ -269,7 +259,8 @@ def plot_ranked_list(distances, query_frames, gallery_frames, q_pid, q_camid,
             f"distances ({distances.shape}), g_pids ({g_pids.size}) and "
             f"gallery_frames ({len(gallery_frames)}) must describe the same gallery"
         )
-    keep = ~junk_mask(q_pid, q_camid, g_pids, g_camids, protocol)
+    good, junk = match_masks(q_pid, q_camid, g_pids, g_camids, protocol)
+    keep = ~junk
     order = distance_lib.stable_argsort(
         np.where(keep, distances, np.inf).astype(np.float64)[None, :]
     )[0]
@@ -289,7 +280,7 @@ def plot_ranked_list(distances, query_frames, gallery_frames, q_pid, q_camid,
     drawn = []
     texts = format_distances(distances[order]) if order else []
     for rank, (index, text) in enumerate(zip(order, texts), 1):
-        same = bool(g_pids[index] == q_pid)
+        same = bool(good[index])
         draw.rectangle([x, 0, x + thumb_w + 2 * border - 1, thumb_h + 2 * border - 1],
                        fill=GREEN if same else RED)
         frames = list(gallery_frames[index])
@@ -299,8 +290,8 @@ def plot_ranked_list(distances, query_frames, gallery_frames, q_pid, q_camid,
             draw.text((x, thumb_h + 2 * border + 2 + line * LABEL_LINE), words, fill=TEXT)
         drawn.append((index, same, caption))
         x += thumb_w + 2 * border + 2
-    _ensure_dir(path)
-    canvas.save(path)
+    with atomic_path(path) as staged:
+        canvas.save(staged, format="PNG")
     return drawn
 
 
@@ -315,7 +306,6 @@ def plot_training(history, path, *, size=(10.0, 4.0), dpi=100):
     """
     if not history:
         raise ValueError("history is empty: nothing to plot")
-    _ensure_dir(path)
     fig, (losses, scores) = plt.subplots(1, 2, figsize=size, dpi=dpi)
     epochs = np.asarray([row["epoch"] for row in history])
     for name in ("loss", "triplet", "identity"):
@@ -344,8 +334,4 @@ def plot_training(history, path, *, size=(10.0, 4.0), dpi=100):
     if evaluated:
         scores.legend(loc="best")
     fig.tight_layout()
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp, dpi=dpi)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return _save_figure(fig, path, dpi)

@@ -91,23 +91,9 @@ def _sum_duplicates(rows, cols, values, num_cols):
     return unique // num_cols, unique % num_cols, summed
 
 
-def k_reciprocal_rerank(all_dist, query_index, gallery_index, k1=20, k2=6,
-                        lambda_value=0.3, max_block_entries=1 << 23):
-    """k-reciprocal re-ranked query x gallery distances.
-
-    Args:
-        all_dist: (N, N) symmetric, non-negative distances among all items,
-            each tracklet once (queries and gallery may overlap, as in MARS).
-        query_index: (Nq,) rows of ``all_dist`` that are queries.
-        gallery_index: (Ng,) rows of ``all_dist`` that are gallery items.
-        k1: size of the k-reciprocal neighbourhood (paper default 20).
-        k2: size of the local query expansion (default 6; 1 = off).
-        lambda_value: weight of the original distance (default 0.3).
-        max_block_entries: bound on the temporaries of the Jaccard step.
-
-    Returns:
-        (Nq, Ng) float32 (float64 for float64 input) distances.
-    """
+def _check_rerank(all_dist, query_index, gallery_index, k1, k2, lambda_value):
+    """Validated ``(all_dist, query_index, gallery_index)`` (float32 or float64
+    distances, int64 indices), or a ValueError naming the argument."""
     all_dist = np.asarray(all_dist)
     if all_dist.ndim != 2 or all_dist.shape[0] != all_dist.shape[1]:
         raise ValueError(
@@ -136,37 +122,48 @@ def k_reciprocal_rerank(all_dist, query_index, gallery_index, k1=20, k2=6,
             raise ValueError(f"{name} must index into {num} items")
     if all_dist.dtype != np.float64:
         all_dist = all_dist.astype(np.float32, copy=False)
-    k1 = int(min(k1, num - 1)) if num > 1 else 1
-    k2 = int(min(k2, num))
+    return all_dist, query_index, gallery_index
 
-    row_max = np.maximum(all_dist.max(axis=1), np.finfo(all_dist.dtype).tiny)
-    knn = distance_lib.stable_argsort(all_dist, stop=max(k1 + 1, k2)).astype(np.int64)
 
-    # Sparse V: the expanded neighbourhoods weighted by exp(-d).
+def _neighbourhood_weights(all_dist, knn, row_max, k1, k2):
+    """Sparse V as (rows, cols, weights): the expanded neighbourhoods R*(p, k1)
+    weighted by exp(-d) and normalised per row, then (k2 > 1) replaced by
+    the mean of V over the k2 nearest of p (local query expansion)."""
+    num = all_dist.shape[0]
     rows, cols = _expanded_sets(knn, k1)
     weights = np.exp(-(all_dist[rows, cols] / row_max[rows]).astype(np.float64))
     weights /= np.bincount(rows, weights=weights, minlength=num)[rows]
+    if k2 == 1:
+        return rows, cols, weights
+    nnz = np.bincount(rows, minlength=num)
+    indptr = np.concatenate([[0], np.cumsum(nnz)])
+    sources = knn[:, :k2].reshape(-1)
+    targets = np.repeat(np.arange(num, dtype=np.int64), k2)
+    positions = _ragged_gather(indptr[sources], nnz[sources])
+    return _sum_duplicates(
+        np.repeat(targets, nnz[sources]), cols[positions],
+        weights[positions] / k2, num,
+    )
 
-    # Local query expansion: V_p <- mean of V over the k2 nearest of p.
-    if k2 > 1:
-        nnz = np.bincount(rows, minlength=num)
-        indptr = np.concatenate([[0], np.cumsum(nnz)])
-        sources = knn[:, :k2].reshape(-1)
-        targets = np.repeat(np.arange(num, dtype=np.int64), k2)
-        positions = _ragged_gather(indptr[sources], nnz[sources])
-        rows, cols, weights = _sum_duplicates(
-            np.repeat(targets, nnz[sources]), cols[positions],
-            weights[positions] / k2, num,
-        )
 
+def _pointers(keys, num):
+    """CSR-style (counts, start offsets) of ``keys`` sorted into ``num`` bins."""
+    counts = np.bincount(keys, minlength=num)
+    return counts, np.concatenate([[0], np.cumsum(counts)])
+
+
+def _jaccard_distance(all_dist, row_max, rows, cols, weights, query_index, gallery_index,
+                      lambda_value, max_block_entries):
+    """``(1 - lambda) d_J + lambda d`` of the queries against the gallery,
+    in blocks of queries whose inverted-index entries stay under
+    ``max_block_entries``."""
+    num = all_dist.shape[0]
     # Column-major copy of V for the inverted index.
     by_col = np.lexsort((rows, cols))
     col_rows = rows[by_col]
     col_vals = weights[by_col]
-    col_nnz = np.bincount(cols, minlength=num)
-    col_ptr = np.concatenate([[0], np.cumsum(col_nnz)])
-    row_nnz = np.bincount(rows, minlength=num)
-    row_ptr = np.concatenate([[0], np.cumsum(row_nnz)])
+    col_nnz, col_ptr = _pointers(cols, num)
+    row_nnz, row_ptr = _pointers(rows, num)
     gallery_pos = np.full(num, -1, dtype=np.int64)
     gallery_pos[gallery_index] = np.arange(gallery_index.size)
 
@@ -200,6 +197,35 @@ def k_reciprocal_rerank(all_dist, query_index, gallery_index, k1=20, k2=6,
         out[start:stop] = (1.0 - lambda_value) * jaccard + lambda_value * original
         start = stop
     return out
+
+
+def k_reciprocal_rerank(all_dist, query_index, gallery_index, k1=20, k2=6,
+                        lambda_value=0.3, max_block_entries=1 << 23):
+    """k-reciprocal re-ranked query x gallery distances.
+
+    Args:
+        all_dist: (N, N) symmetric, non-negative distances among all items,
+            each tracklet once (queries and gallery may overlap, as in MARS).
+        query_index: (Nq,) rows of ``all_dist`` that are queries.
+        gallery_index: (Ng,) rows of ``all_dist`` that are gallery items.
+        k1: size of the k-reciprocal neighbourhood (paper default 20).
+        k2: size of the local query expansion (default 6; 1 = off).
+        lambda_value: weight of the original distance (default 0.3).
+        max_block_entries: bound on the temporaries of the Jaccard step.
+
+    Returns:
+        (Nq, Ng) float32 (float64 for float64 input) distances.
+    """
+    all_dist, query_index, gallery_index = _check_rerank(
+        all_dist, query_index, gallery_index, k1, k2, lambda_value)
+    num = all_dist.shape[0]
+    k1 = int(min(k1, num - 1)) if num > 1 else 1
+    k2 = int(min(k2, num))
+    row_max = np.maximum(all_dist.max(axis=1), np.finfo(all_dist.dtype).tiny)
+    knn = distance_lib.stable_argsort(all_dist, stop=max(k1 + 1, k2)).astype(np.int64)
+    rows, cols, weights = _neighbourhood_weights(all_dist, knn, row_max, k1, k2)
+    return _jaccard_distance(all_dist, row_max, rows, cols, weights, query_index, gallery_index,
+                             lambda_value, max_block_entries)
 
 
 def re_ranking(q_g_dist, q_q_dist, g_g_dist, k1=20, k2=6, lambda_value=0.3):

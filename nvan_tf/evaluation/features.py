@@ -1,0 +1,286 @@
+"""Tracklet features: extraction, the dense-sampling average, the feature cache.
+
+``extract_features(extractor, tracklets)`` gives one feature per tracklet,
+through the ordered test pipeline (``nvan_tf.data.pipeline.eval_dataset``);
+TensorFlow is imported inside it, so this module itself is plain NumPy
+(the serving client uses :class:`TrackletAverage` without TensorFlow).
+
+One tracklet, one feature, by sampling mode:
+
+* ``rrs`` / ``evenly``: one clip per tracklet; the feature is the model's
+  output for it as it is (the reference's raw BN-neck feature).
+* ``dense``: every consecutive clip; the feature is the **mean of the
+  L2-normalised clip features**, so that every clip weighs the same
+  whatever its norm. The serving client (``ServingClient.embed_tracklets``)
+  averages the same way (and normalises the mean), so both give the same
+  tracklet embedding up to that final normalisation.
+* ``flip``: a clip's feature is the mean of the raw features of the clip
+  and of its horizontally flipped copy, taken before the normalisation of
+  dense sampling.
+
+The cache (``save_feature_cache`` / ``read_feature_cache`` /
+``load_feature_cache``) is an ``.npz`` with the features, the labels, the
+query / gallery indices and a JSON ``key`` that says what produced them
+(``nvan_tf.evaluation.evaluator.feature_cache_key``); it is written
+atomically (``nvan_tf.io.atomic``), so two evaluations writing the same
+file leave one complete cache, never a mixture.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import zipfile
+
+import numpy as np
+
+from nvan_tf.choices import SAMPLING_MODES
+from nvan_tf.cli import progress_verbosity
+from nvan_tf.evaluation import distance
+from nvan_tf.io.atomic import atomic_path
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CACHE_VERSION",
+    "FeatureExtractor",
+    "TrackletAverage",
+    "extract_features",
+    "file_digest",
+    "load_feature_cache",
+    "read_feature_cache",
+    "save_feature_cache",
+    "tracklets_digest",
+]
+
+CACHE_VERSION = 2
+CACHE_ARRAYS = ("features", "pids", "camids", "query_index", "gallery_index")
+_CHUNK = 1 << 20
+
+
+class FeatureExtractor:
+    """Maps clips ``(B, T, H, W, 3)`` float32 to features ``(B, D)`` (NumPy).
+
+    Attributes:
+        seq_len, height, width: the clip size the model takes.
+        description: what was loaded, for logs and results.json.
+    """
+
+    def __init__(self, fn, seq_len, height, width, description):
+        self._fn = fn
+        self.seq_len = int(seq_len)
+        self.height = int(height)
+        self.width = int(width)
+        self.description = description
+
+    def __call__(self, clips):
+        features = np.asarray(self._fn(clips), dtype=np.float32)
+        if features.ndim != 2 or features.shape[0] != clips.shape[0]:
+            raise ValueError(
+                f"{self.description} returned features of shape {features.shape} "
+                f"for {clips.shape[0]} clips; expected (batch, feature_dim)"
+            )
+        return features
+
+
+class TrackletAverage:
+    """Averages clip features into one feature per tracklet (float64 sums).
+
+    Args:
+        num_tracklets: how many tracklets the clips belong to.
+        normalize_clips: L2-normalise each clip's feature before it is
+            added (dense sampling, see the module docstring).
+    """
+
+    def __init__(self, num_tracklets, *, normalize_clips):
+        self.sums = None
+        self.counts = np.zeros(int(num_tracklets), dtype=np.int64)
+        self.normalize_clips = bool(normalize_clips)
+
+    def add(self, features, owners):
+        """Adds (n, D) clip ``features`` of the tracklets ``owners`` ((n,) indices)."""
+        features = np.asarray(features)
+        if self.normalize_clips:
+            features = distance.l2_normalize(features)
+        if self.sums is None:
+            self.sums = np.zeros((self.counts.size, features.shape[1]), dtype=np.float64)
+        np.add.at(self.sums, owners, features)
+        np.add.at(self.counts, owners, 1)
+
+    def mean(self):
+        """(num_tracklets, D) float32 means; a RuntimeError if a tracklet got no clip."""
+        missing = np.flatnonzero(self.counts == 0)
+        if missing.size:
+            raise RuntimeError(f"{missing.size} tracklets got no clip, first {missing[:5].tolist()}")
+        return (self.sums / self.counts[:, None]).astype(np.float32)
+
+
+def extract_features(extractor, tracklets, *, sampling="rrs", batch_size=16,
+                     flip=False, verbose=1):
+    """One feature per tracklet, in the order of ``tracklets``.
+
+    Args:
+        extractor: a :class:`FeatureExtractor` (or any object with
+            ``seq_len``, ``height``, ``width`` and ``__call__(clips)``).
+        tracklets: sequence of ``Tracklet``.
+        sampling: "rrs" (the reference's test clip: the raw feature),
+            "evenly" (one clip: the raw feature) or "dense" (every clip: the
+            mean of the L2-normalised clip features).
+        batch_size: clips per batch (the features do not depend on it).
+        flip: also run the horizontally flipped clips; a clip's feature is
+            the mean of both raw features (before dense normalisation).
+        verbose: 1 shows a progress bar (a one-line summary when stdout is
+            not a terminal, so logs hold no control codes), 0 nothing.
+
+    Returns:
+        (features (N, D) float32, pids (N,) int64, camids (N,) int64).
+    """
+    import keras
+    import tensorflow as tf
+
+    from nvan_tf.data import pipeline
+
+    tracklets = list(tracklets)
+    if not tracklets:
+        raise ValueError("tracklets is empty: nothing to extract")
+    if sampling not in SAMPLING_MODES:
+        raise ValueError(f"sampling must be one of {SAMPLING_MODES}; received {sampling!r}")
+    dataset = pipeline.eval_dataset(
+        tracklets, seq_len=extractor.seq_len, sampling=sampling,
+        batch_size=batch_size, height=extractor.height, width=extractor.width,
+    )
+    steps = int(dataset.cardinality())
+    progbar = keras.utils.Progbar(steps if steps > 0 else None, unit_name="batch",
+                                  verbose=progress_verbosity(verbose))
+    average = TrackletAverage(len(tracklets), normalize_clips=sampling == "dense")
+    for clips, _, _, track_index in dataset:
+        features = extractor(clips)
+        if flip:
+            features = 0.5 * (features + extractor(tf.reverse(clips, axis=[3])))
+        average.add(features, track_index.numpy())
+        progbar.add(1)
+    features = average.mean()
+    if not np.isfinite(features).all():
+        raise ValueError("the model produced NaN or inf features")
+    pids = np.asarray([t.pid for t in tracklets], dtype=np.int64)
+    camids = np.asarray([t.camid for t in tracklets], dtype=np.int64)
+    return features, pids, camids
+
+
+# ----------------------------------------------------------------------------
+# Fingerprints
+# ----------------------------------------------------------------------------
+def _update_with_file(digest, path):
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(_CHUNK), b""):
+            digest.update(chunk)
+
+
+def file_digest(path):
+    """sha256 (hex) of a file's content, or of a folder's (a SavedModel):
+    every file's path relative to the folder and its content, in sorted
+    order; read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    if not os.path.isdir(path):
+        _update_with_file(digest, path)
+        return digest.hexdigest()
+    for folder, subfolders, files in os.walk(path):
+        subfolders.sort()
+        for name in sorted(files):
+            full = os.path.join(folder, name)
+            digest.update(os.path.relpath(full, path).encode() + b"\0")
+            _update_with_file(digest, full)
+    return digest.hexdigest()
+
+
+def tracklets_digest(tracklets, query_index, gallery_index):
+    """sha256 (hex) of what a test set is: every tracklet's frames, pid and
+    camid in order, and the query and gallery indices."""
+    digest = hashlib.sha256()
+    for t in tracklets:
+        digest.update(json.dumps([list(t.frames), int(t.pid), int(t.camid)]).encode() + b"\n")
+    for index in (query_index, gallery_index):
+        digest.update(np.asarray(index, dtype=np.int64).tobytes() + b"|")
+    return digest.hexdigest()
+
+
+# ----------------------------------------------------------------------------
+# Cache
+# ----------------------------------------------------------------------------
+def _as_json(value):
+    """``value`` as it reads back from JSON (tuples become lists...)."""
+    return json.loads(json.dumps(value, sort_keys=True))
+
+
+def save_feature_cache(path, features, pids, camids, query_index, gallery_index, key=None,
+                       about=None):
+    """Writes features and labels to an ``.npz``, atomically.
+
+    Args:
+        key: a JSON-able dict of everything that produced the features,
+            compared by ``load_feature_cache``.
+        about: a JSON-able dict recorded and not compared (the model's path
+            and description).
+    """
+    with atomic_path(path) as staged, open(staged, "wb") as f:
+        np.savez(
+            f, features=features, pids=pids, camids=camids,
+            query_index=query_index, gallery_index=gallery_index,
+            key=np.asarray(json.dumps(key or {}, sort_keys=True)),
+            about=np.asarray(json.dumps(about or {}, sort_keys=True)),
+            version=np.asarray(CACHE_VERSION),
+        )
+    logger.info("cached %s features to %s", np.shape(features), path)
+    return path
+
+
+def read_feature_cache(path):
+    """Reads an ``.npz`` written by ``save_feature_cache``.
+
+    Returns:
+        dict of the arrays plus ``key`` and ``about`` (dicts).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file is not a feature cache, or one of another
+            cache version; the message names the file.
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no feature cache at {path}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files}
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path} cannot be read as a feature cache (.npz): {err}") from err
+    missing = sorted({*CACHE_ARRAYS, "key", "version"} - set(arrays))
+    if missing:
+        raise ValueError(f"{path} is not a feature cache: it has no {missing}")
+    if int(arrays["version"]) != CACHE_VERSION:
+        raise ValueError(
+            f"feature cache {path} was written by another nvan-tf (cache version "
+            f"{int(arrays['version'])}; this one reads version {CACHE_VERSION}); "
+            "recompute it with --model"
+        )
+    cache = {name: arrays[name] for name in CACHE_ARRAYS}
+    cache["key"] = json.loads(str(arrays["key"]))
+    cache["about"] = json.loads(str(arrays["about"])) if "about" in arrays else {}
+    return cache
+
+
+def load_feature_cache(path, key=None):
+    """``read_feature_cache(path)``, or ``None`` when there is no usable
+    cache: no file, an unreadable one, another cache version, or (if
+    ``key`` is given) one made by other settings (each logged)."""
+    try:
+        cache = read_feature_cache(path)
+    except FileNotFoundError:
+        return None
+    except ValueError as err:
+        logger.warning("%s; recomputing", err)
+        return None
+    if key is not None and cache["key"] != _as_json(key):
+        logger.info("feature cache %s was made with other settings; recomputing", path)
+        return None
+    return cache
