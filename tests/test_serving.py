@@ -175,6 +175,34 @@ def test_dense_sampling_averages_clips(server, model, tracklets):
     np.testing.assert_allclose(embedding, reference(model, tracklets[0], "dense"), atol=1e-5)
 
 
+def test_dense_tracklet_embeddings_equal_the_evaluation_ones(server, model, tracklets, tmp_path):
+    """One averaging rule: the serving client and extract_features (dense
+    sampling: the mean of L2-normalised clip features) give the same
+    tracklet embeddings, up to the client's final normalisation."""
+    from nvan_tf.evaluation.evaluator import extract_features, model_extractor
+
+    # A tracklet whose two clips differ: dark frames, then bright ones.
+    rng = np.random.default_rng(1)
+    contrast = []
+    for i, (low, high) in enumerate([(0, 40)] * 4 + [(150, 256)] * 4):
+        contrast.append(str(tmp_path / f"c{i}.jpg"))
+        with open(contrast[-1], "wb") as f:
+            f.write(encode(rng.integers(low, high, size=(64, 32, 3), dtype=np.uint8)))
+    paths = [contrast, *tracklets]
+    records = [Tracklet(frames, i, 1, i) for i, frames in enumerate(paths)]
+    evaluated, _, _ = extract_features(model_extractor(model), records, sampling="dense",
+                                       batch_size=2, verbose=0)
+    served = ServingClient(server.url, seq_len=T, sampling="dense").embed_tracklets(paths)
+    np.testing.assert_allclose(served, evaluated / np.linalg.norm(evaluated, axis=1, keepdims=True),
+                               atol=1e-5)
+    # The contrast tracklet's clips differ in norm: a plain mean would not agree.
+    clips = np.concatenate([c for c, *_ in pipeline.eval_dataset(records[:1], seq_len=T,
+                                                                sampling="dense", height=H, width=W)])
+    raw = model(clips, training=False).numpy()
+    plain = raw.mean(axis=0)
+    assert len(raw) == 2 and np.abs(plain / np.linalg.norm(plain) - served[0]).max() > 1e-4
+
+
 def test_request_body_is_tf_serving_rest(server, tracklets):
     ServingClient(server.url, seq_len=T).embed_tracklet(tracklets[0])
     ((path, body),) = server.requests

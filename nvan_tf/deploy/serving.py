@@ -21,6 +21,11 @@ while a model loads) is retried ``retries`` times with exponential backoff;
 a 4xx answer (a malformed request) is not. A :class:`ServingError` quotes
 the server's own message.
 
+A tracklet's embedding is the L2-normalised mean of its L2-normalised clip
+embeddings (``nvan_tf.evaluation.features.TrackletAverage``), the rule of
+``extract_features``' dense sampling: with ``sampling="dense"`` both give
+the same tracklet embedding, up to this final normalisation.
+
 Plain Python and NumPy: no TensorFlow import.
 """
 
@@ -32,7 +37,6 @@ import json
 import logging
 import os
 import socket
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -40,9 +44,11 @@ import zipfile
 
 import numpy as np
 
+from nvan_tf.data.sampling import TEST_MODES, sample_test_indices
 from nvan_tf.evaluation import distance
 from nvan_tf.evaluation import reranking
-from nvan_tf.data.sampling import TEST_MODES, sample_test_indices
+from nvan_tf.evaluation.features import TrackletAverage
+from nvan_tf.io.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +185,8 @@ class ServingClient:
 
     def embed_tracklets(self, tracklets, *, batch_size=8):
         """Tracklets -> (n, D) float32 L2-normalised embeddings, ``batch_size``
-        clips a request (dense sampling: the clips of a tracklet averaged)."""
+        clips a request: the normalised mean of a tracklet's L2-normalised
+        clip embeddings (one clip unless ``sampling="dense"``)."""
         owners, clips = [], []
         for index, frames in enumerate(tracklets):
             for clip in self._clips_of(frames):
@@ -187,13 +194,12 @@ class ServingClient:
                 clips.append(clip)
         if not clips:
             raise ValueError("embed_tracklets needs at least one tracklet. Received none.")
-        parts = [self.embed_clips([[self._read(f) for f in clip] for clip in clips[i:i + batch_size]])
-                 for i in range(0, len(clips), batch_size)]
-        embeddings = np.concatenate(parts)
         owners = np.asarray(owners)
-        sums = np.zeros((owners.max() + 1, embeddings.shape[1]), np.float64)
-        np.add.at(sums, owners, embeddings)
-        return distance.l2_normalize(sums).astype(np.float32)
+        average = TrackletAverage(owners[-1] + 1, normalize_clips=True)
+        for i in range(0, len(clips), batch_size):
+            batch = [[self._read(f) for f in clip] for clip in clips[i:i + batch_size]]
+            average.add(self.embed_clips(batch), owners[i:i + batch_size])
+        return distance.l2_normalize(average.mean())
 
 
 @dataclasses.dataclass
@@ -250,20 +256,12 @@ class Gallery:
         return self
 
     def save(self, path):
-        """Writes the ``.npz`` (atomically: a temporary file renamed into place)."""
+        """Writes the ``.npz`` atomically (``nvan_tf.io.atomic``)."""
         path = os.path.abspath(os.fspath(path))
         if not path.endswith(".npz"):
             raise ValueError(f"A gallery is saved as .npz. Received: {path}")
-        folder = os.path.dirname(path)
-        os.makedirs(folder, exist_ok=True)
-        handle, staged = tempfile.mkstemp(prefix=".gallery-", suffix=".npz", dir=folder)
-        try:
-            with os.fdopen(handle, "wb") as f:
-                np.savez(f, embeddings=self.embeddings, ids=self.ids, cameras=self.cameras)
-            os.replace(staged, path)
-        finally:
-            if os.path.exists(staged):
-                os.remove(staged)
+        with atomic_path(path) as staged, open(staged, "wb") as f:
+            np.savez(f, embeddings=self.embeddings, ids=self.ids, cameras=self.cameras)
         return path
 
     @classmethod
