@@ -231,6 +231,25 @@ def test_features_of_another_split_are_refused(tmp_path, capsys):
         evaluate.main(["--features", str(cache), "--root", root, "--split-id", "1"])  # mars has no splits
 
 
+def test_splits_option_reaches_the_reader(tmp_path, monkeypatch):
+    monkeypatch.setenv("NVAN_TF_CACHE", str(tmp_path / "cache"))
+    root = data_trees.write_ilidsvid_tree(tmp_path / "ilids", [1, 2, 3, 4], frames=2)
+    splits = tmp_path / "splits.json"
+    cache = tmp_path / "features.npz"
+    write_cache(cache, root, np.eye(4, dtype=np.float32) + 0.1, dataset="ilidsvid", split_file=str(splits))
+    assert len(json.load(open(splits))) == 10      # generated and recorded there
+    args = ["--features", str(cache), "--dataset", "ilidsvid", "--root", root, "--quiet",
+            "--output-dir", str(tmp_path / "out")]
+    assert evaluate.main(args + ["--splits", str(splits)]) == 0
+    # Split 0 of another file (test and train persons swapped) is another test set.
+    swapped = json.load(open(splits))
+    swapped[0] = {"train": swapped[0]["test"], "test": swapped[0]["train"]}
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(swapped))
+    assert evaluate.main(args + ["--splits", str(other)]) == 2
+    assert not (tmp_path / "cache").exists() and sorted(os.listdir(root)) == ["i-LIDS-VID"]
+
+
 class Clip:
     seq_len, height, width = SEQ_LEN, HEIGHT, WIDTH
 
@@ -463,6 +482,14 @@ def test_saved_model_loader(tmp_path, how):
     assert (extractor.seq_len, extractor.height, extractor.width) == (SEQ_LEN, HEIGHT, WIDTH)
     clips = np.random.default_rng(0).standard_normal((2, SEQ_LEN, HEIGHT, WIDTH, 3)).astype(np.float32)
     np.testing.assert_allclose(extractor(clips), model(clips).numpy(), atol=1e-5)
+    # The graph fixes the clip size and records no config.
+    from nvan_tf.io.loading import LoadError
+
+    with pytest.raises(LoadError, match=f"takes clips of height={HEIGHT}, but height=256"):
+        evaluation.load_feature_extractor(evaluation.ModelSpec(path, height=256))
+    with pytest.raises(LoadError, match=r"cannot check or apply \['num_identities', 'stripes'\]"):
+        evaluation.load_feature_extractor(evaluation.ModelSpec(path, num_identities=3,
+                                                               overrides={"stripes": 2}))
 
 
 def test_weights_and_torch_checkpoint_loaders(tmp_path):
