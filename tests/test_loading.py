@@ -227,3 +227,41 @@ def test_initialize_from_refuses_what_it_cannot_use(tmp_path):
 
 def test_top_level_load_model_is_the_loading_one():
     assert nvan_tf.load_model is loading.load_model
+
+
+def test_keras_applications_weights_load_all_or_nothing(tmp_path, monkeypatch):
+    """A truncated file, a file of other shapes, or one source weight that does
+    not fit the model: refused with the file named, and the model keeps every
+    weight it had (the check comes before any assignment)."""
+    model = randomized("baseline", 3, last_stride=2, **convert.KERAS_APPLICATIONS_LAYOUT)
+    before = [np.asarray(w).copy() for w in model.weights]
+    source = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(64, 32, 3))
+    good = tmp_path / "resnet50.weights.h5"
+    source.save_weights(good)
+    truncated = tmp_path / "truncated.weights.h5"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    other = tmp_path / "one_channel.weights.h5"  # a ResNet-50 on 1-channel input: conv1 is (7, 7, 1, 64)
+    keras.applications.ResNet50(include_top=False, weights=None, input_shape=(64, 32, 1)).save_weights(other)
+    for path in (truncated, other):
+        with pytest.raises(loading.LoadError, match=f"{path.name}: not Keras-applications ResNet-50 weights"):
+            loading.load_keras_applications_resnet50(model, str(path))
+        assert weights_equal(model.weights, before)
+
+    # a source whose last convolution does not fit: every other weight would fit
+    real = keras.applications.ResNet50
+
+    def last_conv_wrong(**kwargs):
+        resnet = real(**kwargs)
+        layer = resnet.get_layer("conv5_block3_3_conv")
+        kernel, bias = layer.get_weights()
+        layer.get_weights = lambda: [kernel[:, :, :256], bias]
+        return resnet
+
+    monkeypatch.setattr(keras.applications, "ResNet50", last_conv_wrong)
+    with pytest.raises(convert.CheckpointError, match=r"conv5_block3_3_conv/kernel: checkpoint \(1, 1, 256, 2048\)"):
+        loading.load_keras_applications_resnet50(model, str(good))
+    assert weights_equal(model.weights, before)
+    monkeypatch.undo()
+    loading.load_keras_applications_resnet50(model, str(good))  # the good file does load
+    np.testing.assert_array_equal(np.asarray(model.backbone.stem_conv.kernel),
+                                  np.asarray(source.get_layer("conv1_conv").kernel))

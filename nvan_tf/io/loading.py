@@ -467,7 +467,8 @@ def load_keras_applications_resnet50(model, weights="imagenet"):
     ``convert.KERAS_APPLICATIONS_LAYOUT``, otherwise this refuses rather than
     load weights into a network that computes something else. Conv biases
     are folded exactly into the BN moving means, and its BN epsilon
-    (1.001e-5) into the moving variances.
+    (1.001e-5) into the moving variances. All or nothing: weights that do
+    not fit (``LoadError``, ``convert.CheckpointError``) leave the model as it was.
     """
     import keras
 
@@ -481,18 +482,27 @@ def load_keras_applications_resnet50(model, weights="imagenet"):
             f"built with {wrong}. Build it with **nvan_tf.io.convert.KERAS_APPLICATIONS_LAYOUT, "
             "or use a torchvision state_dict (load_torchvision_resnet50) for the reference layout."
         )
-    source = keras.applications.ResNet50(include_top=False, weights=weights, input_shape=(None, None, 3))
+    try:
+        source = keras.applications.ResNet50(include_top=False, weights=weights, input_shape=(None, None, 3))
+    except Exception as err:  # Keras: OSError (unreadable file), ValueError (weights that do not fit)
+        raise LoadError(f"{weights}: not Keras-applications ResNet-50 weights: "
+                        f"{type(err).__name__}: {err}") from err
     backbone = model.backbone
+    entries, values = [], {}
 
     def conv_bn(conv_name, bn_name, conv, bn):
+        """The conv kernel, and its bias folded into the BN that follows."""
         kernel, bias = source.get_layer(conv_name).get_weights()
-        gamma, beta, mean, var = source.get_layer(bn_name).get_weights()
-        eps_src = source.get_layer(bn_name).epsilon
-        conv.kernel.assign(kernel)
-        bn.gamma.assign(gamma)
-        bn.beta.assign(beta)
-        bn.moving_mean.assign(mean - bias)
-        bn.moving_variance.assign(var + eps_src - bn.epsilon)
+        source_bn = source.get_layer(bn_name)
+        gamma, beta, mean, var = source_bn.get_weights()
+        for key, variable, value in (
+                (f"{conv_name}/kernel", conv.kernel, kernel),
+                (f"{bn_name}/gamma", bn.gamma, gamma),
+                (f"{bn_name}/beta", bn.beta, beta),
+                (f"{bn_name}/moving_mean", bn.moving_mean, mean - bias),
+                (f"{bn_name}/moving_variance", bn.moving_variance, var + source_bn.epsilon - bn.epsilon)):
+            entries.append((key, variable, None))
+            values[key] = value
 
     conv_bn("conv1_conv", "conv1_bn", backbone.stem_conv, backbone.stem_bn)
     for k, blocks in enumerate(backbone.blocks, start=2):
@@ -503,6 +513,8 @@ def load_keras_applications_resnet50(model, weights="imagenet"):
                         getattr(block, f"conv{j}"), getattr(block, f"bn{j}"))
             if block.downsample:
                 conv_bn(f"{base}_0_conv", f"{base}_0_bn", block.downsample_conv, block.downsample_bn)
+    # every weight checked before any is assigned: a mismatch leaves the model as it was
+    convert.assign_state_dict(entries, values, source=f"{weights} (Keras-applications ResNet-50)")
     return model
 
 
