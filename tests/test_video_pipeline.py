@@ -233,3 +233,22 @@ def test_cli_errors_name_the_argument(world, tiny_model, tmp_path, capsys):
     assert track.main(["--camera", str(tmp_path / "none.mp4"), "--model", tiny_model, "--threshold", "0.3",
                        "--out", str(tmp_path / "y")]) == 2
     assert "none.mp4 does not exist" in capsys.readouterr().err
+
+
+def test_onnx_model_embeds_tracklets_as_the_keras_one(run, tiny_model, tmp_path):
+    pytest.importorskip("onnxruntime", reason="needs the [export] extra")
+    pytest.importorskip("tf2onnx", reason="needs the [export] extra")
+    import keras
+
+    from nvan_tf.video.embedding import embed_tracklets, load_embedder
+    from nvan_tf.video.pipeline import read_tracklets
+
+    path = str(tmp_path / "tiny.onnx")
+    model = keras.saving.load_model(tiny_model)
+    model(np.zeros((1, 4, 32, 16, 3), np.float32))  # Keras exports only a model that has run
+    model.export(path, format="onnx", verbose=False)
+    records = [row["record"] for row in read_tracklets(run)][:6]
+    onnx_extractor = load_embedder(path)
+    assert (onnx_extractor.seq_len, onnx_extractor.height, onnx_extractor.width) == (4, 32, 16)
+    expected = embed_tracklets(load_embedder(tiny_model), records, verbose=0)
+    np.testing.assert_allclose(embed_tracklets(onnx_extractor, records, verbose=0), expected, rtol=1e-4, atol=1e-5)

@@ -364,11 +364,17 @@ def _calibrate(config, extractor, sampling):
     logger.info("choosing the threshold on %d labelled tracklets of %s", len(labelled), config.calibrate)
     features = embedding.embed_tracklets(extractor, labelled, sampling=sampling, batch_size=config.batch_size,
                                          flip=config.flip, verbose=config.verbose)
-    # a folder dataset records no times: no same-camera overlap constraint there
-    order = np.arange(len(labelled), dtype=np.float64)
+    # times, where the layout was written by nvan-track (its tracklets.csv); a
+    # folder dataset of other origin records none: no same-camera overlap constraint then
+    times = {}
+    index = os.path.join(config.calibrate, "tracklets.csv")
+    if os.path.isfile(index):
+        times = {(int(r["camera"]), int(r["tracklet"])): (float(r["start_time"]), float(r["end_time"]))
+                 for r in _read_table(index)}
+    spans = np.array([times.get((t.camid, t.tracklet_id), (-1.0 - i, -1.0 - i)) for i, t in enumerate(labelled)])
     threshold, _ = association.choose_threshold(
-        features, np.array([t.pid for t in labelled]), np.array([t.camid for t in labelled]), order, order,
-        metric=config.metric, rerank=config.rerank)
+        features, np.array([t.pid for t in labelled]), np.array([t.camid for t in labelled]), spans[:, 0],
+        spans[:, 1], metric=config.metric, rerank=config.rerank)
     return threshold
 
 
@@ -382,7 +388,9 @@ def _link(source, target):
 def write_folder_layout(root, rows, ids):
     """The tracklets under their global ids in the folder layout (hard links to
     the crops): every tracklet in ``gallery/``, and for identities seen by two
-    or more cameras their first tracklet per camera in ``query/`` too."""
+    or more cameras their first tracklet per camera in ``query/`` too; with
+    ``tracklets.csv`` (camera, tracklet, global id, times), which
+    ``--calibrate`` reads for the same-camera overlaps."""
     firsts = {}
     cameras_of = {}
     for row, identity in zip(rows, ids):
@@ -391,6 +399,9 @@ def write_folder_layout(root, rows, ids):
         if key not in firsts or row["start_time"] < firsts[key]["start_time"]:
             firsts[key] = row
     with atomic_path(root, folder=True) as staged:
+        write_text(os.path.join(staged, "tracklets.csv"), _table(
+            [{**row, "global_id": int(identity)} for row, identity in zip(rows, ids)],
+            ("camera", "tracklet", "global_id", "start_time", "end_time", "frames")))
         os.makedirs(os.path.join(staged, "query"))
         os.makedirs(os.path.join(staged, "gallery"))
         for row, identity in zip(rows, ids):

@@ -110,7 +110,7 @@ def _plan(config, rng):
                             replace=False).tolist()) if config.cameras > 1 else set()
     visits = []
     for pid in range(1, config.identities + 1):
-        count = 1 if (pid - 1) in single else int(rng.integers(2, config.cameras + 1))
+        count = 1 if (pid - 1) in single or config.cameras == 1 else int(rng.integers(2, config.cameras + 1))
         for cam in sorted(rng.choice(config.cameras, size=count, replace=False).tolist()):
             length = int(round(rng.uniform(*config.walk_seconds) * config.fps))
             length = min(length, config.frames - 1)

@@ -1,0 +1,167 @@
+"""Quality and throughput of nvan-track: ``python -m nvan_tf.benchmarks.video``.
+
+Quality, on a synthetic multi-camera world (``nvan_tf.video.world``; 4
+cameras, 16 identities, 200 frames of 320x180 at 10 fps by default), from
+its det.txt files (noisy boxes, misses, false positives):
+
+* single-camera tracking (ByteTrack): HOTA, IDF1, MOTA per camera against
+  gt.txt (``trackers.eval``, TrackEval's metrics), and their mean;
+* cross-camera association, for the trained STE-NVAN (``make demo``), the
+  same model untrained, and a colour-histogram baseline: pairwise
+  precision / recall, the share of identities (seen in two or more
+  tracklets) whose tracklets all end up under one global id, and the share
+  of global ids that hold one person. Each embedding's threshold is chosen
+  on a labelled second world (another seed), as ``nvan-track --calibrate``
+  does.
+
+Throughput on this machine, at 1280x720 (a one-camera world): frames/s of
+decoding (PyAV), detection (HOG; an ONNX detector with ``--detector-onnx
+PATH``), tracking, and embedding (the trained model over the tracklets'
+crops: tracklets/s, and video frames/s at this world's density of people,
+after a warm-up call).
+
+Prints a table and writes ``OUT/results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+
+import numpy as np
+
+from nvan_tf import cli
+
+
+def _mean_tracking(tracking):
+    return {k: float(np.mean([m[k] for m in tracking.values()])) for k in ("HOTA", "IDF1", "MOTA")}
+
+
+def quality(out, models, config):
+    """Tracking and association scores per embedding (see the module docstring)."""
+    from nvan_tf.video.demo import prepare_worlds, score_run, track_world
+
+    world_root, labelled = prepare_worlds(os.path.join(out, "quality"), config)
+    results, first = {}, None
+    for name, model in models.items():
+        run = track_world(world_root, os.path.join(out, "quality", f"run_{name}"), model, "--calibrate", labelled,
+                          "--crop-size", "128", "64", "--no-video", "--quiet", reuse=first)
+        first = first or run
+        scores = score_run(world_root, run)
+        with open(os.path.join(run, "association.json"), encoding="utf-8") as f:
+            scores["threshold"] = json.load(f)["threshold"]
+        results[name] = scores
+    return results
+
+
+def throughput(out, model, *, frames=60, onnx=None, hog_frames=30):
+    """Frames per second of each stage at 1280x720."""
+    from nvan_tf.video.demo import track_world
+    from nvan_tf.video.detection import HOGDetector, ONNXDetector
+    from nvan_tf.video.embedding import embed_tracklets, evaluated_sampling, load_embedder
+    from nvan_tf.video.pipeline import read_tracklets
+    from nvan_tf.video.mot import read_mot
+    from nvan_tf.video.sources import CameraReader
+    from nvan_tf.video.tracking import make_tracker, track_boxes
+    from nvan_tf.video.world import WorldConfig, generate_world, read_world
+
+    root = os.path.join(out, "throughput", "world")
+    if not os.path.isfile(os.path.join(root, "world.json")):
+        generate_world(root, WorldConfig(cameras=1, identities=4, frames=frames, height=720, width=1280, seed=5,
+                                         walk_seconds=(2.0, 4.0)))
+    _, [spec] = read_world(root)
+    rates = {}
+    started = time.perf_counter()
+    images = [frame.image for frame in CameraReader(spec)]
+    rates["decode"] = len(images) / (time.perf_counter() - started)
+    detectors = {"detect (HOG)": HOGDetector()}
+    if onnx:
+        detectors["detect (ONNX)"] = ONNXDetector(onnx)
+    for name, detector in detectors.items():
+        batch = images[:hog_frames] if name.endswith("(HOG)") else images
+        detector(batch[:1])  # warm-up
+        started = time.perf_counter()
+        detector(batch)
+        rates[name] = len(batch) / (time.perf_counter() - started)
+    detections = read_mot(os.path.join(root, "c1", "det", "det.txt"), "det")
+    started = time.perf_counter()
+    for _ in range(5):
+        track_boxes(detections, frames, make_tracker("bytetrack", frame_rate=10))
+    rates["track"] = 5 * frames / (time.perf_counter() - started)
+    run = track_world(root, os.path.join(out, "throughput", "run"), model, "--threshold", "0.3", "--no-video",
+                      "--quiet")
+    # embedding timed again after a warm-up call (the first one traces the model)
+    tracklets = [row["record"] for row in read_tracklets(run)]
+    extractor = load_embedder(model)
+    embed_tracklets(extractor, tracklets[:1], sampling=evaluated_sampling(model), verbose=0)
+    started = time.perf_counter()
+    embed_tracklets(extractor, tracklets, sampling=evaluated_sampling(model), verbose=0)
+    seconds = time.perf_counter() - started
+    rates["embed (tracklets)"] = len(tracklets) / seconds
+    rates["embed (video frames)"] = frames / seconds
+    return rates
+
+
+def main(argv=None):
+    from nvan_tf.video.world import WorldConfig
+
+    parser = argparse.ArgumentParser(prog="python -m nvan_tf.benchmarks.video",
+                                     description=__doc__.strip().splitlines()[0])
+    parser.add_argument("--out", default="runs/benchmark_video", help="working and output folder")
+    parser.add_argument("--model", default="demo_output/train/model.keras", help="the trained model (make demo)")
+    parser.add_argument("--untrained", default="demo_output/untrained.keras",
+                        help="the same model untrained (make demo writes it)")
+    parser.add_argument("--cameras", type=int, default=4)
+    parser.add_argument("--identities", type=int, default=16)
+    parser.add_argument("--frames", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--throughput-frames", type=int, default=60)
+    parser.add_argument("--detector-onnx", help="also time this YOLO ONNX detector")
+    parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--skip-throughput", action="store_true")
+    args = parser.parse_args(argv)
+    cli.quiet_tensorflow()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for path in (args.model, args.untrained):
+        if not os.path.exists(path):
+            print(f"{path} does not exist: run make demo first (it writes both models)", file=sys.stderr)
+            return 2
+    path = os.path.join(args.out, "results.json")
+    results = {}
+    if os.path.isfile(path):  # a part skipped now keeps its last figures
+        with open(path, encoding="utf-8") as f:
+            results = json.load(f)
+    if not args.skip_quality:
+        config = WorldConfig(cameras=args.cameras, identities=args.identities, frames=args.frames, seed=args.seed)
+        results["world"] = {"cameras": config.cameras, "identities": config.identities, "frames": config.frames,
+                            "size": f"{config.width}x{config.height}", "fps": config.fps}
+        results["quality"] = quality(args.out, {"trained": args.model, "untrained": args.untrained,
+                                                "colour-histogram": "colour-histogram"}, config)
+        tracking = _mean_tracking(results["quality"]["trained"]["tracking"])
+        print(f"tracking (ByteTrack from det.txt, mean of {config.cameras} cameras): HOTA {100 * tracking['HOTA']:.1f}"
+              f"  IDF1 {100 * tracking['IDF1']:.1f}  MOTA {100 * tracking['MOTA']:.1f}")
+        print(f"{'embedding':<18} {'threshold':>9} {'precision':>9} {'recall':>7} {'F1':>6} {'whole ids':>9} "
+              f"{'pure ids':>8} {'global ids':>10}")
+        for name, scores in results["quality"].items():
+            a = scores["association"]
+            print(f"{name:<18} {scores['threshold']:9.4f} {100 * a['pairwise_precision']:8.1f}% "
+                  f"{100 * a['pairwise_recall']:6.1f}% {100 * a['pairwise_f1']:5.1f}% {100 * a['identities_whole']:8.1f}% {100 * a['ids_pure']:7.1f}% "
+                  f"{a['global_ids']:>5} / {a['identities']}")
+    if not args.skip_throughput:
+        results["throughput_1280x720"] = throughput(args.out, args.model, frames=args.throughput_frames,
+                                                    onnx=args.detector_onnx)
+        print("throughput at 1280x720 (frames/s):")
+        for name, rate in results["throughput_1280x720"].items():
+            print(f"  {name:<22} {rate:8.1f}")
+    os.makedirs(args.out, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
