@@ -252,3 +252,21 @@ def test_onnx_model_embeds_tracklets_as_the_keras_one(run, tiny_model, tmp_path)
     assert (onnx_extractor.seq_len, onnx_extractor.height, onnx_extractor.width) == (4, 32, 16)
     expected = embed_tracklets(load_embedder(tiny_model), records, verbose=0)
     np.testing.assert_allclose(embed_tracklets(onnx_extractor, records, verbose=0), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_gallery_is_continued_with_its_ids(world, tiny_model, run, tmp_path):
+    from nvan_tf.cli import track
+    from nvan_tf.deploy.serving import Gallery
+    from nvan_tf.video.pipeline import read_identities
+
+    out = str(tmp_path / "next_day")
+    shutil.copytree(run, out)
+    old = {(r["camera"], r["tracklet"]): r for r in read_identities(run)}
+    assert track.main(_argv(world, out, tiny_model, "--threshold", "0.05", "--min-length", "6", "--no-video",
+                            "--gallery", os.path.join(run, "gallery.npz"))) == 0
+    gallery = Gallery.load(os.path.join(out, "gallery.npz"))
+    assert len(gallery) == 2 * len(old)
+    for row in read_identities(out):
+        before = old[(row["camera"], row["tracklet"])]
+        if before["centre_distance"] == 0:      # its own centre: the gallery holds it at distance 0
+            assert row["global_id"] == before["global_id"]

@@ -418,6 +418,7 @@ def write_folder_layout(root, rows, ids):
 
 
 def _associate(config, out, extractor, sampling):
+    """``extractor``: a callable returning the feature extractor (for ``--calibrate``)."""
     from nvan_tf.deploy.serving import Gallery
 
     rows = read_tracklets(out, {c.camid for c in config.cameras})
@@ -425,7 +426,7 @@ def _associate(config, out, extractor, sampling):
         features = data["features"]
     threshold, chosen = config.threshold, "given"
     if threshold is None:
-        threshold, chosen = _calibrate(config, extractor, sampling), f"best pairwise F1 on {config.calibrate}"
+        threshold, chosen = _calibrate(config, extractor(), sampling), f"best pairwise F1 on {config.calibrate}"
     camids = np.array([r["camera"] for r in rows])
     starts, ends = np.array([r["start_time"] for r in rows]), np.array([r["end_time"] for r in rows])
     started = time.perf_counter()
@@ -551,12 +552,18 @@ def run_tracking(config):
                 logger.info("camera %d: %s already done (%s)", spec.camid, stage, os.path.join(out, "stages"))
             records[name] = record
         camera_keys[spec.camid] = key
-    extractor = embedding.load_embedder(config.model)
+    loaded = []
+
+    def extractor():  # loaded once, and only when a stage needs it
+        if not loaded:
+            loaded.append(embedding.load_embedder(config.model))
+        return loaded[0]
+
     sampling = config.sampling or (embedding.evaluated_sampling(config.model)
                                    if config.model not in embedding.BASELINES else "rrs")
     key = {"cameras": camera_keys, "model": _file_key(config.model), "sampling": sampling, "flip": config.flip}
     for stage, step, params in (
-            ("embed", lambda: _embed(config, out, extractor, sampling), {}),
+            ("embed", lambda: _embed(config, out, extractor(), sampling), {}),
             ("associate", lambda: _associate(config, out, extractor, sampling),
              {"threshold": config.threshold, "calibrate": _file_key(config.calibrate), "metric": config.metric,
               "rerank": config.rerank, "gallery": _file_key(config.gallery)}),
