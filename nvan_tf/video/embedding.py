@@ -2,8 +2,8 @@
 
 :func:`load_embedder` loads a model with the evaluation's own loader
 (``nvan_tf.evaluation.evaluator.load_feature_extractor``: ``.keras``,
-``.weights.h5``, an authors' checkpoint, a SavedModel folder, and ONNX /
-ONNX int8 files once that loader reads them), and :func:`embed_tracklets`
+``.weights.h5``, an authors' checkpoint, a SavedModel folder, an ONNX /
+ONNX int8 file from ``nvan-export``), and :func:`embed_tracklets`
 runs the evaluation's own feature extraction over the crops
 (``extract_features``: the input pipeline, the test-time sampling, optional
 flip averaging). Nothing here re-implements either.
