@@ -74,7 +74,7 @@ class FakeTerminal:
 
 
 def test_progress_bars_write_no_control_codes_when_not_a_terminal(tmp_path, capsys):
-    from nvan_tf.evaluation import evaluator as evaluation
+    from nvan_tf import evaluation
     from nvan_tf.data.datasets import build_dataset, synthetic
 
     assert cli.progress_verbosity(1, FakeTerminal()) == 1

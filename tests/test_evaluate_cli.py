@@ -15,7 +15,7 @@ import pytest
 from nvan_tf.cli import evaluate
 from nvan_tf.data.datasets import build_dataset
 from nvan_tf.data.datasets import synthetic
-from nvan_tf.evaluation import evaluator as evaluation
+from nvan_tf import evaluation
 from nvan_tf.evaluation import features as features_lib
 
 try:

@@ -16,7 +16,7 @@ keras = pytest.importorskip("keras")
 from nvan_tf import deploy as export  # noqa: E402
 from nvan_tf.data import pipeline  # noqa: E402
 from nvan_tf.data.datasets import Tracklet  # noqa: E402
-from nvan_tf.models.model import build_model  # noqa: E402
+from nvan_tf.models.model import build_model, dtype_policy, float32_copy  # noqa: E402
 
 T, H, W = 4, 64, 32
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -195,13 +195,10 @@ def test_clip_shape_recorded_for_readers(saved, loaded):
 
 def test_mixed_precision_model_exports(tmp_path):
     reference = small_model("nvan")
-    keras.mixed_precision.set_global_policy("mixed_bfloat16")
-    try:
+    with dtype_policy("mixed_bfloat16"):
         mixed = build_model("nvan", 5, seq_len=T, height=H, width=W, stripes=4)
-    finally:
-        keras.mixed_precision.set_global_policy("float32")
     mixed.set_weights(reference.get_weights())
-    copy = export.float32_copy(mixed)
+    copy = float32_copy(mixed, normalize_embedding=True)
     assert copy.backbone.compute_dtype == "float32" and copy.config.normalize_embedding
     clips = np.random.default_rng(4).normal(size=(2, T, H, W, 3)).astype("float32")
     np.testing.assert_allclose(np.asarray(copy(clips)), keras_embedding(reference, clips), atol=1e-5)
@@ -214,7 +211,7 @@ def test_mixed_precision_model_exports(tmp_path):
 def test_refuses_other_models_and_existing_targets(model, saved):
     inputs = keras.Input((T, H, W, 3))
     plain = keras.Model(inputs, keras.layers.GlobalAveragePooling3D()(inputs))
-    with pytest.raises(TypeError, match="needs an nvan_tf NVANModel"):
+    with pytest.raises(TypeError, match="Needs an nvan_tf NVANModel"):
         export.export_saved_model(plain, "unused")
     with pytest.raises(FileExistsError, match="already exists; pass overwrite=True"):
         export.export_saved_model(model, saved)
@@ -265,4 +262,4 @@ def test_killed_export_never_leaves_a_half_written_model(tmp_path):
     assert run.returncode == -signal.SIGKILL, run.stderr[-2000:]
     left = os.listdir(tmp_path)
     assert "model" not in left
-    assert len(left) == 1 and left[0].startswith(".model.tmp-")  # the hidden scratch folder only
+    assert len(left) == 1 and left[0].startswith(".tmp-")  # the hidden scratch folder only

@@ -75,7 +75,9 @@ def test_missing_model(tmp_path, capsys):
 
 
 def test_tensorrt_without_gpu_says_so(keras_file, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(export, "tensorrt_unavailable_reason",
+    from nvan_tf.deploy import tensorrt
+
+    monkeypatch.setattr(tensorrt, "tensorrt_unavailable_reason",
                         lambda: "no NVIDIA GPU driver (libcuda.so.1 cannot be loaded)")
     code = export_cli.main(["--model", keras_file, "--out", str(tmp_path / "trt"), "--format", "tensorrt",
                         "--precision", "fp16"])

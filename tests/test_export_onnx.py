@@ -12,10 +12,10 @@ pytest.importorskip("tf2onnx")
 import onnx  # noqa: E402
 from onnx import TensorProto, numpy_helper  # noqa: E402
 
-from nvan_tf.evaluation import evaluator as evaluation  # noqa: E402
+from nvan_tf import evaluation  # noqa: E402
 from nvan_tf import deploy as export
 from nvan_tf.deploy import onnx as deploy_onnx  # noqa: E402
-from nvan_tf.evaluation import metrics  # noqa: E402
+from nvan_tf.evaluation import ranking  # noqa: E402
 from nvan_tf.data.datasets import build_dataset  # noqa: E402
 from nvan_tf.data.datasets.synthetic import generate  # noqa: E402
 from nvan_tf.models.model import VARIANTS  # noqa: E402
@@ -108,8 +108,8 @@ def test_int8_static_quantization(fp32, dataset, tmp_path):
     f32, pids, camids = _features(fp32, tracklets)
     f8, _, _ = _features(int8, tracklets)
     similarity = cosine(f32, f8)
-    r32 = metrics.evaluate_indices(f32, pids, camids, query, gallery)
-    r8 = metrics.evaluate_indices(f8, pids, camids, query, gallery)
+    r32 = ranking.evaluate_indices(f32, pids, camids, query, gallery)
+    r8 = ranking.evaluate_indices(f8, pids, camids, query, gallery)
     print(f"int8 vs fp32: cosine min {similarity.min():.4f} mean {similarity.mean():.4f}; "
           f"rank-1 {r32['rank1']:.3f} -> {r8['rank1']:.3f}, mAP {r32['mAP']:.3f} -> {r8['mAP']:.3f}")
     assert similarity.mean() > 0.995 and similarity.min() > 0.98

@@ -107,14 +107,14 @@ def test_untrained_model_is_far_from_perfect(tree):
     """The issue's bar: an untrained model must not already score near 100% rank-1."""
     pytest.importorskip("tensorflow")
     import nvan_tf
-    from nvan_tf.evaluation import evaluator as evaluation
-    from nvan_tf.evaluation import metrics
+    from nvan_tf import evaluation
+    from nvan_tf.evaluation import ranking
 
     _, ds = tree
     tracklets, q, g = ds.test_set()
     model = nvan_tf.build_model("ste-nvan", ds.num_train_ids, seq_len=4, height=64, width=32, stripes=2)
     extractor = evaluation.FeatureExtractor(lambda clips: model(clips, training=False), 4, 64, 32, "untrained")
     features, pids, camids = evaluation.extract_features(extractor, tracklets, batch_size=32, verbose=0)
-    result = metrics.evaluate_indices(features, pids, camids, q, g)
+    result = ranking.evaluate_indices(features, pids, camids, q, g)
     assert result["num_valid_queries"] > 20
     assert result["rank1"] < 0.6

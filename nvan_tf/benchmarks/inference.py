@@ -6,7 +6,7 @@ Clips of 8 frames at 256 x 128, batch 1 and 4. The model is built with a
 seeded random initialisation (speed does not depend on the weights) unless
 ``--model`` loads a trained one. Synthetic MARS-layout tracklets at 256 x 128
 are written to a temporary folder: the int8 model is calibrated on clips of
-their train split (``nvan_tf.deploy.export.calibration_clips``), and fp32 and int8
+their train split (``nvan_tf.deploy.calibration_clips``), and fp32 and int8
 are both evaluated on their test split under the MARS protocol (rank-1, mAP,
 the share of queries whose best match is the same, embedding cosine).
 
@@ -65,7 +65,7 @@ def _runner(runtime, artifact, threads):
         fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
         return lambda clips: fn(tf.constant(clips)).numpy()
     if runtime.startswith("onnx"):
-        from nvan_tf.deploy import export
+        from nvan_tf import deploy as export
 
         session = export.onnx_session(artifact, threads=threads)
         return lambda clips: session.run(None, {"clips": clips})[0]
@@ -108,9 +108,9 @@ def time_in_subprocess(runtime, artifact, clips_path, seconds, threads):
 
 
 def _evaluate(paths, dataset, seq_len, height, width):
-    from nvan_tf.evaluation import evaluator as evaluation
-    from nvan_tf.deploy import export
-    from nvan_tf.evaluation import metrics
+    from nvan_tf import evaluation
+    from nvan_tf import deploy as export
+    from nvan_tf.evaluation import ranking
 
     tracklets, query, gallery = dataset.test_set()
     out = {}
@@ -121,7 +121,7 @@ def _evaluate(paths, dataset, seq_len, height, width):
             lambda clips, s=session: s.run(None, {input_name: np.asarray(clips)})[0],
             seq_len, height, width, name)
         features, pids, camids = evaluation.extract_features(extractor, tracklets, batch_size=4, verbose=0)
-        result = metrics.evaluate_indices(features, pids, camids, query, gallery, return_distmat=True)
+        result = ranking.evaluate_indices(features, pids, camids, query, gallery, return_distmat=True)
         out[name] = (features, result)
     (f32, r32), (f8, r8) = out["fp32"], out["int8"]
     cosine = np.sum(f32 * f8, axis=1) / (np.linalg.norm(f32, axis=1) * np.linalg.norm(f8, axis=1))
@@ -157,7 +157,7 @@ def main(argv=None) -> int:
 
     import keras
 
-    from nvan_tf.deploy import export
+    from nvan_tf import deploy as export
     from nvan_tf.data.datasets import build_dataset
     from nvan_tf.data.datasets.synthetic import generate
     from nvan_tf.io.loading import load_model

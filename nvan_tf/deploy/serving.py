@@ -11,7 +11,7 @@
 
 The client sends the chosen frames of a tracklet as encoded JPEG bytes in
 base64 (``{"b64": ...}``) to the ``embed_jpeg`` signature of a SavedModel
-written by ``nvan-export`` (see ``nvan_tf.deploy.export``): a JPEG frame is some
+written by ``nvan-export`` (see ``nvan_tf.deploy``): a JPEG frame is some
 5 KB where the same frame as JSON numbers is over 100 KB. Frames come in as
 they are (any size: the graph resizes); ``seq_len`` of them per clip, picked
 with the test-time sampling of ``nvan_tf.data.sampling``.
