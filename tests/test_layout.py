@@ -132,9 +132,10 @@ CHOICE_LISTS = {name: tuple(value) for name, value in vars(choices).items()
 
 
 def _parsers():
-    from nvan_tf.cli import convert, evaluate, export, profile, train, tune
+    from nvan_tf.cli import convert, evaluate, export, profile, track, train, tune
 
     return {"nvan-train": train.build_parser(), "nvan-tune": tune.build_parser(),
+            "nvan-track": track.build_parser(),
             "nvan-evaluate": evaluate.build_parser(), "nvan-export": export.build_parser(),
             "nvan-convert": convert.build_parser(), "nvan-profile": profile.build_parser()}
 

@@ -22,18 +22,15 @@ import sys
 from nvan_tf import cli
 
 
-def _parse(argv):
-    from nvan_tf.choices import DISTANCE_METRICS, SAMPLING_MODES, listing
-    from nvan_tf.video.detection import DETECTORS
-    from nvan_tf.video.embedding import BASELINES
-    from nvan_tf.video.tracking import TRACKERS
+def build_parser():
+    from nvan_tf.choices import DETECTORS, DISTANCE_METRICS, EMBEDDING_BASELINES, SAMPLING_MODES, TRACKERS, listing
 
     parser = cli.make_parser("nvan-track", __doc__)
     parser.add_argument("--camera", nargs="+", action="extend", required=True, metavar="[ID=]PATH[@START]",
                         help="a camera's video file or frame folder (repeat or list several)")
     parser.add_argument("--out", required=True, help="output folder (a run there is resumed)")
     parser.add_argument("--model", required=True,
-                        help=f"re-ID model: .keras, .weights.h5, SavedModel folder, ONNX; or {listing(BASELINES)}")
+                        help=f"re-ID model: .keras, .weights.h5, SavedModel folder, ONNX; or {listing(EMBEDDING_BASELINES)}")
     group = parser.add_argument_group("detection")
     group.add_argument("--detections", nargs="+", action="extend", metavar="[ID=]DET.TXT",
                        help="MOTChallenge det.txt per camera (in --camera order, or ID=PATH); skips detection")
@@ -42,7 +39,8 @@ def _parse(argv):
     group.add_argument("--detect-batch", type=int, default=8, help="frames per detector batch")
     group.add_argument("--fps", type=float, help="frame rate of frame folders (default 25)")
     group = parser.add_argument_group("tracking")
-    group.add_argument("--tracker", default="bytetrack", choices=list(TRACKERS))
+    group.add_argument("--tracker", default="bytetrack", choices=TRACKERS,
+                       help="multi-object tracker (Roboflow's trackers library)")
     group.add_argument("--lost-track-buffer", type=int, default=30, help="frames (at 30 fps) a lost track is kept")
     group.add_argument("--track-threshold", type=float, help="detection score that starts a track "
                                                              "(default: the tracker's)")
@@ -62,7 +60,7 @@ def _parse(argv):
     group.add_argument("--gallery", help="a gallery .npz to continue: its ids are kept for those it holds")
     group.add_argument("--no-video", action="store_true", help="no annotated videos in the report")
     group.add_argument("--quiet", action="store_true", help="no progress bars")
-    return parser, parser.parse_args(argv)
+    return parser
 
 
 def _per_camera(values, cameras, flag):
@@ -94,7 +92,8 @@ def build_config(args):
 
 
 def main(argv=None):
-    parser, args = _parse(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     try:
         config = build_config(args)

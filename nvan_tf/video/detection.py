@@ -30,6 +30,7 @@ import os
 
 import numpy as np
 
+from nvan_tf import choices
 from nvan_tf.video.sources import require_video_extra
 
 logger = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ __all__ = ["DETECTORS", "HOGDetector", "ONNXDetector", "build_detector", "letter
            "non_max_suppression"]
 
 # What --detector takes (plus the det.txt files of --detections).
-DETECTORS = ("hog", "onnx:PATH")
+DETECTORS = choices.DETECTORS
 LETTERBOX_FILL = 114
 
 

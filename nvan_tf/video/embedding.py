@@ -26,6 +26,7 @@ import os
 
 import numpy as np
 
+from nvan_tf import choices
 from nvan_tf.choices import SAMPLING_MODES
 from nvan_tf.data.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
@@ -34,7 +35,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["BASELINES", "ColourHistogramExtractor", "evaluated_sampling", "load_embedder", "embed_tracklets"]
 
 # --model names that are not files.
-BASELINES = ("colour-histogram",)
+BASELINES = choices.EMBEDDING_BASELINES
 
 
 class ColourHistogramExtractor:

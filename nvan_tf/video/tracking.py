@@ -24,6 +24,7 @@ import logging
 
 import numpy as np
 
+from nvan_tf import choices
 from nvan_tf.video.mot import MOTBoxes
 from nvan_tf.video.sources import require_video_extra
 
@@ -32,9 +33,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["TRACKERS", "PERSON_ASPECT", "CameraTracklet", "make_tracker", "track_boxes", "cut_tracklets",
            "pad_to_aspect", "crop"]
 
-# --tracker: the trackers library's class for each name.
-TRACKERS = {"bytetrack": "ByteTrackTracker", "sort": "SORTTracker", "ocsort": "OCSORTTracker",
-            "botsort": "BoTSORTTracker"}
+# --tracker: the trackers library's class for each name of nvan_tf.choices.TRACKERS.
+TRACKERS = dict(zip(choices.TRACKERS, ("ByteTrackTracker", "SORTTracker", "OCSORTTracker", "BoTSORTTracker")))
 PERSON_ASPECT = 0.5  # width / height of re-ID crops (MARS: 128 x 256)
 
 
