@@ -53,8 +53,9 @@ def search_args(root, output_dir, *extra):
     (dict(label_smoothing=(0.0, 1.0)), r"label_smoothing values must be in \[0.0, 1.0\)"),
     (dict(seq_len=(4, 4)), "seq_len lists a value twice"),
     (dict(seq_len=()), "seq_len needs at least one value"),
-    (dict(non_local=("0,2,3",)), r"non_local table is 4 non-negative block counts"),
+    (dict(non_local=("0,2,3",)), r"non_local needs one integer per stage res2..res5"),
     (dict(non_local=("0,5,0,0",)), "asks for 5 blocks in res3, which has 4"),
+    (dict(non_local=("1,0,0,0",)), "blocks in res2 \\(stage 1\\), which is not supported"),
     (dict(non_local=((0, 2, 3, 0), "a,b")), "4 comma-separated block counts"),
 ])
 def test_bad_search_spaces_are_refused_by_name(kwargs, message):
@@ -145,7 +146,7 @@ def test_search_is_killed_and_resumed(tmp_path, capsys, synth_root):
     out = tmp_path / "search"
     args = search_args(synth_root, out)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": ROOT}
-    proc = subprocess.Popen([sys.executable, "-m", "nvan_tf.training.tuning", *args], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "nvan_tf.tuning", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     second = out / "trials" / "trial_1" / "trial.json"
     first_json = out / "trials" / "trial_0" / "trial.json"
@@ -243,3 +244,48 @@ def test_hyperband_tuner(tmp_path, synth_root):
     names = {hp.name for hp in tuner.oracle.hyperparameters.space}
     assert {"lr", "weight_decay", "margin", "identity_weight", "label_smoothing", "non_local",
             "seq_len"} <= names and "stripes" not in names
+
+
+@pytest.mark.slow
+def test_hyperband_runs_two_brackets_and_a_continuation_keeps_its_training_state(tmp_path, synth_root, caplog):
+    """max_epochs 3, factor 3: bracket 1 trains three trials 1 epoch each and
+    continues the best to 3 epochs; bracket 0 trains two trials 3 epochs each.
+    The continuation goes on from its trial's final state: its optimizer has
+    taken 3 steps, not 2, and it read batches 1 and 2 of the stream, not 0
+    and 1. Trials start from --init and are scored on the float32 copy."""
+    import logging
+
+    import keras
+    import tensorflow as tf
+
+    import nvan_tf
+
+    keras.utils.set_random_seed(3)
+    init = str(tmp_path / "init.keras")
+    nvan_tf.build_model("baseline", 5, seq_len=4, height=64, width=32).save(init)
+    out = tmp_path / "hyperband"
+    args = ["--dataset", "mars", "--root", synth_root, "--variant", "baseline", "--algorithm", "hyperband",
+            "--epochs", "3", "--factor", "3", "--objective", "rank1", "--output-dir", str(out), "--quiet",
+            "--seq-len", "4", "--height", "64", "--width", "32", "--p", "2", "--k", "2", "--steps-per-epoch", "1",
+            "--mixed-precision", "mixed_bfloat16", "--init", init]
+    caplog.set_level(logging.INFO, logger="nvan_tf")
+    assert tune_cli.main(args) == 0
+    trials = {}
+    for name in sorted(os.listdir(out / "trials")):
+        if name.startswith("trial_"):
+            trials[name] = json.loads((out / "trials" / name / "trial.json").read_text())
+    values = [t["hyperparameters"]["values"] for t in trials.values()]
+    assert sorted(v["tuner/bracket"] for v in values) == [0, 0, 1, 1, 1, 1]  # two brackets
+    continuations = [(name, t) for name, t in trials.items() if "tuner/trial_id" in t["hyperparameters"]["values"]]
+    assert len(continuations) == 1
+    name, trial = continuations[0]
+    assert trial["hyperparameters"]["values"]["tuner/initial_epoch"] == 1
+    assert "trial continues trial" in caplog.text and "from batch 1" in caplog.text
+    state = tf.train.load_checkpoint(str(out / "trials" / name / "state" / "ckpt-3"))
+    assert int(state.get_tensor("batches/.ATTRIBUTES/VARIABLE_VALUE")) == 3
+    iterations = [k for k in state.get_variable_to_shape_map() if k.endswith("torch_adam.Siteration/.ATTRIBUTES/VARIABLE_VALUE")]
+    assert len(iterations) == 1 and int(state.get_tensor(iterations[0])) == 3
+    assert "initialised from" in caplog.text  # --init reached the trials
+    # every trial's score is the float32 copy's, between 0 and 1
+    for t in trials.values():
+        assert t["status"] == "COMPLETED" and 0.0 <= t["score"] <= 1.0

@@ -12,6 +12,14 @@
         on 127.0.0.1; writes its final weights.
     python tests/training_worker.py default OUT.npz ROOT OUTPUT_DIR
         the same run on one process (the default strategy).
+    python tests/training_worker.py run OUT.npz CONFIG.json OUTPUT_DIR [KILL]
+        nvan_tf.training.train of the TrainConfig in CONFIG.json (TF_CONFIG
+        from the environment for multiworker); writes the final weights and
+        {"steps", "history"} (OUT.npz.json). KILL makes the process SIGKILL
+        itself at a chosen point: "after-checkpoint:N" (checkpoint N complete),
+        "in-checkpoint:N" (checkpoint N's files written, the state file not
+        yet updated), "at-batch:N" (right after batch N, before anything of it
+        is saved).
 """
 
 import json
@@ -133,6 +141,103 @@ def run_training(out, root, output_dir, strategy):
     print(json.dumps({"steps": result["steps"]}))
 
 
+def _install_kill(point):
+    import signal
+
+    import keras
+
+    from nvan_tf.training import checkpoints, loop
+
+    where, number = point.split(":")
+    number = int(number)
+
+    def die():
+        sys.stdout.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if where == "after-checkpoint":
+        save = checkpoints.Checkpointer.save
+
+        def save_then_die(self, batches, record, **kwargs):
+            path = save(self, batches, record, **kwargs)
+            if batches == number:
+                die()
+            return path
+
+        checkpoints.Checkpointer.save = save_then_die
+    elif where == "in-checkpoint":
+        record_state = tf.train.CheckpointManager._record_state
+
+        def die_before_recording(self):
+            if self._latest_checkpoint and self._latest_checkpoint.endswith(f"ckpt-{number}"):
+                die()
+            return record_state(self)
+
+        tf.train.CheckpointManager._record_state = die_before_recording
+    elif where == "at-batch":
+        class DieAtBatch(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                if run_state.run.batches == number:
+                    die()
+
+        run_state = None
+        original = loop._RunState.__init__
+
+        def remember(self, run):
+            nonlocal run_state
+            original(self, run)
+            run_state = self
+
+        loop._RunState.__init__ = remember
+        return [DieAtBatch()]
+    else:
+        raise SystemExit(f"unknown kill point {point!r}")
+    return []
+
+
+def batch_line(clips, pids):
+    """One batch as a line: its pids and the sum of its clips."""
+    return f"{np.asarray(pids).tolist()} {float(np.sum(np.asarray(clips), dtype=np.float64)):.4f}"
+
+
+def _log_batches(path):
+    """Appends one line per batch the training stream yields (``batch_line``) to ``path``."""
+    from nvan_tf.training import task
+
+    build_inputs = task.ReIDTask.build_inputs
+
+    def write(clips, pids):
+        with open(path, "a") as f:
+            f.write(batch_line(clips.numpy(), pids.numpy()) + "\n")
+        return pids
+
+    def logged(self, start_batch=0, shard=(0, 1)):
+        def log(clips, pids, camids):
+            pids = tf.py_function(write, [clips, pids], tf.int32)
+            pids.set_shape([self.config.p * self.config.k])
+            return clips, pids, camids
+
+        return build_inputs(self, start_batch, shard).map(log)
+
+    task.ReIDTask.build_inputs = logged
+
+
+def run_config(out, config_path, output_dir, kill=None):
+    import logging
+
+    from nvan_tf.training import TrainConfig, train
+
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    if os.environ.get("NVAN_TEST_BATCH_LOG"):
+        _log_batches(os.environ["NVAN_TEST_BATCH_LOG"])
+    with open(config_path) as f:
+        config = TrainConfig.from_dict(json.load(f))
+    callbacks = _install_kill(kill) if kill else []
+    result = train(config, output_dir, callbacks=[*callbacks, dump_weights(out)])
+    with open(out + ".json", "w") as f:
+        json.dump({"steps": result["steps"], "history": result["history"]}, f)
+
+
 def main(argv):
     mode, out = argv[0], argv[1]
     if mode == "mirrored":
@@ -148,6 +253,8 @@ def main(argv):
         run_training(out, root, output_dir, "multiworker")
     elif mode == "default":
         run_training(out, argv[2], argv[3], "default")
+    elif mode == "run":
+        run_config(out, argv[2], argv[3], argv[4] if len(argv) > 4 else None)
     else:
         raise SystemExit(f"unknown mode {mode!r}")
 

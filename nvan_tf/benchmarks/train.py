@@ -4,7 +4,7 @@
         [--variants ste-nvan,nvan] [--precisions fp32,mixed_bfloat16] [--jit both]
         [--no-inference] [--reference]
 
-Training: clips/s of ``model.train_on_batch`` (``nvan_tf.training.loop.compile_model``:
+Training: clips/s of ``model.train_on_batch`` (``nvan_tf.training.compile_model``:
 the recipe's losses and torch-exact Adam) on a fixed P x K batch of random
 clips, after warm-up steps, for each variant x precision x XLA setting; the
 input pipeline is measured on its own (``nvan_tf.benchmarks.pipeline``).
@@ -74,22 +74,15 @@ def _reset_peak_memory():
 
 
 def training_throughput(variant, precision, jit, *, seq_len, height, width, p, k, steps, warmup):
-    import keras
+    from nvan_tf.training.config import TrainConfig
+    from nvan_tf.training.task import ReIDTask
 
-    from nvan_tf.models.model import build_model
-    from nvan_tf.training.loop import TrainConfig, compile_model
-
-    saved = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("float32" if precision == "fp32" else precision)
-    try:
-        keras.utils.set_random_seed(0)
-        model = build_model(variant, 625, seq_len=seq_len, height=height, width=width,
-                            **_stripes(variant, height))
-        config = TrainConfig(variant=variant, seq_len=seq_len, height=height, width=width, p=p, k=k,
-                             jit=jit, mixed_precision=precision)
-        compile_model(model, config, steps_per_epoch=78)
-    finally:
-        keras.config.set_dtype_policy(saved)
+    config = TrainConfig(variant=variant, seq_len=seq_len, height=height, width=width, p=p, k=k, jit=jit,
+                         mixed_precision=precision, model_overrides=_stripes(variant, height),
+                         steps_per_epoch=78)
+    task = ReIDTask(config, num_identities=625)
+    model = task.build_model()
+    task.compile(model)
     rng = np.random.default_rng(0)
     clips = rng.normal(size=(p * k, seq_len, height, width, 3)).astype("float32")
     pids = np.repeat(np.arange(p), k).astype("int32")

@@ -35,6 +35,8 @@ HELP = {
     "root": "dataset folder (synthetic: default OUTPUT_DIR/synthetic_data)",
     "p": "identities per batch (P)",
     "k": "tracklets per identity (K)",
+    "pk_replacement": "how an identity's K tracklets are drawn: always with replacement (the reference) "
+                      "or only when it has fewer than K",
     "flip_prob": "whole-clip horizontal flip probability",
     "random_erasing": "per-frame random erasing probability",
     "steps_per_epoch": "steps per epoch (default: identities // P)",
@@ -56,12 +58,15 @@ HELP = {
     "init": "starting weights: torchvision ResNet-50 .pth, Keras-applications .h5, or any "
             "checkpoint nvan-convert / nvan-evaluate reads",
     "seed": "seed of the data stream and the initialisation",
+    "deterministic": "bit-identical runs for one seed on one machine (TensorFlow's deterministic kernels; "
+                     "slower); recorded, so a resumed run keeps it",
     "mixed_precision": "training precision (losses, softmax and BN neck stay float32)",
     "jit": "compile the training step with XLA",
     "strategy": "tf.distribute strategy (multiworker reads TF_CONFIG)",
     "progress": "0 silent, 1 progress bar (one line per epoch when not a terminal), 2 one line per epoch",
 }
 CHOICES = {"variant": choices.VARIANT_NAMES, "dataset": choices.TRAIN_DATASETS,
+           "pk_replacement": choices.PK_REPLACEMENT,
            "mixed_precision": choices.PRECISIONS, "strategy": choices.STRATEGIES,
            "optimizer": choices.OPTIMIZERS}
 
@@ -146,9 +151,9 @@ def config_from_args(args):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if "--tune" in argv:
-        from nvan_tf.training import tuning
+        from nvan_tf.cli import tune
 
-        return tuning.main([a for a in argv if a != "--tune"], prog="nvan-train --tune")
+        return tune.main([a for a in argv if a != "--tune"], prog="nvan-train --tune")
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
@@ -162,11 +167,11 @@ def main(argv=None):
         print(json.dumps(config.to_dict(), indent=2))
         return 0
     cli.quiet_tensorflow(args.verbose)
-    from nvan_tf.training.loop import TrainingDiverged, train
+    from nvan_tf.training.loop import TrainingDiverged, WorkerMismatch, train
 
     try:
         result = train(config, args.output_dir, resume=args.resume)
-    except (TrainingDiverged, ValueError, FileNotFoundError) as err:
+    except (TrainingDiverged, WorkerMismatch, ValueError, FileNotFoundError) as err:
         return cli.fail(parser, err)
     best = result["best"]
     if best:

@@ -36,6 +36,9 @@ def build_parser(prog="nvan-tune"):
     recipe.add_argument("--steps-per-epoch", type=int, help="steps per epoch (default: identities // P)")
     recipe.add_argument("--eval-batch-size", type=int, default=16, help="clips per evaluation batch")
     recipe.add_argument("--seed", type=int, default=0, help="seed of the search, data and initialisation")
+    recipe.add_argument("--init", help="starting weights of every trial (any file nvan-train --init takes)")
+    recipe.add_argument("--deterministic", action="store_true",
+                        help="bit-identical trials for one seed on one machine (slower)")
     recipe.add_argument("--mixed-precision", default="fp32", choices=choices.PRECISIONS,
                         help="training precision")
     space = parser.add_argument_group("search space (one value fixes it)")
@@ -76,6 +79,7 @@ def config_from_args(args, space):
         args.variant, dataset=args.dataset, root=args.root, seq_len=space.seq_len[0], height=args.height,
         width=args.width, p=args.p, k=args.k, steps_per_epoch=args.steps_per_epoch, epochs=args.epochs,
         eval_batch_size=args.eval_batch_size, seed=args.seed, mixed_precision=args.mixed_precision,
+        init=args.init, deterministic=args.deterministic,
         progress=0,
     )
 

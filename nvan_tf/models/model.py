@@ -222,6 +222,19 @@ def dtype_policy(precision):
         keras.config.set_dtype_policy(previous)
 
 
+def enable_determinism(seed=0):
+    """Seeds Python, NumPy and the backend (``keras.utils.set_random_seed``)
+    and, on TensorFlow, turns on its deterministic kernels
+    (``tf.config.experimental.enable_op_determinism``): runs of one seed on
+    one machine then compute bit-identical results, and an operation without
+    a deterministic kernel raises instead of differing. Process-wide."""
+    keras.utils.set_random_seed(int(seed))
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
 def float32_copy(model, *, normalize_embedding=None, copy_weights=True):
     """A float32, uncompiled ``NVANModel`` of ``model``'s configuration, built,
     holding ``model``'s weights (unless ``copy_weights=False``): what is

@@ -3,7 +3,9 @@
 - ``config``: :class:`TrainConfig` and the variants' presets (plain Python);
 - ``losses``, ``optimizers``: the soft-margin batch-hard triplet and identity
   losses; PyTorch's Adam / SGD updates and the step schedule;
-- ``loop``: :func:`train` (what ``nvan-train`` runs) and :func:`compile_model`;
+- ``task``: :class:`ReIDTask`, which builds a run's model, recipe
+  (:func:`compile_model`), inputs and evaluation from a ``TrainConfig``;
+- ``loop``: :func:`train` (what ``nvan-train`` runs);
 - ``checkpoints``: resumable training state;
 - ``tuning``: the keras-tuner search.
 
@@ -15,8 +17,8 @@ import nvan_tf
 
 _EXPORTS = {
     "TrainConfig": "config", "PRESETS": "config", "ConfigMismatch": "config",
-    "compile_model": "loop", "train": "loop", "make_strategy": "loop", "evaluate_model": "loop",
-    "load_dataset": "loop", "TrainingDiverged": "loop",
+    "ReIDTask": "task", "compile_model": "task", "evaluate_model": "task", "load_dataset": "task",
+    "train": "loop", "make_strategy": "loop", "TrainingDiverged": "loop", "WorkerMismatch": "loop",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__ = nvan_tf.lazy_exports(__name__, _EXPORTS)

@@ -1,16 +1,31 @@
-"""Training checkpoints that survive being killed at any moment.
+"""Training checkpoints that survive being killed at any moment, restored by name.
 
-A checkpoint is one ``.npz`` holding every model weight (BN statistics
-included) and every optimizer variable (moments, iteration counter, loss
-scale), plus ``state.json`` naming it with the run's state (global step,
-best score, per-epoch history). The data stream's position is the step: the
-input pipeline replays its random draws up to it, so a resumed run sees the
-batches an uninterrupted run would.
+A checkpoint is TensorFlow's own (``tf.train.Checkpoint`` written by a
+``tf.train.CheckpointManager``: ``ckpt-N.index`` + ``ckpt-N.data-*``, and
+the ``checkpoint`` state file naming the newest). It holds:
 
-Writes are atomic: the ``.npz`` is written to a temporary name, flushed to
-disk and renamed; only then is ``state.json`` replaced (the same way), and
-only then are older checkpoints deleted. A kill at any point leaves the
-previous ``state.json`` and the file it names intact.
+- every model weight (BN statistics included) and every optimizer variable
+  (Adam's moments, the iteration counters, a ``LossScaleOptimizer``'s scale
+  and its counter), each under its Keras variable path
+  (``ste_nvan/backbone/res4_block5_nonlocal/bn/gamma``,
+  ``torch_adam/..._momentum``), so nothing is restored by position;
+- ``batches``: the count of batches read, which is the position in the
+  sampled data stream (``N`` in ``ckpt-N``), separate from the optimizer's
+  count of applied updates (a mixed_float16 loss scaler skips some);
+- the run's record (JSON): per-epoch history, best score, the variable
+  manifest (path, shape of every saved variable).
+
+A checkpoint whose variables do not match the model by name (another
+variant, a renamed layer, another optimizer) is refused listing what is
+missing and what is unexpected, before anything is assigned.
+
+Writes are TensorFlow's: data and index are written, then the state file is
+replaced atomically, so a kill at any point leaves the previous checkpoint
+named and intact. What a killed write leaves behind (files of a checkpoint
+the state file does not name, temporary files) is removed by
+:meth:`Checkpointer.remove_leftovers` when a run starts. Under
+``MultiWorkerMirroredStrategy`` every worker saves (TensorFlow's pattern):
+the chief into the folder, the others into a temporary folder they delete.
 """
 
 from __future__ import annotations
@@ -19,115 +34,205 @@ import json
 import logging
 import os
 import re
+import shutil
 
 import numpy as np
 
+from nvan_tf.io.atomic import TEMP_PREFIX, remove_stale
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["save", "restore", "latest", "clear", "atomic_write_text", "CheckpointError"]
+__all__ = ["Checkpointer", "CheckpointError", "latest", "KEEP"]
 
-STATE = "state.json"
-_NAME = re.compile(r"^ckpt-(\d+)\.npz$")
 KEEP = 2
+_CHECKPOINT = re.compile(r"^ckpt-(\d+)(?:\.index|\.data-\d+-of-\d+|_temp.*)?$")
+_STATE_FILE = "checkpoint"
 
 
 class CheckpointError(ValueError):
     """A checkpoint that does not fit the model it is restored into."""
 
 
-def _fsync_replace(tmp, path):
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _tf():
+    import tensorflow as tf
+
+    return tf
 
 
-def atomic_write_text(path, text):
-    """Writes ``text`` to ``path`` through a temporary file and a rename."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    _fsync_replace(tmp, path)
+def _manifest(variables):
+    return [[v.path, [int(d) for d in v.shape]] for v in variables]
 
 
-def _variables(model):
-    optimizer = model.optimizer
-    return list(model.weights), list(optimizer.variables) if optimizer is not None else []
+def _keyed(variables, kind):
+    keyed = {}
+    for v in variables:
+        if v.path in keyed:
+            raise CheckpointError(f"two {kind} variables share the path {v.path!r}: cannot save them by name")
+        keyed[v.path] = v
+    return keyed
 
 
-def _numpy(variable):
-    return np.asarray(variable.numpy())
+def _compare(saved, current, kind, path):
+    """Problems of restoring ``saved`` [[path, shape]] into ``current`` (same form)."""
+    saved, current = {p: s for p, s in saved}, {p: s for p, s in current}
+    missing = sorted(set(current) - set(saved))
+    unexpected = sorted(set(saved) - set(current))
+    shapes = sorted(f"{p}: {saved[p]} in the checkpoint, {current[p]} in the model"
+                    for p in set(saved) & set(current) if list(saved[p]) != list(current[p]))
+    problems = []
+    for title, names in ((f"{kind} variables missing from the checkpoint", missing),
+                         (f"unexpected {kind} variables in the checkpoint", unexpected),
+                         (f"{kind} variables of another shape", shapes)):
+        if names:
+            shown = "\n    ".join(names[:20]) + (f"\n    ... and {len(names) - 20} more" if len(names) > 20 else "")
+            problems.append(f"{title} ({len(names)}):\n    {shown}")
+    return problems
 
 
-def save(folder, model, state):
-    """Writes a checkpoint of ``model`` (weights + optimizer) and ``state``
-    (a JSON-able dict with ``"step"``); returns its path."""
-    os.makedirs(folder, exist_ok=True)
-    step = int(state["step"])
-    weights, optimizer = _variables(model)
-    arrays = {f"w{i}": _numpy(v) for i, v in enumerate(weights)}
-    arrays.update({f"o{i}": _numpy(v) for i, v in enumerate(optimizer)})
-    manifest = {"weights": [(v.path, list(v.shape)) for v in weights],
-                "optimizer": [(v.path, list(v.shape)) for v in optimizer]}
-    name = f"ckpt-{step}.npz"
-    tmp = os.path.join(folder, f".{name}.tmp{os.getpid()}.npz")
-    np.savez(tmp, manifest=np.asarray(json.dumps(manifest)), **arrays)
-    _fsync_replace(tmp, os.path.join(folder, name))
-    atomic_write_text(os.path.join(folder, STATE), json.dumps({**state, "file": name}, indent=1))
-    for old in sorted(_steps(folder))[:-KEEP]:
-        os.remove(os.path.join(folder, f"ckpt-{old}.npz"))
-    logger.debug("checkpoint %s written", name)
-    return os.path.join(folder, name)
+class Checkpointer:
+    """Saves and restores one run's model, optimizer, data position and record.
+
+    Args:
+        folder: the checkpoint folder (``OUTPUT_DIR/checkpoints``).
+        model: the compiled model (its optimizer built).
+        chief: whether this process writes into ``folder`` (the others write
+            into a temporary folder they delete; see the module docstring).
+        keep: how many checkpoints are kept.
+    """
+
+    def __init__(self, folder, model, *, chief=True, keep=KEEP):
+        tf = _tf()
+        self.folder = os.path.abspath(folder)
+        self.chief = chief
+        self.model = model
+        optimizer = model.optimizer
+        if optimizer is None:
+            raise CheckpointError("the model must be compiled (its optimizer built) before it is checkpointed")
+        self._weights = list(model.weights)
+        self._optimizer_variables = list(optimizer.variables)
+        with tf.init_scope():
+            self.batches = tf.Variable(0, dtype=tf.int64, trainable=False, name="batches_read")
+            self._record = tf.Variable("{}", dtype=tf.string, trainable=False, name="record")
+        self.checkpoint = tf.train.Checkpoint(
+            weights=_keyed(self._weights, "model"), optimizer=_keyed(self._optimizer_variables, "optimizer"),
+            batches=self.batches, record=self._record)
+        self._keep = keep
+        self._manager = None
+
+    # -- reading -------------------------------------------------------------------
+    @property
+    def manager(self):
+        if self._manager is None:
+            self._manager = _tf().train.CheckpointManager(self.checkpoint, self.folder, max_to_keep=self._keep)
+        return self._manager
+
+    def latest_number(self):
+        """The data position (batches read) of the newest complete checkpoint, or -1."""
+        return latest_number(self.folder)
+
+    def restore(self, number):
+        """Restores checkpoint ``ckpt-NUMBER`` of the folder; returns its record
+        (``{"batches", "history", "best", ...}``). Refuses, naming them,
+        variables that do not match the model by path or shape."""
+        tf = _tf()
+        path = os.path.join(self.folder, f"ckpt-{int(number)}")
+        if not tf.io.gfile.exists(path + ".index"):
+            raise CheckpointError(f"{path} does not exist (its index file {path}.index is missing)")
+        record = read_record(path)
+        problems = _compare(record.get("manifest", {}).get("weights", []), _manifest(self._weights), "model", path)
+        problems += _compare(record.get("manifest", {}).get("optimizer", []),
+                             _manifest(self._optimizer_variables), "optimizer", path)
+        if problems:
+            raise CheckpointError(f"{path} does not fit the model (another variant, size, optimizer or "
+                                  "precision?):\n  " + "\n  ".join(problems))
+        self.checkpoint.restore(path).assert_consumed()
+        record["batches"] = int(self.batches.numpy())
+        logger.debug("restored %s", path)
+        return record
+
+    # -- writing -------------------------------------------------------------------
+    def save(self, batches, record, *, worker_index=0):
+        """Writes checkpoint ``ckpt-BATCHES`` holding the model, the optimizer,
+        ``batches`` and ``record`` (JSON-able: history, best). Refuses
+        non-finite weights (nothing non-finite is ever checkpointed).
+        Returns the path written (a temporary one on a non-chief worker,
+        deleted again)."""
+        tf = _tf()
+        bad = [v.path for v in self._weights + self._optimizer_variables
+               if np.issubdtype(np.dtype(v.dtype), np.floating) and not np.isfinite(v.numpy()).all()]
+        if bad:
+            raise FloatingPointError(f"{len(bad)} variables are not finite (first: {bad[0]}); not checkpointed")
+        self.batches.assign(int(batches))
+        manifest = {"weights": _manifest(self._weights), "optimizer": _manifest(self._optimizer_variables)}
+        self._record.assign(json.dumps({**record, "batches": int(batches), "manifest": manifest}))
+        if self.chief:
+            path = self.manager.save(checkpoint_number=int(batches))
+            logger.debug("checkpoint %s written", path)
+            return path
+        scratch = os.path.join(self.folder, f"{TEMP_PREFIX}{os.getpid()}-worker{worker_index}")
+        manager = tf.train.CheckpointManager(self.checkpoint, scratch, max_to_keep=1)
+        path = manager.save(checkpoint_number=int(batches))
+        shutil.rmtree(scratch, ignore_errors=True)
+        return path
+
+    def remove_leftovers(self):
+        """Deletes what killed writes left in the folder: files of checkpoints
+        the state file does not name, and temporary files. Returns their names."""
+        named = set(_named_numbers(self.folder))
+        removed = remove_stale(self.folder)
+        if os.path.isdir(self.folder):
+            for name in sorted(os.listdir(self.folder)):
+                match = _CHECKPOINT.match(name)
+                orphan = (match and int(match.group(1)) not in named) or name.startswith(f"{_STATE_FILE}.tmp")
+                if orphan:
+                    path = os.path.join(self.folder, name)
+                    shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+                    removed.append(name)
+        if removed:
+            logger.info("removed %d file(s) a killed checkpoint write left in %s: %s", len(removed),
+                        self.folder, ", ".join(removed[:5]))
+        return removed
 
 
-def _steps(folder):
-    if not os.path.isdir(folder):
+def _named_numbers(folder):
+    """Checkpoint numbers the state file of ``folder`` names (newest last)."""
+    tf = _tf()
+    state = tf.train.get_checkpoint_state(folder) if os.path.isdir(folder) else None
+    if state is None:
         return []
-    return [int(m.group(1)) for m in map(_NAME.match, os.listdir(folder)) if m]
+    numbers = []
+    for path in state.all_model_checkpoint_paths:
+        match = re.search(r"ckpt-(\d+)$", path)
+        if match:
+            numbers.append(int(match.group(1)))
+    return numbers
+
+
+def latest_number(folder):
+    """The number (batches read) of the newest complete checkpoint of ``folder``, or -1."""
+    numbers = [n for n in _named_numbers(folder)
+               if os.path.exists(os.path.join(folder, f"ckpt-{n}.index"))]
+    return max(numbers) if numbers else -1
+
+
+def read_record(path):
+    """The record (JSON) stored in checkpoint ``path`` (``.../ckpt-N``)."""
+    tf = _tf()
+    try:
+        reader = tf.train.load_checkpoint(path)
+        text = reader.get_tensor("record/.ATTRIBUTES/VARIABLE_VALUE")
+    except (tf.errors.OpError, ValueError) as err:
+        raise CheckpointError(f"{path} is not a readable nvan-tf training checkpoint ({err})") from None
+    return json.loads(text.decode("utf-8") if isinstance(text, bytes) else text)
 
 
 def latest(folder):
-    """The state dict of the newest complete checkpoint in ``folder``, or None."""
-    path = os.path.join(folder, STATE)
-    if not os.path.exists(path):
+    """The record of the newest complete checkpoint of ``folder`` (with
+    ``"batches"`` and ``"path"``), or None when there is none."""
+    number = latest_number(folder)
+    if number < 0:
         return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            state = json.load(f)
-    except (OSError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{path} is unreadable ({err}); remove the folder to start over") from None
-    if not os.path.exists(os.path.join(folder, state.get("file", ""))):
-        raise CheckpointError(f"{path} names {state.get('file')!r}, which is missing from {folder}")
-    return state
-
-
-def restore(folder, model):
-    """Restores the newest checkpoint of ``folder`` into ``model`` (compiled,
-    its optimizer built) and returns its state, or None if there is none."""
-    state = latest(folder)
-    if state is None:
-        return None
-    path = os.path.join(folder, state.pop("file"))
-    weights, optimizer = _variables(model)
-    with np.load(path, allow_pickle=False) as data:
-        manifest = json.loads(str(data["manifest"]))
-        for kind, variables, prefix in (("weights", weights, "w"), ("optimizer", optimizer, "o")):
-            saved = manifest[kind]
-            shapes = [list(v.shape) for v in variables]
-            if len(saved) != len(variables) or [s for _, s in saved] != shapes:
-                raise CheckpointError(
-                    f"{path} holds {len(saved)} {kind} variables that do not match the model's "
-                    f"{len(variables)} (another variant, size or optimizer?)"
-                )
-            for i, variable in enumerate(variables):
-                variable.assign(data[f"{prefix}{i}"])
-    return state
-
-
-def clear(folder):
-    """Removes the checkpoints of ``folder`` (a new run in an old folder)."""
-    if not os.path.isdir(folder):
-        return
-    for name in os.listdir(folder):
-        if _NAME.match(name) or name == STATE or ".tmp" in name:
-            os.remove(os.path.join(folder, name))
+    path = os.path.join(os.path.abspath(folder), f"ckpt-{number}")
+    record = read_record(path)
+    record.pop("manifest", None)
+    return {**record, "path": path}

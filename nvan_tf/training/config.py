@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from nvan_tf.choices import OPTIMIZERS, PRECISIONS, STRATEGIES, VARIANT_NAMES
+from nvan_tf.choices import OPTIMIZERS, PK_REPLACEMENT, PRECISIONS, STRATEGIES, TRAIN_DATASETS, VARIANT_NAMES
 
 __all__ = ["TrainConfig", "PRESETS", "PRECISIONS", "STRATEGIES", "OPTIMIZERS", "ConfigMismatch"]
 
@@ -40,6 +40,7 @@ class TrainConfig:
     root: str | None = None
     p: int = 8
     k: int = 4
+    pk_replacement: str = "always"  # the reference draws an identity's K tracklets with replacement
     flip_prob: float = 0.5
     random_erasing: float = 0.0
     steps_per_epoch: int | None = None  # default: identities // p
@@ -63,6 +64,7 @@ class TrainConfig:
     checkpoint_every: int = 200  # steps; epoch ends are always saved
     init: str | None = None
     seed: int = 0
+    deterministic: bool = False
     mixed_precision: str = "fp32"
     jit: bool = False
     strategy: str = "default"
@@ -115,6 +117,13 @@ class TrainConfig:
             fail("mixed_precision", f"one of {list(PRECISIONS)}")
         if self.strategy not in STRATEGIES:
             fail("strategy", f"one of {list(STRATEGIES)}")
+        if self.pk_replacement not in PK_REPLACEMENT:
+            fail("pk_replacement", f"one of {list(PK_REPLACEMENT)}")
+        if self.dataset not in TRAIN_DATASETS:
+            fail("dataset", f"one of {list(TRAIN_DATASETS)}")
+        for name in ("jit", "deterministic"):
+            if not isinstance(getattr(self, name), bool):
+                fail(name, "True or False")
         if self.dataset != "synthetic" and not self.root:
             raise ValueError(f"--root is required for dataset {self.dataset!r}: the folder of the dataset")
         if not isinstance(self.model_overrides, dict):

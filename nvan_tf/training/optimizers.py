@@ -14,7 +14,13 @@ Two details differ from ``keras.optimizers.Adam``:
 :class:`TorchAdam` and :class:`TorchSGD` apply torch's update rules, the L2
 term included (``l2``); they work inside ``LossScaleOptimizer`` (the L2 term
 is added after the gradients are unscaled) and under ``tf.distribute``.
-``AdamW`` is Keras's own (decoupled decay).
+``AdamW`` is Keras's AdamW (decoupled decay).
+
+Each of them records the sum of squares of the gradients of its last
+update in ``gradient_square_sum`` (over several replicas, the sum of the
+replicas' own: finite exactly when every gradient is), which the training
+loop's NaN guard reads. Under a ``LossScaleOptimizer`` only the updates it
+applies (finite gradients) reach them.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from keras import ops
 
 from nvan_tf.choices import OPTIMIZERS
 
-__all__ = ["TorchAdam", "TorchSGD", "StepDecay", "build_optimizer", "OPTIMIZERS"]
+__all__ = ["TorchAdam", "TorchSGD", "AdamW", "StepDecay", "build_optimizer", "OPTIMIZERS"]
 
 
 def _with_l2(gradient, variable, l2):
@@ -38,8 +44,28 @@ def _with_l2(gradient, variable, l2):
     return gradient
 
 
+class _GradientRecord:
+    """Keeps ``gradient_square_sum``: the sum of squares of the last update's gradients."""
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        self.gradient_square_sum = self.add_variable(
+            shape=(), dtype="float32", initializer="zeros", name="gradient_square_sum", aggregation="sum")
+
+    def apply(self, grads, trainable_variables=None):
+        total = ops.convert_to_tensor(0.0, "float32")
+        for grad in grads:
+            if grad is not None:
+                total = total + ops.sum(ops.square(ops.cast(grad, "float32")))
+        result = super().apply(grads, trainable_variables)
+        self.gradient_square_sum.assign(total)
+        return result
+
+
 @keras.saving.register_keras_serializable(package="nvan_tf")
-class TorchAdam(keras.optimizers.Adam):
+class TorchAdam(_GradientRecord, keras.optimizers.Adam):
     """Adam with ``torch.optim.Adam``'s update and coupled L2 decay.
 
     ``m = b1 m + (1 - b1) g``, ``v = b2 v + (1 - b2) g^2`` with
@@ -75,7 +101,7 @@ class TorchAdam(keras.optimizers.Adam):
 
 
 @keras.saving.register_keras_serializable(package="nvan_tf")
-class TorchSGD(keras.optimizers.SGD):
+class TorchSGD(_GradientRecord, keras.optimizers.SGD):
     """SGD with ``torch.optim.SGD``'s momentum buffer and coupled L2 decay.
 
     ``b = momentum * b + (grad + l2 * w)``; ``w -= lr * b`` (the learning rate
@@ -106,6 +132,11 @@ class TorchSGD(keras.optimizers.SGD):
 
     def get_config(self):
         return {**super().get_config(), "l2": self.l2}
+
+
+@keras.saving.register_keras_serializable(package="nvan_tf")
+class AdamW(_GradientRecord, keras.optimizers.AdamW):
+    """Keras's AdamW (decoupled weight decay) that records its gradients' size."""
 
 
 @keras.saving.register_keras_serializable(package="nvan_tf")
@@ -162,8 +193,7 @@ def build_optimizer(name, learning_rate, weight_decay=0.0, momentum=0.9, beta_1=
     if name == "adam":
         return TorchAdam(learning_rate, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, l2=weight_decay)
     if name == "adamw":
-        return keras.optimizers.AdamW(learning_rate, weight_decay=weight_decay, beta_1=beta_1,
-                                      beta_2=beta_2, epsilon=epsilon)
+        return AdamW(learning_rate, weight_decay=weight_decay, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon)
     if name == "sgd":
         return TorchSGD(learning_rate, momentum=momentum, l2=weight_decay)
     raise ValueError(f"optimizer must be one of {OPTIMIZERS}. Received: optimizer={name!r}")

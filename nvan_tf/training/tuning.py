@@ -27,10 +27,9 @@ import json
 import logging
 import math
 import os
-import sys
 
-from nvan_tf import cli
 from nvan_tf.choices import TUNING_ALGORITHMS, TUNING_OBJECTIVES
+from nvan_tf.io import atomic
 from nvan_tf.training.config import PRESETS, ConfigMismatch, TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -194,15 +193,7 @@ def _parse_table(table):
         except ValueError:
             raise ValueError(f"a non_local table is 4 comma-separated block counts (res2..res5) such as "
                              f"0,2,3,0. Received: {table!r}") from None
-    table = tuple(table)
-    if len(table) != 4 or not all(isinstance(n, int) and n >= 0 for n in table):
-        raise ValueError("a non_local table is 4 non-negative block counts (res2..res5) such as "
-                         f"(0, 2, 3, 0). Received: {table!r}")
-    STAGES = _backbone().STAGES
-    for (stage, _, blocks), n in zip(STAGES, table):
-        if n > blocks:
-            raise ValueError(f"non_local table {table} asks for {n} blocks in {stage}, which has {blocks}")
-    return table
+    return _backbone().check_non_local(table)  # the model's own rule (no res2 blocks, none too many)
 
 
 def _backbone():
@@ -269,24 +260,37 @@ def trial_config(config, values):
     return dataclasses.replace(config, **fields, model_overrides=overrides)
 
 
+STATE = "state"  # each trial's final training state (a training checkpoint) in its trial folder
+
+
 def _make_hypermodel_class():
     kt = _keras_tuner()
     import keras
 
-    class EvaluationCallback(keras.callbacks.Callback):
-        """Adds the training evaluation (``rank1``, ``mAP``: fractions) to the
-        logs of every epoch, where keras-tuner's objective reads it. Put it
-        before the callbacks that read the logs."""
+    from nvan_tf.training.checkpoints import Checkpointer, latest_number
+    from nvan_tf.training.task import ReIDTask
 
-        def __init__(self, test_set, batch_size=16):
+    class EvaluationCallback(keras.callbacks.Callback):
+        """Counts the batches read (the schedule follows them) and adds the
+        training evaluation (``rank1``, ``mAP``: fractions, of the float32
+        copy, as ``train`` scores) to the logs of every epoch, where
+        keras-tuner's objective reads it. Put it before the callbacks that
+        read the logs."""
+
+        def __init__(self, task, counter, start_batch=0):
             super().__init__()
-            self.test_set = test_set
-            self.batch_size = batch_size
+            self.task = task
+            self.counter = counter
+            self.batches = int(start_batch)
+
+        def on_train_batch_begin(self, batch, logs=None):
+            self.counter.assign(self.batches)
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.batches += 1
 
         def on_epoch_end(self, epoch, logs=None):
-            from nvan_tf.training.loop import evaluate_model
-
-            scores = evaluate_model(self.model, self.test_set, batch_size=self.batch_size)
+            scores = self.task.evaluate(self.model)
             logger.info("epoch %d: rank-1 %.2f%%, mAP %.2f%%", epoch + 1, 100 * scores["rank1"],
                         100 * scores["mAP"])
             if logs is not None:
@@ -294,50 +298,82 @@ def _make_hypermodel_class():
 
     class ReIDHyperModel(kt.HyperModel):
         """The recipe of ``config`` (a ``TrainConfig``) with the hyper-parameters
-        of ``space`` (a resolved :class:`SearchSpace`): ``build`` makes and
-        compiles the model (``nvan_tf.training.loop.compile_model``), ``fit`` trains
-        it on the P x K stream of ``dataset.train`` and evaluates it on
-        ``dataset.test_set()`` after every epoch."""
+        of ``space`` (a resolved :class:`SearchSpace`), through a
+        :class:`~nvan_tf.training.task.ReIDTask` per trial: ``build`` makes,
+        initialises (``config.init``) and compiles the model, ``fit`` trains it
+        on the P x K stream and scores its float32 copy after every epoch, as
+        ``nvan_tf.training.train`` does.
 
-        def __init__(self, config, space, dataset, steps_per_epoch=None):
+        A Hyperband continuation (``tuner/trial_id`` among the values) goes on
+        from the final training state of the trial it continues: weights,
+        optimizer state, the schedule's and the data stream's position. Every
+        trial keeps that state in its folder (``trial_N/state``)."""
+
+        def __init__(self, config, space, dataset):
             super().__init__(name="reid")
             self.config = config
             self.space = space
-            self.tracklets = dataset.train
-            self.num_identities = dataset.num_train_ids
-            self.test_set = dataset.test_set()
-            self.steps_per_epoch = int(steps_per_epoch or config.steps_per_epoch
-                                       or max(self.num_identities // config.p, 1))
+            self.dataset = dataset
+            self._counters = {}
 
         def trial_config(self, hp):
             return trial_config(self.config, self.space.declare(hp))
 
-        def build(self, hp):
-            from nvan_tf.models.model import build_model
-            from nvan_tf.training.loop import compile_model
+        def task(self, hp):
+            return ReIDTask(self.trial_config(hp), dataset=self.dataset)
 
-            config = self.trial_config(hp)
-            keras.utils.set_random_seed(config.seed)
-            model = build_model(config.variant, self.num_identities, seq_len=config.seq_len,
-                                height=config.height, width=config.width, **config.model_overrides)
-            compile_model(model, config, self.steps_per_epoch)
+        @property
+        def steps_per_epoch(self):
+            return ReIDTask(self.config, dataset=self.dataset).steps_per_epoch
+
+        def build(self, hp):
+            import tensorflow as tf
+
+            task = self.task(hp)
+            model = task.build_model()
+            if "tuner/trial_id" not in hp.values:  # a continuation restores its trial's state instead
+                task.initialize(model)
+            with tf.init_scope():
+                counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="batch_index")
+            task.compile(model, batch_counter=counter)
+            self._counters[id(model)] = counter
             return model
 
-        def fit(self, hp, model, *args, callbacks=(), epochs=None, initial_epoch=0, verbose=0, **kwargs):
-            from nvan_tf.data import pipeline
-
-            config = self.trial_config(hp)
-            stream = pipeline.train_dataset(
-                self.tracklets, p=config.p, k=config.k, seq_len=config.seq_len, height=config.height,
-                width=config.width, flip_prob=config.flip_prob, random_erasing=config.random_erasing,
-                seed=config.seed, start_step=initial_epoch * self.steps_per_epoch,
-            )
-            evaluation = EvaluationCallback(self.test_set, config.eval_batch_size)
-            return model.fit(stream, epochs=epochs or config.epochs, initial_epoch=initial_epoch,
-                             steps_per_epoch=self.steps_per_epoch, shuffle=False,
-                             callbacks=[evaluation, *callbacks], verbose=verbose)
+        def fit(self, hp, model, *args, callbacks=(), epochs=None, initial_epoch=0, verbose=0,
+                trial_dir=None, **kwargs):
+            task = self.task(hp)
+            start = 0
+            previous = hp.values.get("tuner/trial_id")
+            if previous is not None and trial_dir is not None:
+                folder = os.path.join(os.path.dirname(trial_dir), f"trial_{previous}", STATE)
+                number = latest_number(folder)
+                if number >= 0:
+                    start = Checkpointer(folder, model).restore(number)["batches"]
+                    logger.info("trial continues trial %s from batch %d", previous, start)
+            initial_epoch = start // task.steps_per_epoch if previous is not None else initial_epoch
+            start = start or initial_epoch * task.steps_per_epoch
+            evaluation = EvaluationCallback(task, self._counters[id(model)], start)
+            history = model.fit(task.build_inputs(start_batch=start), epochs=epochs or task.config.epochs,
+                                initial_epoch=initial_epoch, steps_per_epoch=task.steps_per_epoch,
+                                shuffle=False, callbacks=[evaluation, *callbacks], verbose=verbose)
+            if trial_dir is not None:
+                Checkpointer(os.path.join(trial_dir, STATE), model, keep=1).save(
+                    evaluation.batches, {"history": [], "best": None})
+            return history
 
     return EvaluationCallback, ReIDHyperModel
+
+
+def _tuner_class(kt, algorithm):
+    """keras-tuner's tuner for ``algorithm``, passing each trial's folder to
+    the hypermodel's ``fit`` (where the trial keeps its training state)."""
+    base = {"bayesian": kt.BayesianOptimization, "hyperband": kt.Hyperband}[algorithm]
+
+    class Tuner(base):
+        def run_trial(self, trial, *args, **kwargs):
+            return super().run_trial(trial, *args, trial_dir=self.get_trial_dir(trial.trial_id), **kwargs)
+
+    return Tuner
 
 
 _CLASSES = {}
@@ -372,9 +408,10 @@ def build_tuner(hypermodel, output_dir, *, algorithm="bayesian", objective="mAP"
     common = dict(objective=target, seed=seed, directory=output_dir, project_name=PROJECT,
                   overwrite=overwrite, max_consecutive_failed_trials=3)
     if algorithm == "bayesian":
-        return kt.BayesianOptimization(hypermodel, max_trials=max_trials or 10, **common)
+        return _tuner_class(kt, algorithm)(hypermodel, max_trials=max_trials or 10, **common)
     if algorithm == "hyperband":
-        tuner = kt.Hyperband(hypermodel, max_epochs=hypermodel.config.epochs, factor=factor, **common)
+        tuner = _tuner_class(kt, algorithm)(hypermodel, max_epochs=hypermodel.config.epochs, factor=factor,
+                                            **common)
         tuner.oracle.max_trials = max_trials  # None: Hyperband's own budget
         return tuner
     raise ValueError(f"algorithm must be one of {list(ALGORITHMS)}. Received: algorithm={algorithm!r}")
@@ -396,10 +433,8 @@ def _check_search(config, space, output_dir, settings, overwrite):
             listing = "\n".join(f"  {k}: {theirs.get(k)!r} in the search, {mine.get(k)!r} now" for k in changed)
             raise ConfigMismatch(f"{output_dir} holds a search of other settings:\n{listing}\n"
                                  "Use another --output-dir, or --overwrite to start over in this one.")
-    from nvan_tf.training import checkpoints
-
     os.makedirs(output_dir, exist_ok=True)
-    checkpoints.atomic_write_text(path, json.dumps(record, indent=2) + "\n")
+    atomic.write_json(path, record)
 
 
 def _flatten(record, prefix=""):
@@ -437,9 +472,7 @@ def search(config, output_dir, *, space=None, algorithm="bayesian", objective="m
         "summary": csv path, "plot": png path, "best_config": json path}``
         (rows: see :func:`trial_rows`).
     """
-    import keras
-
-    from nvan_tf.training.loop import load_dataset
+    from nvan_tf.training.task import ReIDTask
 
     space = space or SearchSpace()
     if algorithm not in ALGORITHMS:
@@ -454,27 +487,24 @@ def search(config, output_dir, *, space=None, algorithm="bayesian", objective="m
         raise ValueError(f"the search trains on one device. Received: strategy={config.strategy!r}")
     resolved = space.resolve(config.variant, config.height)
     output_dir = os.path.abspath(output_dir)
-    dataset = load_dataset(config, output_dir)  # a bad root fails before anything is written
+    task = ReIDTask(config, output_dir=output_dir)
+    task.make_deterministic()
+    dataset = task.dataset  # a bad root fails before anything is written
     settings = {"algorithm": algorithm, "objective": objective, "max_trials": max_trials,
                 "factor": int(factor) if algorithm == "hyperband" else None}
     _check_search(config, space, output_dir, settings, overwrite)
 
     hypermodel = _classes()["ReIDHyperModel"](config, resolved, dataset)
-    saved_policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("float32" if config.mixed_precision == "fp32" else config.mixed_precision)
+    tuner = build_tuner(hypermodel, output_dir, algorithm=algorithm, objective=objective,
+                        max_trials=max_trials, factor=int(factor), seed=config.seed, overwrite=overwrite)
+    done = {t.trial_id for t in tuner.oracle.trials.values() if t.status == "COMPLETED"}
+    logger.info("search in %s: %d finished trials kept", output_dir, len(done))
     try:
-        tuner = build_tuner(hypermodel, output_dir, algorithm=algorithm, objective=objective,
-                            max_trials=max_trials, factor=int(factor), seed=config.seed, overwrite=overwrite)
-        done = {t.trial_id for t in tuner.oracle.trials.values() if t.status == "COMPLETED"}
-        logger.info("search in %s: %d finished trials kept", output_dir, len(done))
-        try:
-            tuner.search(verbose=verbose)
-        except RuntimeError as err:  # keras-tuner gives up after failed trials; keep the gist
-            lines = [line for line in str(err).splitlines() if line.strip()] or [repr(err)]
-            raise RuntimeError(f"{lines[0]} The last failure: {lines[-1]} "
-                               f"(tracebacks in {output_dir}/{PROJECT}/trial_*/trial.json)") from err
-    finally:
-        keras.config.set_dtype_policy(saved_policy)
+        tuner.search(verbose=verbose)
+    except RuntimeError as err:  # keras-tuner gives up after failed trials; keep the gist
+        lines = [line for line in str(err).splitlines() if line.strip()] or [repr(err)]
+        raise RuntimeError(f"{lines[0]} The last failure: {lines[-1]} "
+                           f"(tracebacks in {output_dir}/{PROJECT}/trial_*/trial.json)") from err
     rows = trial_rows(tuner)
     new = [r["trial"] for r in rows if r["status"] == "COMPLETED" and r["trial_id"] not in done]
     completed = [r for r in rows if r["status"] == "COMPLETED"]
@@ -488,10 +518,8 @@ def search(config, output_dir, *, space=None, algorithm="bayesian", objective="m
     paths = write_summary(rows, output_dir, objective)
     best_trial = tuner.oracle.get_trial(best["trial_id"])
     best_config = trial_config(config, best_trial.hyperparameters.values)
-    from nvan_tf.training import checkpoints
-
-    checkpoints.atomic_write_text(paths["best_config"], json.dumps(
-        {"train": best_config.to_dict(), "trial": best["trial"], objective: best["score"]}, indent=2) + "\n")
+    atomic.write_json(paths["best_config"],
+                      {"train": best_config.to_dict(), "trial": best["trial"], objective: best["score"]})
     return {"trials": rows, "best": best, "new": new, **paths}
 
 
@@ -559,8 +587,6 @@ def format_summary(rows, objective):
 def write_summary(rows, output_dir, objective):
     """Writes ``trials.csv`` (scores as fractions) and ``trials.png`` (the
     objective per trial, the running best and the best trial marked)."""
-    from nvan_tf.training import checkpoints
-
     columns = ["trial", "status", "score", "rank1", "mAP", "epoch", "epochs", *HP_COLUMNS, "message"]
     text = io.StringIO()
     writer = csv.DictWriter(text, columns, extrasaction="ignore", lineterminator="\n")
@@ -568,7 +594,7 @@ def write_summary(rows, output_dir, objective):
     for r in rows:
         writer.writerow({k: "" if r.get(k) is None else r[k] for k in columns})
     csv_path = os.path.join(output_dir, SUMMARY_CSV)
-    checkpoints.atomic_write_text(csv_path, text.getvalue())
+    atomic.write_text(csv_path, text.getvalue())
     png_path = os.path.join(output_dir, SUMMARY_PNG)
     plot_trials(rows, png_path, objective)
     return {"summary": csv_path, "plot": png_path, "best_config": os.path.join(output_dir, BEST_CONFIG)}
@@ -603,7 +629,6 @@ def plot_trials(rows, path, objective):
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best")
     fig.tight_layout()
-    tmp = f"{path}.tmp.png"
-    fig.savefig(tmp)
-    os.replace(tmp, path)
+    with atomic.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
     return path
