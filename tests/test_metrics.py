@@ -343,3 +343,17 @@ def test_report_uses_the_metrics_rule(monkeypatch, tmp_path):
     assert calls == ["market", "mars"]
     # mars: self and id -1 left out; the two good ones framed green.
     assert [(index, same) for index, same, _ in drawn] == [(1, False), (2, True), (4, False), (5, True)]
+
+
+def test_cross_camera_share_of_the_top_k_by_hand():
+    # query 0 (camera 1) is gallery item 0: left out; its two nearest are items 1 (camera 1) and 2 (camera 2)
+    # query 1 (camera 2) is item 1: left out; its two nearest are items 2 (camera 2) and 0 (camera 1)
+    distmat = np.array([[0.0, 0.1, 0.2, 0.3], [0.5, 0.0, 0.4, 0.9]])
+    exclude = np.array([[1, 0, 0, 0], [0, 1, 0, 0]], bool)
+    share = metrics.cross_camera_share(distmat, [1, 2], [1, 1, 2, 2], k=2, exclude=exclude)
+    assert share == pytest.approx(0.5)
+    # k=1: query 0's nearest is camera 1 (same), query 1's is camera 2 (same)
+    assert metrics.cross_camera_share(distmat, [1, 2], [1, 1, 2, 2], k=1, exclude=exclude) == 0.0
+    # without leaving the queries out, query 0 finds itself first (camera 1), query 1 item 1 (camera 1)
+    assert metrics.cross_camera_share(distmat, [1, 2], [1, 1, 2, 2], k=1) == 0.5
+    assert metrics.cross_camera_share(distmat, [1, 2], [2, 2, 1, 1], k=1, exclude=exclude) == 1.0

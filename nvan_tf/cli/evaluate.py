@@ -85,6 +85,8 @@ def build_parser():
                      help="write the CMC curve, ranked lists and distance histograms")
     out.add_argument("--num-visualize", type=int, default=8, help="ranked lists to draw")
     out.add_argument("--quiet", action="store_true", help="no progress bar")
+    out.add_argument("--deterministic", action="store_true",
+                     help="TensorFlow's deterministic kernels: bit-identical features on one machine")
     return parser
 
 
@@ -123,6 +125,10 @@ def main(argv=None):
         parser.error(f"--split-id and --splits are options of {choices.listing(SPLIT_DATASETS)}, "
                      f"not of --dataset {args.dataset}")
     cli.quiet_tensorflow(args.verbose)
+    if args.deterministic:
+        from nvan_tf.models.model import enable_determinism
+
+        enable_determinism()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         config = config_from_args(args)

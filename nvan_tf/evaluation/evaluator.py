@@ -28,7 +28,7 @@ import time
 import numpy as np
 
 from nvan_tf.choices import DISTANCE_METRICS, PROTOCOLS, SAMPLING_MODES
-from nvan_tf.evaluation import ranking
+from nvan_tf.evaluation import metrics, ranking
 from nvan_tf.evaluation.features import (
     FeatureExtractor,
     extract_features,
@@ -332,6 +332,9 @@ def format_table(results):
         f"queries: {counts['valid']} evaluated, {counts['skipped']} skipped "
         f"(no good match), gallery {counts['gallery']}"
     )
+    if m.get("cross_camera_top5") is not None:
+        lines.append(f"top-5 matches from another camera: {100 * m['cross_camera_top5']:.1f}% "
+                     "(low: the model matches backgrounds, not people)")
     return "\n".join(lines)
 
 
@@ -455,6 +458,9 @@ def run_evaluation(config):
     seconds = {"extract": extract_seconds, "rank": time.perf_counter() - start}
     model = extractor.description if extractor else cache["about"].get("model")
     results = _results(config, model, result, test_set, features, cache_path, cache is not None, seconds)
+    results["metrics"]["cross_camera_top5"] = metrics.cross_camera_share(
+        result["distmat"], camids[query_index], camids[gallery_index], k=5,
+        exclude=np.asarray(query_index)[:, None] == np.asarray(gallery_index)[None, :])
     if config.visualize:
         results["pictures"] = _visualize(
             config.output_dir, result, result["distmat"], tracklets, query_index, gallery_index,

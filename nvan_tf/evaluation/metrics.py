@@ -53,6 +53,7 @@ __all__ = [
     "MARS_RANK_SIZE",
     "JUNK_PID",
     "REPORTED_RANKS",
+    "cross_camera_share",
     "evaluate_rank",
     "match_masks",
 ]
@@ -278,3 +279,38 @@ def evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids,
         ranked = _good_ranks(distmat[block], good, junk)
         ap[block], inp[block], first_rank[block] = _block_scores(protocol, cut, *ranked)
     return _summarise(ap, inp, first_rank, max_rank, protocol, rank_size, num_gallery)
+
+
+def cross_camera_share(distmat, q_camids, g_camids, k=5, exclude=None):
+    """The share of each query's ``k`` nearest gallery items that come from
+    another camera, averaged over the queries (a fraction in [0, 1]).
+
+    A model that learned people rather than backgrounds ranks other cameras'
+    tracklets first; one that learned the cameras' backgrounds fills its top
+    ranks with its own camera.
+
+    Args:
+        distmat: (Nq, Ng) distances.
+        q_camids, g_camids: (Nq,) and (Ng,) camera labels.
+        k: how many nearest gallery items count (fewer where the gallery is smaller).
+        exclude: optional (Nq, Ng) boolean mask of pairs left out (the query
+            itself, where queries are also gallery items, as in MARS).
+    """
+    distmat = distance_lib.check_distmat(distmat)
+    q_camids = _as_labels(q_camids, "q_camids", distmat.shape[0], "rows")
+    g_camids = _as_labels(g_camids, "g_camids", distmat.shape[1], "columns")
+    if int(k) != k or k < 1:
+        raise ValueError(f"k must be a positive integer; received k={k!r}")
+    distmat = np.array(distmat, dtype=np.float64)
+    if exclude is not None:
+        exclude = np.asarray(exclude, dtype=bool)
+        if exclude.shape != distmat.shape:
+            raise ValueError(f"exclude has shape {exclude.shape}; expected {distmat.shape}")
+        distmat[exclude] = np.inf
+    available = np.isfinite(distmat).sum(axis=1)
+    k = int(min(k, distmat.shape[1]))
+    nearest = np.argsort(distmat, axis=1, kind="stable")[:, :k]
+    counted = np.arange(k)[None, :] < np.minimum(available, k)[:, None]
+    other = (g_camids[nearest] != q_camids[:, None]) & counted
+    per_query = other.sum(axis=1) / np.maximum(counted.sum(axis=1), 1)
+    return float(np.mean(per_query[counted.any(axis=1)])) if counted.any() else float("nan")
