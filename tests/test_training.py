@@ -185,6 +185,117 @@ def test_a_nan_loss_stops_the_run_and_names_the_step(synth_root, tmp_path, monke
     assert checkpoints.latest(os.path.join(out, "checkpoints")) is None  # nothing NaN was saved
 
 
+def _nan_from_batch(monkeypatch, index):
+    """The training stream yields NaN clips from batch ``index`` (0-based) on."""
+    import tensorflow as tf
+
+    from nvan_tf.training import task
+
+    build_inputs = task.ReIDTask.build_inputs
+
+    def poisoned(self, start_batch=0, shard=(0, 1)):
+        def poison(i, batch):
+            clips, pids, camids = batch
+            bad = tf.fill(tf.shape(clips), np.float32("nan"))
+            return tf.where(i + start_batch >= index, bad, clips), pids, camids
+
+        return build_inputs(self, start_batch, shard).enumerate().map(poison)
+
+    monkeypatch.setattr(task.ReIDTask, "build_inputs", poisoned)
+
+
+def test_a_nan_on_the_last_step_of_an_epoch_is_named_as_that_step(synth_root, tmp_path, monkeypatch):
+    _nan_from_batch(monkeypatch, 1)  # the second of 2 steps of epoch 1
+    out = str(tmp_path / "nan")
+    with pytest.raises(training.TrainingDiverged,
+                       match=r"loss became nan at epoch 1, step 2 of 2 \(global step 2\)"):
+        training.train(small_config(synth_root, eval_every=0), out)
+    assert checkpoints.latest(os.path.join(out, "checkpoints")) is None
+
+
+def test_non_finite_gradients_of_a_finite_loss_stop_the_run(synth_root, tmp_path, monkeypatch):
+    """fp32: the forward pass (and so the loss) is finite, the gradients are
+    not; the run stops before anything is checkpointed."""
+    import tensorflow as tf
+
+    from nvan_tf.models import layers
+
+    @tf.custom_gradient
+    def nan_gradient(x):
+        return tf.identity(x), lambda dy: dy * np.float32("nan")
+
+    call = layers.FeaturePooling.call
+    monkeypatch.setattr(layers.FeaturePooling, "call",
+                        lambda self, x, training=False: tuple(nan_gradient(t) for t in call(self, x, training)))
+    out = str(tmp_path / "grad")
+    with pytest.raises(training.TrainingDiverged,
+                       match=r"The gradient norm became nan at epoch 1, step 1 of 2 \(global step 1\) "
+                             r"\(the loss was finite\)"):
+        training.train(small_config(synth_root, eval_every=0, checkpoint_every=1), out)
+    assert checkpoints.latest(os.path.join(out, "checkpoints")) is None
+
+
+class _LossScale:
+    """A callback that sets the loss scale when training begins."""
+
+    @staticmethod
+    def make(scale, record=None):
+        import keras
+
+        class SetScale(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.model.optimizer.dynamic_scale.assign(scale)
+
+            def on_epoch_end(self, epoch, logs=None):
+                if record is not None:
+                    record.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+
+        return SetScale()
+
+
+def test_float16_skipped_updates_are_counted_not_lost(synth_root, tmp_path):
+    """A scale far too large: the scaler skips the first updates while it
+    halves. N steps still read N batches; the history counts the skips; the
+    schedule follows the batches (lr x0.1 after one epoch of 2 batches)."""
+    import tensorflow as tf
+
+    rates = []
+    out = str(tmp_path / "fp16")
+    config = small_config(synth_root, eval_every=0, mixed_precision="mixed_float16", lr_step=1, epochs=2)
+    result = training.train(config, out, callbacks=[_LossScale.make(2.0 ** 40, rates)])
+    assert result["steps"] == 4
+    skipped = [row["skipped"] for row in result["history"]]
+    assert sum(skipped) > 0
+    state = tf.train.load_checkpoint(checkpoints.latest(os.path.join(out, "checkpoints"))["path"])
+    assert int(state.get_tensor("batches/.ATTRIBUTES/VARIABLE_VALUE")) == 4
+    [iterations] = [k for k in state.get_variable_to_shape_map()
+                    if k.endswith("torch_adam.Siteration/.ATTRIBUTES/VARIABLE_VALUE")]
+    assert int(state.get_tensor(iterations)) == 4 - sum(skipped)  # applied updates
+    assert rates == pytest.approx([1e-4, 1e-5], rel=1e-5)  # epoch 2's rate although updates were skipped
+
+
+def test_a_collapsed_loss_scale_stops_the_run(synth_root, tmp_path, monkeypatch):
+    monkeypatch.setattr(training, "MAX_CONSECUTIVE_SKIPS", 3)
+    config = small_config(synth_root, eval_every=0, mixed_precision="mixed_float16", checkpoint_every=1)
+    with pytest.raises(training.TrainingDiverged, match=r"The loss scale collapsed at epoch 2, step 1 of 2 "
+                                                        r"\(global step 3\): the last 3 updates were skipped"):
+        training.train(config, str(tmp_path / "inf"), callbacks=[_LossScale.make(3.0e38)])
+
+
+def test_an_invalid_model_override_is_refused_and_nothing_is_written(synth_root, tmp_path, capsys):
+    out = tmp_path / "bad"
+    argv = ["--dataset", "mars", "--root", synth_root, "--variant", "ste-nvan", "--seq-len", "4", "--height", "64",
+            "--width", "32", "--model-overrides", '{"stripe": 4}', "--output-dir", str(out)]
+    assert train_cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "nvan-train: error: model_overrides: Unknown model option(s) ['stripe']" in err, err
+    assert "Traceback" not in err and not out.exists()
+    # the corrected command runs in that folder: nothing of the refused one is in the way
+    fixed = [a if a != '{"stripe": 4}' else '{"stripes": 4}' for a in argv]
+    assert train_cli.main([*fixed, "--p", "2", "--k", "2", "--steps-per-epoch", "1", "--epochs", "1",
+                           "--eval-every", "0", "--progress", "0"]) == 0
+
+
 def _weights(path):
     import nvan_tf
 

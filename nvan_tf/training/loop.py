@@ -179,8 +179,9 @@ class _Run:
         try:
             self.checkpointer.save(self.batches, self.record, worker_index=self.worker_index)
         except FloatingPointError as err:
-            raise TrainingDiverged(f"{err} after batch {self.batches}. The checkpoint of batch "
-                                   f"{self.checkpointer.latest_number()} is intact.") from None
+            last = self.checkpointer.latest_number()
+            kept = f"The checkpoint of batch {last} is intact." if last >= 0 else "No checkpoint was written."
+            raise TrainingDiverged(f"{err} after batch {self.batches}. {kept}") from None
 
     def write_history(self):
         if not self.chief:
@@ -232,7 +233,9 @@ class _RunState(keras.callbacks.Callback):
         updates = self._iterations()
         skipped = updates == self._updates
         self._updates = updates
-        saved = f"Nothing after batch {run.checkpointer.latest_number()} was saved; that checkpoint is intact."
+        last = run.checkpointer.latest_number()
+        saved = (f"Nothing after batch {last} was saved; that checkpoint is intact." if last >= 0
+                 else "No checkpoint was written.")
         if self.fp16:
             self._epoch_skipped += int(skipped)
             self._consecutive = self._consecutive + 1 if skipped else 0
