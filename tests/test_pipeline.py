@@ -300,3 +300,30 @@ def test_a_frame_is_checked_on_every_read(tmp_path):
     clip = take(ds, 1)[0][0][0]
     assert checker.report()["bad_frames"] == 1 and checker.report()["substitutions"] == 1
     np.testing.assert_allclose(clip[1], reference_frame(frames[0]), atol=0.05)
+
+
+def test_colour_jitter_scales_each_clips_channels_and_leaves_the_rest_of_the_stream(dataset):
+    """Jittered clips are the plain stream's clips with each clip's R, G, B
+    multiplied by one gain in [exp(-c), exp(c)] (clipped to 0..255); the
+    frames, flips and labels drawn are the same with and without jitter."""
+    c = 0.3
+    plain = take(pipeline.train_dataset(dataset.train, p=2, k=2, seq_len=4, height=H, width=W, seed=5), 3)
+    jittered = take(pipeline.train_dataset(dataset.train, p=2, k=2, seq_len=4, height=H, width=W, seed=5,
+                                           colour_jitter=c), 3)
+    gains_seen = []
+    for (x, pid, cam), (y, pid_j, cam_j) in zip(plain, jittered):
+        np.testing.assert_array_equal(pid, pid_j)
+        np.testing.assert_array_equal(cam, cam_j)
+        pixels_x = (x * STD + MEAN) * 255.0   # back to 0..255
+        pixels_y = (y * STD + MEAN) * 255.0
+        for clip_x, clip_y in zip(pixels_x, pixels_y):
+            for channel in range(3):
+                a, b = clip_x[..., channel].ravel(), clip_y[..., channel].ravel()
+                inside = (a > 8) & (b < 247)  # away from 0 and from the clip at 255
+                gain = np.median(b[inside] / a[inside])
+                np.testing.assert_allclose(b, np.clip(a * gain, 0, 255), atol=0.5)
+                assert np.exp(-c) - 1e-3 <= gain <= np.exp(c) + 1e-3
+                gains_seen.append(gain)
+    assert np.std(gains_seen) > 0.05  # the gains vary between clips and channels
+    with pytest.raises(ValueError, match="colour_jitter must be in"):
+        pipeline.train_dataset(dataset.train, p=2, k=2, seq_len=4, height=H, width=W, colour_jitter=1.5)

@@ -69,11 +69,18 @@ def test_defaults_are_the_recipe():
     ("strategy", "tpu", "strategy must be one of"),
     ("variant", "stenvan", "variant must be one of"),
     ("label_smoothing", 1.0, "label_smoothing must be in"),
+    ("colour_jitter", 1.5, "colour_jitter must be in"),
     ("lr", 0.0, "lr must be > 0"),
 ])
 def test_bad_values_are_refused_by_name(field, value, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**{field: value})
+
+
+def test_jit_under_multiworker_is_refused_not_dropped():
+    with pytest.raises(ValueError, match="jit cannot be used with strategy 'multiworker'.*CollectiveGatherV2"):
+        TrainConfig(strategy="multiworker", jit=True)
+    assert TrainConfig(strategy="mirrored", jit=True).jit and TrainConfig(jit=True).jit  # accepted elsewhere
 
 
 def test_step_decay_and_warmup():

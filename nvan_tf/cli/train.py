@@ -39,6 +39,7 @@ HELP = {
                       "or only when it has fewer than K",
     "flip_prob": "whole-clip horizontal flip probability",
     "random_erasing": "per-frame random erasing probability",
+    "colour_jitter": "per-clip colour jitter: RGB gains exp(U(-c, c)) (0: off, as the reference)",
     "steps_per_epoch": "steps per epoch (default: identities // P)",
     "margin": "triplet margin: 'soft' or a number (hinge)",
     "triplet_weight": "weight of the triplet loss",

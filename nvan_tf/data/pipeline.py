@@ -272,8 +272,10 @@ def _clips_from_frames(frames: tf.data.Dataset, seq_len, height, width) -> tf.da
 
 
 def _seed_sequences(seed):
+    """The sampler's, the frames' and the colours' seeds (independent
+    children: the first two are those of before the colour jitter)."""
     root = np.random.SeedSequence(seed)
-    return root.spawn(2)
+    return root.spawn(3)
 
 
 def _erase_box(rng, probability, height, width, scale=(0.02, 0.33), ratio=(0.3, 3.3)):
@@ -311,6 +313,7 @@ def train_dataset(
     width: int = 128,
     flip_prob: float = 0.5,
     random_erasing: float = 0.0,
+    colour_jitter: float = 0.0,
     seed: int | None = None,
     replacement: str = "always",
     checker: FrameChecker | None = None,
@@ -324,7 +327,10 @@ def train_dataset(
     0..N-1``; identity ``i`` of a batch fills rows ``i*k .. i*k+k-1``.
     ``random_erasing`` is the per-frame erasing probability (torchvision
     defaults: area 2-33 %, aspect 0.3-3.3, fill 0 after normalisation).
-    ``seed`` fixes the whole stream (each new iterator restarts it);
+    ``colour_jitter`` ``c`` multiplies each clip's red, green and blue by
+    gains ``exp(u)``, ``u ~ U(-c, c)`` drawn per clip and channel (a change
+    of illumination and colour cast, as between cameras; 0: off, as the
+    reference). ``seed`` fixes the whole stream (each new iterator restarts it);
     ``None`` draws fresh entropy. ``replacement`` (one of
     ``nvan_tf.choices.PK_REPLACEMENT``): ``"always"`` draws an identity's
     ``k`` tracklets with replacement, as the reference does; ``"as_needed"``
@@ -345,6 +351,8 @@ def train_dataset(
         raise ValueError(f"flip_prob must be in [0, 1]. Received: flip_prob={flip_prob}")
     if not 0.0 <= random_erasing <= 1.0:
         raise ValueError(f"random_erasing must be in [0, 1]. Received: random_erasing={random_erasing}")
+    if not 0.0 <= colour_jitter <= 1.0:
+        raise ValueError(f"colour_jitter must be in [0, 1]. Received: colour_jitter={colour_jitter}")
     mapping = {pid: label for label, pid in enumerate(sorted({t.pid for t in tracklets}))}
     labels = np.asarray([mapping[t.pid] for t in tracklets], dtype=np.int32)
     camids = np.asarray([t.camid for t in tracklets], dtype=np.int32)
@@ -362,18 +370,22 @@ def train_dataset(
     rows = slice(shard_index * batch, (shard_index + 1) * batch)
 
     def generate():
-        sampler_seed, frame_seed = _seed_sequences(seed)
+        sampler_seed, frame_seed, colour_seed = _seed_sequences(seed)
         sampler = PKSampler(labels, p, k, seed=int(sampler_seed.generate_state(1)[0]), replacement=replacement)
         rng = np.random.default_rng(frame_seed)
+        colour_rng = np.random.default_rng(colour_seed)
         for step, indices in enumerate(sampler):
             # the draws of the whole global batch, in a fixed order
             chosen = [sample_train_indices(len(tracklets[i].frames), seq_len, rng) for i in indices]
             erase = [[_erase_box(rng, random_erasing, height, width) for _ in range(seq_len)]
                      for _ in indices]
             flips = rng.random(len(indices)) < flip_prob
+            # from their own generator: with or without jitter, the same clips are drawn
+            gains = np.exp(colour_rng.uniform(-colour_jitter, colour_jitter, (len(indices), 3)))
             if step < start_step:
                 continue
-            indices, chosen, erase, flips = indices[rows], chosen[rows], erase[rows], flips[rows]
+            indices, chosen, erase, flips, gains = (indices[rows], chosen[rows], erase[rows], flips[rows],
+                                                    gains[rows])
             data = []
             for i, frame_indices in zip(indices, chosen):
                 data.extend(checker.read(tracklets[i].frames, frame_indices))
@@ -381,6 +393,7 @@ def train_dataset(
                 np.asarray(data, dtype=object),
                 np.repeat(flips, seq_len),
                 np.asarray(erase, dtype=np.int32).reshape(-1, 4),
+                np.repeat(gains, seq_len, axis=0).astype(np.float32),
                 np.repeat(labels[indices], seq_len),
                 np.repeat(camids[indices], seq_len),
             )
@@ -392,17 +405,21 @@ def train_dataset(
             tf.TensorSpec([n], tf.string),
             tf.TensorSpec([n], tf.bool),
             tf.TensorSpec([n, 4], tf.int32),
+            tf.TensorSpec([n, 3], tf.float32),
             tf.TensorSpec([n], tf.int32),
             tf.TensorSpec([n], tf.int32),
         ),
     )
     clips = _clips_from_frames(plan.unbatch(), seq_len, height, width)
     clips = clips.batch(batch, drop_remainder=True)
-    if random_erasing > 0:
-        clips = clips.map(lambda x, boxes, pid, cam: (_erase(normalize(x), boxes), pid, cam))
-    else:
-        clips = clips.map(lambda x, boxes, pid, cam: (normalize(x), pid, cam))
-    return clips.prefetch(tf.data.AUTOTUNE)
+
+    def finish(x, boxes, gains, pid, cam):
+        if colour_jitter:  # gains (B, T, 3): one per clip, repeated over its frames
+            x = tf.clip_by_value(tf.cast(x, tf.float32) * gains[:, :, None, None, :], 0.0, 255.0)
+        x = normalize(x)
+        return (_erase(x, boxes) if random_erasing > 0 else x), pid, cam
+
+    return clips.map(finish).prefetch(tf.data.AUTOTUNE)
 
 
 def steps_per_epoch(tracklets: Sequence[Tracklet], p: int = 8) -> int:

@@ -43,6 +43,7 @@ class TrainConfig:
     pk_replacement: str = "always"  # the reference draws an identity's K tracklets with replacement
     flip_prob: float = 0.5
     random_erasing: float = 0.0
+    colour_jitter: float = 0.0
     steps_per_epoch: int | None = None  # default: identities // p
     # losses
     margin: str | float = "soft"
@@ -93,6 +94,8 @@ class TrainConfig:
             fail("flip_prob", "in [0, 1]")
         if not 0.0 <= self.random_erasing <= 1.0:
             fail("random_erasing", "in [0, 1]")
+        if not 0.0 <= self.colour_jitter <= 1.0:
+            fail("colour_jitter", "in [0, 1]")
         if self.margin != "soft":
             try:
                 self.margin = float(self.margin)
@@ -124,6 +127,11 @@ class TrainConfig:
         for name in ("jit", "deterministic"):
             if not isinstance(getattr(self, name), bool):
                 fail(name, "True or False")
+        if self.jit and self.strategy == "multiworker":
+            raise ValueError(
+                "jit cannot be used with strategy 'multiworker': XLA cannot compile the step's cross-worker "
+                "collectives (the triplet loss gathers every worker's features; XLA has no kernel for "
+                "TensorFlow's CollectiveGatherV2 on CPU). Received: jit=True, strategy='multiworker'")
         if self.dataset != "synthetic" and not self.root:
             raise ValueError(f"--root is required for dataset {self.dataset!r}: the folder of the dataset")
         if not isinstance(self.model_overrides, dict):

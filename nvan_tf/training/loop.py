@@ -276,7 +276,7 @@ class _RunState(keras.callbacks.Callback):
         run.write_history()
 
 
-def _work_around_multiworker_fit(model, strategy, jit_compile):
+def _work_around_multiworker_fit(model, strategy):
     """Makes ``model.fit`` run under ``MultiWorkerMirroredStrategy``.
 
     Keras 3's fit fails there in two places (keras-team/keras#20585):
@@ -289,18 +289,18 @@ def _work_around_multiworker_fit(model, strategy, jit_compile):
     2. it reduces the per-replica logs with ``strategy.reduce("MEAN", v,
        axis=0)``, which fails on scalars ("Invalid reduction dimension 0").
        The train function below runs the same ``model.train_step`` on every
-       replica, compiled with XLA when ``jit_compile`` (as Keras compiles its
-       own step), and averages the scalar logs over all replicas
-       (``axis=None``).
+       replica and averages the scalar logs over all replicas (``axis=None``).
+
+    ``TrainConfig`` refuses ``jit`` with ``multiworker``: XLA cannot compile
+    the cross-worker all-gather of the triplet loss.
     """
     import tensorflow as tf
 
     model._distribute_strategy = None
-    step_on_replica = tf.function(model.train_step, reduce_retracing=True, jit_compile=bool(jit_compile))
 
     @tf.function(reduce_retracing=True)
     def one_step(data):
-        logs = strategy.run(step_on_replica, args=(data,))
+        logs = strategy.run(model.train_step, args=(data,))
         return {name: strategy.reduce("MEAN", value, axis=None) for name, value in logs.items()}
 
     def train_function(iterator):
@@ -455,7 +455,7 @@ def train(config, output_dir="runs/train", *, resume=None, devices=None, callbac
     if chief:
         all_callbacks.append(keras.callbacks.TensorBoard(os.path.join(output_dir, "tensorboard")))
     if config.strategy == "multiworker":
-        _work_around_multiworker_fit(run.model, strategy, config.jit)
+        _work_around_multiworker_fit(run.model, strategy)
     total = config.epochs * run.steps_per_epoch
     try:
         while run.batches < total:

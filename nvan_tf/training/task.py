@@ -268,7 +268,7 @@ class ReIDTask:
         c = self.config
         return pipeline.train_dataset(
             self.dataset.train, p=c.p, k=c.k, seq_len=c.seq_len, height=c.height, width=c.width,
-            flip_prob=c.flip_prob, random_erasing=c.random_erasing, seed=c.seed,
+            flip_prob=c.flip_prob, random_erasing=c.random_erasing, colour_jitter=c.colour_jitter, seed=c.seed,
             replacement=c.pk_replacement, start_step=int(start_batch), shard=shard,
         )
 
