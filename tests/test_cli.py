@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 from nvan_tf import cli
-from nvan_tf.cli import convert, evaluate, profile
+from nvan_tf.cli import convert, evaluate, export, profile, track, train, tune
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PARSERS = {"nvan-evaluate": evaluate.build_parser, "nvan-convert": convert.build_parser,
-           "nvan-profile": profile.build_parser}
+           "nvan-profile": profile.build_parser, "nvan-train": train.build_parser, "nvan-tune": tune.build_parser,
+           "nvan-export": export.build_parser, "nvan-track": track.build_parser}
 
 
 def console_scripts():
@@ -33,6 +34,10 @@ def test_parsers_are_named_after_their_console_script_and_document_every_option(
     assert "python -m" not in text
     assert "--verbose" in text
     assert re.search(r"\(default: \w+\)", text)     # defaults are shown
+    # each option's help shows its default once ("(default: runs/train) (default: runs/train)" was a bug)
+    for action in parser._actions:
+        shown = parser._get_formatter()._expand_help(action) if action.help else ""
+        assert shown.count("default:") <= 1, f"{prog} {action.option_strings}: {shown}"
 
 
 def test_defaults_are_shown_except_none_and_false():

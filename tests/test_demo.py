@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from nvan_tf.cli import demo
 
@@ -24,6 +25,7 @@ def run_demo(out):
         return json.load(f), done.stdout
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end_deterministically(tmp_path):
     import nvan_tf
 

@@ -41,8 +41,8 @@ def build_parser():
     calibration.add_argument("--calibration-data", help="dataset root; clips of its train split")
     calibration.add_argument("--calibration-dataset", default="mars", choices=choices.DATASETS,
                              help="reader for --calibration-data")
-    calibration.add_argument("--calibration-batches", type=int, default=8)
-    calibration.add_argument("--calibration-batch-size", type=int, default=4)
+    calibration.add_argument("--calibration-batches", type=int, default=8, help="batches of clips calibrated on")
+    calibration.add_argument("--calibration-batch-size", type=int, default=4, help="clips per calibration batch")
     engine = parser.add_argument_group("tensorrt")
     engine.add_argument("--opt-batch", type=int, default=4, help="batch the engine is tuned for")
     engine.add_argument("--max-batch", type=int, default=16, help="largest batch the engine takes")

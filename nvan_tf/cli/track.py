@@ -46,13 +46,14 @@ def build_parser():
                                                              "(default: the tracker's)")
     group.add_argument("--min-length", type=int, default=8, help="tracklets with fewer boxes are dropped")
     group.add_argument("--max-gap", type=int, default=10, help="a track missing more frames is cut in two")
-    group.add_argument("--crop-size", type=int, nargs=2, default=(256, 128), metavar=("HEIGHT", "WIDTH"))
+    group.add_argument("--crop-size", type=int, nargs=2, default=(256, 128), metavar=("HEIGHT", "WIDTH"),
+                       help="size of the tracklet crops written (padded to the person aspect ratio)")
     group = parser.add_argument_group("embedding and association")
     group.add_argument("--sampling", choices=SAMPLING_MODES,
                        help="test-time clip sampling (default: what the model was evaluated with, else rrs)")
     group.add_argument("--batch-size", type=int, default=16, help="clips per batch")
     group.add_argument("--flip", action="store_true", help="average with horizontally flipped clips")
-    group.add_argument("--metric", default="cosine", choices=DISTANCE_METRICS)
+    group.add_argument("--metric", default="cosine", choices=DISTANCE_METRICS, help="distance between tracklet embeddings")
     group.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking before linking")
     group.add_argument("--threshold", type=float, help="distance under which tracklets are one person")
     group.add_argument("--calibrate", metavar="FOLDER_DATASET",

@@ -1,9 +1,9 @@
 """Hyper-parameter search: keras-tuner trials of the training recipe, scored by rank-1 or mAP.
 
 Examples:
-    python -m nvan_tf.training.tuning --variant ste-nvan --dataset mars --root data/MARS \\
+    nvan-tune --variant ste-nvan --dataset mars --root data/MARS \\
         --algorithm bayesian --objective mAP --max-trials 20 --epochs 20 --output-dir runs/search
-    python -m nvan_tf.training.tuning --dataset synthetic --algorithm hyperband --epochs 9 \\
+    nvan-tune --dataset synthetic --algorithm hyperband --epochs 9 \\
         --seq-len 4 8 --height 128 --width 64 --lr 1e-5 1e-3 --margin soft 0.3
     nvan-train --tune --dataset synthetic --max-trials 4 --seq-len 4 --height 64 --width 32
 

@@ -347,6 +347,19 @@ class TwoCameraDataset(VideoDataset):
     dataset folder, which may be read-only); later readings reuse the record.
     """
 
+    def _read_cameras(self, root: str, top: str, middle: str, cameras: Sequence[str], person: str):
+        """Sets ``self.root``; returns (dataset folder, camera folders, the
+        frames of each person folder per camera). ``root`` is the folder
+        holding ``top`` or ``top`` itself; cameras are
+        ``<top>/<middle>/<camera>/<person folder>``."""
+        self.root = os.path.abspath(os.path.expanduser(root))
+        base = os.path.join(self.root, top)
+        if not os.path.isdir(os.path.join(base, middle)) and os.path.isdir(os.path.join(self.root, middle)):
+            base = self.root
+        cam_dirs = [os.path.join(base, middle, c) for c in cameras]
+        require(cam_dirs, self.name, self.layout)
+        return base, cam_dirs, [read_person_folders(d, person) for d in cam_dirs]
+
     def _generated_splits(self, persons: Sequence[str], seed: int, split_file: str | None) -> list[dict]:
         """``num_splits`` random half / half splits of ``persons``: read from
         their record, else generated and recorded; sets ``self.split_file``."""

@@ -30,7 +30,6 @@ import numpy as np
 from nvan_tf.data.datasets.base import (
     TwoCameraDataset,
     load_json_splits,
-    read_person_folders,
     require,
 )
 from nvan_tf.data.datasets.mars import load_mat
@@ -67,13 +66,7 @@ class ILIDSVID(TwoCameraDataset):
     num_splits = 10
 
     def __init__(self, root: str, split_id: int = 0, *, split_file: str | None = None, seed: int = 0, verbose: bool = True):
-        self.root = os.path.abspath(os.path.expanduser(root))
-        base = os.path.join(self.root, "i-LIDS-VID")
-        if not os.path.isdir(os.path.join(base, "sequences")) and os.path.isdir(os.path.join(self.root, "sequences")):
-            base = self.root
-        cam_dirs = [os.path.join(base, "sequences", c) for c in ("cam1", "cam2")]
-        require(cam_dirs, self.name, LAYOUT)
-        cams = [read_person_folders(d, PERSON) for d in cam_dirs]
+        base, cam_dirs, cams = self._read_cameras(root, "i-LIDS-VID", "sequences", ("cam1", "cam2"), PERSON)
         persons = sorted(set(cams[0]) & set(cams[1]))
         only = sorted(set(cams[0]) ^ set(cams[1]))
         if only:

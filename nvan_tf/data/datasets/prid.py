@@ -26,8 +26,6 @@ import os
 from nvan_tf.data.datasets.base import (
     TwoCameraDataset,
     load_json_splits,
-    read_person_folders,
-    require,
 )
 
 logger = logging.getLogger(__name__)
@@ -64,13 +62,7 @@ class PRID2011(TwoCameraDataset):
 
     def __init__(self, root: str, split_id: int = 0, *, split_file: str | None = None, seed: int = 0,
                  min_frames: int = 21, max_person: int = 200, verbose: bool = True):
-        self.root = os.path.abspath(os.path.expanduser(root))
-        base = os.path.join(self.root, "prid_2011")
-        if not os.path.isdir(os.path.join(base, "multi_shot")) and os.path.isdir(os.path.join(self.root, "multi_shot")):
-            base = self.root
-        cam_dirs = [os.path.join(base, "multi_shot", c) for c in ("cam_a", "cam_b")]
-        require(cam_dirs, self.name, LAYOUT)
-        cams = [read_person_folders(d, PERSON) for d in cam_dirs]
+        _, cam_dirs, cams = self._read_cameras(root, "prid_2011", "multi_shot", ("cam_a", "cam_b"), PERSON)
         if split_file is None and os.path.exists(os.path.join(self.root, JSON_NAME)):
             split_file = os.path.join(self.root, JSON_NAME)
         if split_file is not None and os.path.exists(split_file):
