@@ -23,12 +23,11 @@ browser:
 	  && (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium) >/dev/null 2>&1 \
 	  || echo "chromium is not installed: the report rendering test will be skipped"; }
 
-# The whole suite (slow tests included), as CI runs it. pytest-xdist runs it in
-# $(TEST_WORKERS) processes: on 2 cores, 3 keep both busy while a test waits on the
-# training processes it starts (README, Tests).
-TEST_WORKERS ?= 3
+# The whole suite (slow tests included), as CI runs it, in $(TEST_WORKERS) pytest-xdist
+# processes (README, Tests).
+TEST_WORKERS ?= 2
 test: $(STAMP) browser
-	$(PY) -m pytest -q -n $(TEST_WORKERS) tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal tests
 
 # The inner loop: unit tests only (no test marked slow).
 test-fast: $(STAMP)

@@ -56,6 +56,7 @@ def run(args):
                           text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_commands_start_quietly(tmp_path):
     result = run(["-m", "nvan_tf.cli.profile", "--variant", "baseline", "--seq-len", "1",
                   "--height", "64", "--width", "32", "--json"])

@@ -62,6 +62,7 @@ def test_the_same_seed_twice_gives_bit_identical_weights_and_history(synth_root,
         assert json.load(f)["train"]["deterministic"] is True  # recorded: --config FILE keeps it
 
 
+@pytest.mark.slow
 def test_the_flag_is_recorded_and_a_resumed_run_keeps_it(synth_root, tmp_path, capsys):
     from nvan_tf.cli import train as train_cli
 

@@ -30,6 +30,7 @@ def keras_file(model, tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_savedmodel_from_a_keras_file(model, keras_file, tmp_path, capsys):
     out = str(tmp_path / "nvan" / "1")
     assert export_cli.main(["--model", keras_file, "--out", out]) == 0
@@ -42,6 +43,7 @@ def test_savedmodel_from_a_keras_file(model, keras_file, tmp_path, capsys):
     assert export_cli.main(["--model", keras_file, "--out", out, "--overwrite"]) == 0
 
 
+@pytest.mark.slow
 def test_onnx_int8_from_recorded_weights(model, tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("tf2onnx")

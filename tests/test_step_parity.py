@@ -122,6 +122,7 @@ def stepped(request):
     return one_step(request.param, seed=21)
 
 
+@pytest.mark.slow
 def test_first_step_losses_equal_torch(stepped):
     expected, logs = stepped["torch_losses"], stepped["logs"]
     assert set(logs) >= {"loss", "triplet", "identity"}

@@ -249,6 +249,7 @@ def _after_layer2(model, clip):
     return x.reshape(clip.shape[0], -1, *x.shape[1:])
 
 
+@pytest.mark.slow
 def test_temporal_grouping_follows_the_reference():
     clip = _clip((2, 8, 3, 32, 16), seed=5)  # 4x2 at layer2, 2x1 at layer3
     models = {v: randomize_(build_reference(v, 5, **SMALL), seed=0).eval()

@@ -144,6 +144,7 @@ def test_mixed_float16_uses_loss_scaling():
 # -- train() end to end -----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_train_writes_everything_and_resumes_only_the_same_config(synth_root, tmp_path):
     import nvan_tf
 
@@ -260,6 +261,7 @@ class _LossScale:
         return SetScale()
 
 
+@pytest.mark.slow
 def test_float16_skipped_updates_are_counted_not_lost(synth_root, tmp_path):
     """A scale far too large: the scaler skips the first updates while it
     halves. N steps still read N batches; the history counts the skips; the
@@ -281,6 +283,7 @@ def test_float16_skipped_updates_are_counted_not_lost(synth_root, tmp_path):
     assert rates == pytest.approx([1e-4, 1e-5], rel=1e-5)  # epoch 2's rate although updates were skipped
 
 
+@pytest.mark.slow
 def test_a_collapsed_loss_scale_stops_the_run(synth_root, tmp_path, monkeypatch):
     monkeypatch.setattr(training, "MAX_CONSECUTIVE_SKIPS", 3)
     config = small_config(synth_root, eval_every=0, mixed_precision="mixed_float16", checkpoint_every=1)
@@ -289,6 +292,7 @@ def test_a_collapsed_loss_scale_stops_the_run(synth_root, tmp_path, monkeypatch)
         training.train(config, str(tmp_path / "inf"), callbacks=[_LossScale.make(3.0e38)])
 
 
+@pytest.mark.slow
 def test_an_invalid_model_override_is_refused_and_nothing_is_written(synth_root, tmp_path, capsys):
     out = tmp_path / "bad"
     argv = ["--dataset", "mars", "--root", synth_root, "--variant", "ste-nvan", "--seq-len", "4", "--height", "64",
@@ -329,6 +333,7 @@ def test_mirrored_two_devices_matches_default_exactly_in_float64(tmp_path):
     np.testing.assert_allclose(r["mirrored_moving_variance"], r["default_moving_variance"], rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_mirrored_two_devices_matches_default_on_nvan(tmp_path):
     """The full model, fp32: same first-step losses and (SGD) updates.
 
@@ -353,6 +358,7 @@ def test_mirrored_two_devices_matches_default_on_nvan(tmp_path):
 # -- nvan-train ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_end_to_end_and_config_file(synth_root, tmp_path, capsys):
     out = str(tmp_path / "cli")
     argv = ["--dataset", "mars", "--root", synth_root, "--variant", "ste-nvan", "--stripes", "4",
@@ -390,6 +396,7 @@ def test_cli_bad_flags_name_the_flag(argv, message, tmp_path, capsys):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_init_starts_from_the_given_weights(synth_root, tmp_path, caplog):
     """--init: the run starts from the file's embedding network (its classifier
     has another size and is left out); one Adam step moves a weight by <= ~lr."""
