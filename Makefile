@@ -27,7 +27,7 @@ browser:
 # processes (README, Tests).
 TEST_WORKERS ?= 2
 test: $(STAMP) browser
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup tests
 
 # The inner loop: unit tests only (no test marked slow).
 test-fast: $(STAMP)

@@ -413,6 +413,7 @@ def test_model_extractor(keras_model_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("onnx_export")  # tf2onnx peaks near 11 GB: one conversion at a time (conftest)
 def test_onnx_models_fp32_and_int8(synth_root, keras_model_path, tmp_path, capsys):
     """nvan-evaluate --model model.int8.onnx: ONNX Runtime runs the graph;
     the clip size comes from its input, a variant or another size is refused."""

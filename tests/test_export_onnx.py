@@ -6,6 +6,9 @@ import sys
 import numpy as np
 import pytest
 
+# tf2onnx peaks near 11 GB of memory: the conversions run one at a time (conftest)
+pytestmark = pytest.mark.xdist_group("onnx_export")
+
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("tf2onnx")
