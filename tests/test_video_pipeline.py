@@ -229,7 +229,7 @@ def test_cli_errors_name_the_argument(world, tiny_model, tmp_path, capsys):
     assert track.main(base) == 2
     assert "--threshold" in capsys.readouterr().err
     assert track.main(base + ["--threshold", "0.3", "--detector", "yolo"]) == 2
-    assert "--detector must be one of hog, onnx:PATH" in capsys.readouterr().err
+    assert "--detector must be one of ssdlite, hog, onnx:PATH" in capsys.readouterr().err
     assert track.main(["--camera", str(tmp_path / "none.mp4"), "--model", tiny_model, "--threshold", "0.3",
                        "--out", str(tmp_path / "y")]) == 2
     assert "none.mp4 does not exist" in capsys.readouterr().err

@@ -11,8 +11,9 @@ examples:
 A camera is [ID=]PATH[@START]: a video file (anything FFmpeg reads) or a folder of frames, its id
 (default: its position, from 1) and the time of its first frame (seconds or an ISO date-time) so
 that times compare across cameras. Run the same command again to resume: finished stages are kept.
-Writes OUT/identities.csv, OUT/gallery.npz, OUT/tracks/c<k>.txt, OUT/dataset/ (folder layout) and
-OUT/report/index.html.
+Writes OUT/identities.csv, OUT/gallery.npz, OUT/tracks/c<k>.txt (the tracker's), OUT/tracks/global_c<k>.txt
+and OUT/tracks/mtmc.txt (global ids; MOTChallenge per camera, AI City multi-camera), OUT/dataset/ (folder
+layout) and OUT/report/index.html.
 """
 
 import json
@@ -34,10 +35,14 @@ def build_parser():
     group = parser.add_argument_group("detection")
     group.add_argument("--detections", nargs="+", action="extend", metavar="[ID=]DET.TXT",
                        help="MOTChallenge det.txt per camera (in --camera order, or ID=PATH); skips detection")
-    group.add_argument("--detector", default="hog", help=f"when no --detections: {listing(DETECTORS)}")
+    group.add_argument("--detector", help=f"when no --detections: {listing(DETECTORS)} (default: ssdlite when "
+                                          f"its package is installed, else hog)")
+    group.add_argument("--detect-threshold", type=float,
+                       help="ssdlite, onnx: person score below which boxes are dropped (default 0.3, onnx 0.25)")
     group.add_argument("--upscale", type=float, default=1.0, help="hog: scale frames by this first")
     group.add_argument("--detect-batch", type=int, default=8, help="frames per detector batch")
     group.add_argument("--fps", type=float, help="frame rate of frame folders (default 25)")
+    group.add_argument("--max-frames", type=int, help="only the first N frames of every camera (default: all)")
     group = parser.add_argument_group("tracking")
     group.add_argument("--tracker", default="bytetrack", choices=TRACKERS,
                        help="multi-object tracker (Roboflow's trackers library)")
@@ -84,7 +89,8 @@ def build_config(args):
     detections = _per_camera(args.detections, cameras, "--detections") if args.detections else None
     return TrackConfig(
         cameras=cameras, output_dir=args.out, model=args.model, threshold=args.threshold,
-        calibrate=args.calibrate, detections=detections, detector=args.detector, upscale=args.upscale,
+        calibrate=args.calibrate, detections=detections, detector=args.detector,
+        detect_threshold=args.detect_threshold, max_frames=args.max_frames, upscale=args.upscale,
         detect_batch=args.detect_batch, tracker=args.tracker, lost_track_buffer=args.lost_track_buffer,
         track_threshold=args.track_threshold, min_length=args.min_length, max_gap=args.max_gap,
         crop_size=tuple(args.crop_size), sampling=args.sampling, batch_size=args.batch_size, flip=args.flip,
@@ -98,14 +104,10 @@ def main(argv=None):
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     try:
         config = build_config(args)
-        if config.detections is None and config.detector != "hog":
-            from nvan_tf.video.detection import build_detector
-
-            build_detector(config.detector)  # a bad --detector is refused before any work
         cli.quiet_tensorflow(args.verbose)
         from nvan_tf.video.pipeline import run_tracking
 
-        result = run_tracking(config)
+        result = run_tracking(config)  # builds the detector and loads the model before any stage
     except (ValueError, FileNotFoundError, ImportError) as err:
         return cli.fail(parser, err)
     association = result["stages"]["associate"]

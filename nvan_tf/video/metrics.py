@@ -3,6 +3,14 @@
 * Single-camera tracking: HOTA, IDF1, MOTA and friends of a tracks file
   against a gt.txt, by ``trackers.eval`` (Roboflow's re-implementation of
   TrackEval's matching and metrics, made to give TrackEval's numbers).
+* Multi-camera tracking (:func:`multi_camera_metrics`): IDF1, HOTA and
+  MOTA over all cameras together, the AI City / MTMC convention (ids
+  global across cameras, boxes per camera and frame), by the same
+  ``trackers.eval``: the cameras are laid end to end as one sequence (each
+  camera's frames shifted past the previous cameras' last frame, so no two
+  cameras share a frame number and a box is only ever matched within its
+  camera), and the evaluator scores that sequence. A person given one id
+  in two cameras counts as one identity; given two, as a switch.
 * Labels for tracklets: :func:`label_tracklets` gives each tracklet the
   ground-truth identity its boxes overlap most (IoU >= 0.5 in a majority of
   its frames), else -1 (a false track or a mix).
@@ -15,14 +23,17 @@
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 
 import numpy as np
 
+from nvan_tf.video.mot import MOTBoxes, read_aicity, read_mot, write_mot
 from nvan_tf.video.sources import require_video_extra
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MOT_METRICS", "mot_metrics", "box_iou", "label_tracklets", "association_scores"]
+__all__ = ["MOT_METRICS", "mot_metrics", "multi_camera_metrics", "box_iou", "label_tracklets", "association_scores"]
 
 MOT_METRICS = ("HOTA", "IDF1", "MOTA", "DetA", "AssA", "IDSW")
 
@@ -40,6 +51,49 @@ def mot_metrics(gt_path, tracks_path, threshold=0.5):
     return {"HOTA": float(hota.HOTA), "DetA": float(hota.DetA), "AssA": float(hota.AssA),
             "IDF1": float(identity.IDF1), "MOTA": float(clear.MOTA), "IDSW": int(clear.IDSW),
             "gt_boxes": int(clear.CLR_TP + clear.CLR_FN), "tracked_boxes": int(clear.CLR_TP + clear.CLR_FP)}
+
+
+def _shifted(boxes, offset):
+    return MOTBoxes(boxes.frames + offset, boxes.ids, boxes.boxes, boxes.scores, boxes.classes, boxes.visibility)
+
+
+def multi_camera_metrics(gt_paths, predicted, threshold=0.5):
+    """IDF1, HOTA and MOTA over all cameras together (see the module docstring).
+
+    Args:
+        gt_paths: ``{camera id: gt.txt}`` (MOTChallenge, ids global across cameras).
+        predicted: an AI City multi-camera file (``nvan-track``'s
+            ``tracks/mtmc.txt``), or ``{camera id: MOTBoxes}`` with global ids.
+        threshold: IoU for the Identity and CLEAR matching.
+
+    Returns:
+        dict with ``IDF1``, ``IDP``, ``IDR``, ``HOTA``, ``DetA``, ``AssA``,
+        ``MOTA`` (fractions), ``IDSW``, ``gt_ids`` and ``predicted_ids``.
+    """
+    evaluate = require_video_extra("trackers.eval").evaluate_mot_sequence
+    predicted = read_aicity(predicted) if isinstance(predicted, (str, os.PathLike)) else dict(predicted)
+    unknown = sorted(set(predicted) - set(gt_paths))
+    if unknown:
+        raise ValueError(f"predicted boxes for camera(s) {unknown} without ground truth "
+                         f"(cameras with gt: {sorted(gt_paths)})")
+    merged_gt, merged_predicted, offset = [], [], 0
+    for camid in sorted(gt_paths):
+        gt = read_mot(gt_paths[camid], "gt")
+        mine = predicted.get(camid, MOTBoxes.empty())
+        merged_gt.append(_shifted(gt, offset))
+        merged_predicted.append(_shifted(mine, offset))
+        offset += int(max(gt.frames.max(initial=0), mine.frames.max(initial=0)))
+    gt, mine = MOTBoxes.concatenate(merged_gt), MOTBoxes.concatenate(merged_predicted)
+    with tempfile.TemporaryDirectory(prefix="nvan-mtmc-") as folder:
+        gt_path, predicted_path = os.path.join(folder, "gt.txt"), os.path.join(folder, "predicted.txt")
+        write_mot(gt_path, gt, "gt")
+        write_mot(predicted_path, mine, "tracks")
+        result = evaluate(gt_path, predicted_path, metrics=["CLEAR", "HOTA", "Identity"], threshold=threshold)
+    clear, hota, identity = result.CLEAR, result.HOTA, result.Identity
+    return {"IDF1": float(identity.IDF1), "IDP": float(identity.IDP), "IDR": float(identity.IDR),
+            "HOTA": float(hota.HOTA), "DetA": float(hota.DetA), "AssA": float(hota.AssA),
+            "MOTA": float(clear.MOTA), "IDSW": int(clear.IDSW), "gt_ids": int(len(np.unique(gt.ids))),
+            "predicted_ids": int(len(np.unique(mine.ids)))}
 
 
 def box_iou(a, b):

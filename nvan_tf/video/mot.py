@@ -7,7 +7,16 @@ The official layouts (MOT16 / MOT17 / MOT20, one box per line, commas)::
 
 Frames are numbered from 1 and box corners are 1-based pixels (the image's
 top-left pixel is (1, 1)); detections carry ``id = -1``; ``x, y, z`` are
-``-1`` in 2D files. In memory (:class:`MOTBoxes`) boxes are 0-based
+``-1`` in 2D files.
+
+The AI City Challenge multi-camera (MTMC) layout holds every camera in one
+file, one box per line, spaces, ids global across cameras::
+
+    camera_id obj_id frame_id xmin ymin width height xworld yworld
+
+with integer pixels, frames from 1, and world coordinates ``-1`` when
+unknown (:func:`write_aicity`, :func:`read_aicity`; corners follow the
+MOTChallenge files here, the top-left pixel being (1, 1)). In memory (:class:`MOTBoxes`) boxes are 0-based
 ``(left, top, width, height)`` floats, the convention of NumPy images, so
 a box crops ``image[top:top + height, left:left + width]``; the readers and
 writers convert. Plain Python + NumPy.
@@ -25,10 +34,11 @@ from nvan_tf.io.atomic import write_text
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MOT_KINDS", "DET_COLUMNS", "GT_COLUMNS", "MOTBoxes", "MOTFormatError", "read_mot", "write_mot",
-           "format_mot"]
+__all__ = ["MOT_KINDS", "DET_COLUMNS", "GT_COLUMNS", "AICITY_COLUMNS", "MOTBoxes", "MOTFormatError", "read_mot",
+           "write_mot", "format_mot", "format_aicity", "write_aicity", "read_aicity"]
 
 DET_COLUMNS = ("frame", "id", "bb_left", "bb_top", "bb_width", "bb_height", "conf", "x", "y", "z")
+AICITY_COLUMNS = ("camera_id", "obj_id", "frame_id", "xmin", "ymin", "width", "height", "xworld", "yworld")
 GT_COLUMNS = ("frame", "id", "bb_left", "bb_top", "bb_width", "bb_height", "consider", "class", "visibility")
 # det: a detector's boxes; tracks: a tracker's output; gt: ground truth.
 MOT_KINDS = {"det": DET_COLUMNS, "tracks": DET_COLUMNS, "gt": GT_COLUMNS}
@@ -182,3 +192,58 @@ def format_mot(boxes, kind="det"):
 def write_mot(path, boxes, kind="det"):
     """Writes ``boxes`` as a MOTChallenge ``kind`` file, atomically; returns ``path``."""
     return write_text(path, format_mot(boxes, kind))
+
+
+def format_aicity(per_camera):
+    """The text of an AI City multi-camera file: ``per_camera`` is ``{camera id: MOTBoxes}``
+    (ids global across cameras); rows by camera, frame, then id."""
+    lines = []
+    for camid in sorted(per_camera):
+        rows = per_camera[camid].sorted()
+        corners = np.round(rows.boxes + np.array([ORIGIN, ORIGIN, 0, 0])).astype(np.int64)
+        for frame, identity, (left, top, width, height) in zip(rows.frames.tolist(), rows.ids.tolist(),
+                                                               corners.tolist()):
+            lines.append(f"{int(camid)} {identity} {frame} {left} {top} {width} {height} -1 -1")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def write_aicity(path, per_camera):
+    """Writes an AI City multi-camera file (:func:`format_aicity`) atomically; returns ``path``."""
+    return write_text(path, format_aicity(per_camera))
+
+
+def read_aicity(path):
+    """``{camera id: MOTBoxes}`` (ids global, score 1) of an AI City multi-camera file.
+
+    Raises:
+        FileNotFoundError naming the file; :class:`MOTFormatError` naming the
+        file and line for a line that is not nine numbers, a camera id or
+        frame below 1, or a negative box size.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"AI City multi-camera file {path} does not exist")
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for line_number, line in enumerate(f, start=1):
+            fields = line.split()
+            if not fields or fields[0].startswith("#"):
+                continue
+            try:
+                values = [float(v) for v in fields]
+            except ValueError:
+                values = []
+            if len(values) != len(AICITY_COLUMNS):
+                raise MOTFormatError(f"{path}, line {line_number}: expected {len(AICITY_COLUMNS)} numbers "
+                                     f"separated by spaces ({' '.join(AICITY_COLUMNS)}): {line.strip()[:80]!r}")
+            if values[0] < 1 or values[2] < 1 or values[5] < 0 or values[6] < 0:
+                raise MOTFormatError(f"{path}, line {line_number}: camera and frame start at 1 and box sizes "
+                                     f"are not negative: {line.strip()[:80]!r}")
+            rows.append(values)
+    table = np.asarray(rows, np.float64).reshape(len(rows), len(AICITY_COLUMNS))
+    result = {}
+    for camid in np.unique(table[:, 0]).astype(np.int64).tolist():
+        part = table[table[:, 0] == camid]
+        boxes = part[:, 3:7].copy()
+        boxes[:, :2] -= ORIGIN
+        result[camid] = MOTBoxes(part[:, 2], part[:, 1], boxes, np.ones(len(part)))
+    return result

@@ -13,12 +13,21 @@
    tracklets' boxes, MOTChallenge, id = tracklet number);
 4. ``embed``: one embedding per tracklet (``embeddings.npz``);
 5. ``associate``: global identities (``identities.csv``, ``gallery.npz``,
-   ``association.json``) and the tracklets in the project's folder layout
+   ``association.json``), the tracklets' boxes under their global ids next
+   to the tracker's files (``tracks/global_c<k>.txt``, MOTChallenge, and
+   ``tracks/mtmc.txt``, all cameras in the AI City multi-camera format:
+   ``nvan_tf.video.mot.write_aicity``), and the tracklets in the project's folder layout
    (``dataset/{query,gallery}/<global id>/c<k>/t<n>/``, hard links to the
    crops), which ``build_dataset("folder", OUT/dataset)``, ``nvan-evaluate``
    and ``nvan-train`` read;
 6. ``report``: ``report/index.html``, its strips and timeline, and
    ``report/videos/c<k>.mp4`` (annotated).
+
+Everything a run needs is checked before the first stage starts, and
+before the output folder is made: the settings (an ``--out`` that is a file
+included), the detector (built) when a camera still has to be detected, and
+the model (loaded) when embedding or calibration is still to run. A refused
+run leaves nothing behind.
 
 Every output is written atomically, and each finished stage (per camera for
 the first three) leaves a record in ``stages/`` with a key of everything it
@@ -45,7 +54,7 @@ import numpy as np
 from nvan_tf.choices import DISTANCE_METRICS, SAMPLING_MODES
 from nvan_tf.io.atomic import atomic_path, remove_stale, write_json, write_text
 from nvan_tf.video import association, embedding, report
-from nvan_tf.video.mot import MOTBoxes, read_mot, write_mot
+from nvan_tf.video.mot import MOTBoxes, read_mot, write_aicity, write_mot
 from nvan_tf.video.sources import CameraReader, CameraSpec
 from nvan_tf.video.tracking import TRACKERS, crop, cut_tracklets, make_tracker, pad_to_aspect, track_boxes
 
@@ -69,9 +78,11 @@ class TrackConfig:
     threshold: float | None = None
     calibrate: str | None = None
     detections: dict | None = None
-    detector: str = "hog"
+    detector: str | None = None
+    detect_threshold: float | None = None
     upscale: float = 1.0
     detect_batch: int = 8
+    max_frames: int | None = None
     tracker: str = "bytetrack"
     lost_track_buffer: int = 30
     track_threshold: float | None = None
@@ -88,8 +99,19 @@ class TrackConfig:
     verbose: int = 1
 
     def __post_init__(self):
+        from nvan_tf.video.detection import default_detector
+
         if not self.cameras:
             raise ValueError("no camera given (--camera)")
+        if os.path.exists(self.output_dir) and not os.path.isdir(self.output_dir):
+            raise ValueError(f"--out {self.output_dir} is a file; the output is a folder (a new one, or a "
+                             f"run's folder to resume)")
+        if self.detector is None:
+            self.detector = default_detector()
+        if self.max_frames is not None and (int(self.max_frames) != self.max_frames or self.max_frames < 1):
+            raise ValueError(f"--max-frames must be a positive integer. Received: {self.max_frames!r}")
+        if self.detect_threshold is not None and not 0 <= self.detect_threshold <= 1:
+            raise ValueError(f"--detect-threshold must be a score in [0, 1]. Received: {self.detect_threshold!r}")
         camids = [c.camid for c in self.cameras]
         if len(set(camids)) != len(camids):
             raise ValueError(f"camera ids must differ. Received: {camids}")
@@ -179,24 +201,22 @@ def _read_table(path):
 # ----------------------------------------------------------------------------
 # Stages
 # ----------------------------------------------------------------------------
-def _detect(config, spec, out, detector_cache):
-    """Detections of one camera, from its det.txt or a detector; returns the stage record."""
-    reader = CameraReader(spec)
+def _detect(config, spec, out, detector):
+    """Detections of one camera, from its det.txt or ``detector``; returns the stage record."""
+    reader = CameraReader(spec, last=config.max_frames)
     meta = {"camera": spec.camid, "fps": reader.fps, "width": reader.width, "height": reader.height}
     if config.detections is not None:
         boxes = read_mot(config.detections[spec.camid], "det")
         frames = reader.announced_frames or int(boxes.frames.max(initial=0))
+        if config.max_frames is not None:
+            frames = min(frames, config.max_frames)
+            boxes = boxes.select(boxes.frames <= frames)
         meta.update(frames=frames, times=None, decode_seconds=0.0, detect_seconds=0.0, problem=None,
                     source=os.path.abspath(config.detections[spec.camid]))
     else:
-        if "detector" not in detector_cache:
-            from nvan_tf.video.detection import build_detector
-
-            detector_cache["detector"] = build_detector(config.detector, upscale=config.upscale,
-                                                        batch_size=config.detect_batch)
-        detector = detector_cache["detector"]
         logger.info("camera %d: detecting people with %r in %s", spec.camid, detector, spec.source)
-        progress = _progress(reader.announced_frames or 1, config.verbose, "frame")
+        progress = _progress(min(reader.announced_frames or 1, config.max_frames or float("inf")),
+                             config.verbose, "frame")
         parts, times, batch, indices = [], [], [], []
         decode_seconds = detect_seconds = 0.0
         frames = iter(reader)
@@ -418,7 +438,7 @@ def write_folder_layout(root, rows, ids):
 
 
 def _associate(config, out, extractor, sampling):
-    """``extractor``: a callable returning the feature extractor (for ``--calibrate``)."""
+    """``extractor``: the feature extractor (for ``--calibrate``; ``None`` without it)."""
     from nvan_tf.deploy.serving import Gallery
 
     rows = read_tracklets(out, {c.camid for c in config.cameras})
@@ -426,7 +446,7 @@ def _associate(config, out, extractor, sampling):
         features = data["features"]
     threshold, chosen = config.threshold, "given"
     if threshold is None:
-        threshold, chosen = _calibrate(config, extractor(), sampling), f"best pairwise F1 on {config.calibrate}"
+        threshold, chosen = _calibrate(config, extractor, sampling), f"best pairwise F1 on {config.calibrate}"
     camids = np.array([r["camera"] for r in rows])
     starts, ends = np.array([r["start_time"] for r in rows]), np.array([r["end_time"] for r in rows])
     started = time.perf_counter()
@@ -446,11 +466,26 @@ def _associate(config, out, extractor, sampling):
     identities.sort(key=lambda r: (r["global_id"], r["start_time"], r["camera"]))
     write_text(os.path.join(out, "identities.csv"), _table(identities, IDENTITY_COLUMNS))
     write_folder_layout(os.path.join(out, "dataset"), rows, ids)
+    _write_global_tracks(out, config.cameras, {(r["camera"], r["tracklet"]): int(i) for r, i in zip(rows, ids)})
     summary = {"threshold": float(threshold), "threshold_chosen": chosen, "metric": config.metric,
                "rerank": config.rerank, "tracklets": len(rows), "global_ids": int(len(np.unique(ids))),
                "candidate_pairs": result.candidates, "seconds": seconds, "gallery_size": len(gallery)}
     write_json(os.path.join(out, "association.json"), summary)
     return summary
+
+
+def _write_global_tracks(out, cameras, ids):
+    """The tracklets' boxes under their global ids: ``tracks/global_c<k>.txt`` (MOTChallenge) and
+    ``tracks/mtmc.txt`` (AI City multi-camera, every camera); ``ids``: ``{(camera, tracklet): id}``."""
+    per_camera = {}
+    for spec in cameras:
+        boxes = read_mot(os.path.join(out, "crops", f"c{spec.camid}", "boxes.txt"), "tracks")
+        keep = np.array([(spec.camid, t) in ids for t in boxes.ids.tolist()], bool)
+        boxes = boxes.select(keep)
+        boxes.ids = np.array([ids[(spec.camid, t)] for t in boxes.ids.tolist()], np.int64)
+        write_mot(os.path.join(out, "tracks", f"global_c{spec.camid}.txt"), boxes, "tracks")
+        per_camera[spec.camid] = boxes
+    write_aicity(os.path.join(out, "tracks", "mtmc.txt"), per_camera)
 
 
 def _match_gallery(gallery, features, ids, threshold, metric):
@@ -502,7 +537,7 @@ def _report(config, out):
             logger.info("camera %d: writing the annotated video", spec.camid)
             video = os.path.join("videos", f"c{spec.camid}.mp4")
             video_frames += report.annotate_video(spec, os.path.join(folder, video), by_frame,
-                                                  progress=_progress(meta["frames"], config.verbose, "frame"))
+                                                  last=config.max_frames, progress=_progress(meta["frames"], config.verbose, "frame"))
             videos.append(video)
     with open(os.path.join(out, "association.json"), encoding="utf-8") as f:
         summary = json.load(f)
@@ -527,54 +562,64 @@ def run_tracking(config):
         stage) and the paths of ``identities.csv`` and the report.
     """
     out = os.path.abspath(config.output_dir)
-    os.makedirs(out, exist_ok=True)
-    for sub in ("", "detections", "tracks", "crops", "stages", "report"):
-        remove_stale(os.path.join(out, sub))
     stages = _Stages(out)
-    records, detector_cache = {}, {}
-    camera_keys = {}
+    # every stage's key first (they depend on settings and inputs, not on results), so that
+    # what the stages still to run need is built, or refused, before anything is written
+    plan, camera_keys = [], {}
     for spec in config.cameras:
         key = {"source": _file_key(spec.source), "camera": dataclasses.asdict(spec),
                "detections": _file_key(config.detections[spec.camid]) if config.detections else None,
-               "detector": None if config.detections else [config.detector, config.upscale]}
-        for stage, step, params in (
-                ("detect", lambda s=spec: _detect(config, s, out, detector_cache), {}),
-                ("track", lambda s=spec: _track(config, s, out),
-                 {"tracker": config.tracker, "buffer": config.lost_track_buffer, "thr": config.track_threshold}),
-                ("tracklets", lambda s=spec: _tracklets(config, s, out),
-                 {"min_length": config.min_length, "max_gap": config.max_gap, "crop": list(config.crop_size)})):
+               "detector": None if config.detections else [config.detector, config.upscale,
+                                                           config.detect_threshold],
+               "max_frames": config.max_frames}
+        for stage, params in (
+                ("detect", {}),
+                ("track", {"tracker": config.tracker, "buffer": config.lost_track_buffer,
+                           "thr": config.track_threshold}),
+                ("tracklets", {"min_length": config.min_length, "max_gap": config.max_gap,
+                               "crop": list(config.crop_size)})):
             key = {"previous": key, **params}
-            name = f"{stage}-c{spec.camid}"
-            record = stages.done(name, key)
-            if record is None:
-                record = stages.finish(name, key, step())
-            else:
-                logger.info("camera %d: %s already done (%s)", spec.camid, stage, os.path.join(out, "stages"))
-            records[name] = record
+            plan.append((f"{stage}-c{spec.camid}", stage, spec, key))
         camera_keys[spec.camid] = key
-    loaded = []
-
-    def extractor():  # loaded once, and only when a stage needs it
-        if not loaded:
-            loaded.append(embedding.load_embedder(config.model))
-        return loaded[0]
-
     sampling = config.sampling or (embedding.evaluated_sampling(config.model)
                                    if config.model not in embedding.BASELINES else "rrs")
     key = {"cameras": camera_keys, "model": _file_key(config.model), "sampling": sampling, "flip": config.flip}
-    for stage, step, params in (
-            ("embed", lambda: _embed(config, out, extractor(), sampling), {}),
-            ("associate", lambda: _associate(config, out, extractor, sampling),
-             {"threshold": config.threshold, "calibrate": _file_key(config.calibrate), "metric": config.metric,
-              "rerank": config.rerank, "gallery": _file_key(config.gallery)}),
-            ("report", lambda: _report(config, out), {"videos": config.videos})):
+    for stage, params in (
+            ("embed", {}),
+            ("associate", {"threshold": config.threshold, "calibrate": _file_key(config.calibrate),
+                           "metric": config.metric, "rerank": config.rerank, "gallery": _file_key(config.gallery),
+                           "outputs": 2}),
+            ("report", {"videos": config.videos})):
         key = {"previous": key, **params}
-        record = stages.done(stage, key)
+        plan.append((stage, stage, None, key))
+    done = {name: stages.done(name, key) for name, _, _, key in plan}
+    pending = {stage for name, stage, _, _ in plan if done[name] is None}
+    detector = extractor = None
+    if "detect" in pending and config.detections is None:
+        from nvan_tf.video.detection import build_detector
+
+        detector = build_detector(config.detector, upscale=config.upscale, batch_size=config.detect_batch,
+                                  score_threshold=config.detect_threshold)
+    if "embed" in pending or ("associate" in pending and config.calibrate is not None):
+        extractor = embedding.load_embedder(config.model)
+    os.makedirs(out, exist_ok=True)
+    for sub in ("", "detections", "tracks", "crops", "stages", "report"):
+        remove_stale(os.path.join(out, sub))
+    steps = {"detect": lambda s: _detect(config, s, out, detector), "track": lambda s: _track(config, s, out),
+             "tracklets": lambda s: _tracklets(config, s, out), "embed": lambda s: _embed(config, out, extractor,
+                                                                                          sampling),
+             "associate": lambda s: _associate(config, out, extractor, sampling),
+             "report": lambda s: _report(config, out)}
+    records = {}
+    for name, stage, spec, key in plan:
+        record = done[name]
         if record is None:
-            record = stages.finish(stage, key, step())
+            record = stages.finish(name, key, steps[stage](spec))
+        elif spec is not None:
+            logger.info("camera %d: %s already done (%s)", spec.camid, stage, os.path.join(out, "stages"))
         else:
             logger.info("%s already done (%s)", stage, os.path.join(out, "stages"))
-        records[stage] = record
+        records[name] = record
     timings = _timings(config, records)
     write_json(os.path.join(out, "timings.json"), timings)
     return {"stages": records, "timings": timings, "identities": os.path.join(out, "identities.csv"),

@@ -86,11 +86,13 @@ def plot_timeline(rows, path):
     axes.set_xlabel("time (s)")
     axes.invert_yaxis()
     handles = [plt.Rectangle((0, 0), 1, 1, color=colours(i % 10)) for i in range(len(cameras))]
-    axes.legend(handles, [f"camera {c}" for c in cameras], loc="upper right", fontsize=8)
+    # outside the axes, right of them, so it never covers a bar
+    axes.legend(handles, [f"camera {c}" for c in cameras], loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                borderaxespad=0, fontsize=8, frameon=False)
     axes.grid(axis="x", alpha=0.3)
     figure.tight_layout()
     with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=90)
+        figure.savefig(tmp, format="png", dpi=90, bbox_inches="tight")
     plt.close(figure)
     return path
 
@@ -150,20 +152,21 @@ def write_html(path, rows, *, title, summary, timeline=None, videos=()):
     return write_text(path, page)
 
 
-def annotate_video(spec, path, boxes_by_frame, *, fps=None, progress=None):
+def annotate_video(spec, path, boxes_by_frame, *, fps=None, last=None, progress=None):
     """Writes camera ``spec``'s video with boxes and global ids drawn.
 
     Args:
         spec: the camera (``CameraSpec``).
         path: the output ``.mp4``.
         boxes_by_frame: ``{frame: [(global id, (left, top, width, height))]}``.
+        last: the last frame written (``None``: to the end).
         progress: called with each frame number.
 
     Returns:
         frames written.
     """
     cv2 = require_video_extra("cv2")
-    reader = CameraReader(spec)
+    reader = CameraReader(spec, last=last)
     width, height = reader.width - reader.width % 2, reader.height - reader.height % 2
     scale = max(0.4, height / 720)
     with VideoWriter(path, fps or reader.fps, width, height) as writer:

@@ -33,8 +33,11 @@ logger = logging.getLogger(__name__)
 __all__ = ["TRACKERS", "PERSON_ASPECT", "CameraTracklet", "make_tracker", "track_boxes", "cut_tracklets",
            "pad_to_aspect", "crop"]
 
-# --tracker: the trackers library's class for each name of nvan_tf.choices.TRACKERS.
-TRACKERS = dict(zip(choices.TRACKERS, ("ByteTrackTracker", "SORTTracker", "OCSORTTracker", "BoTSORTTracker")))
+# --tracker: the trackers library's class for each name of nvan_tf.choices.TRACKERS, by name (a
+# name of the choice list without a class here fails at import, not by running another tracker).
+_TRACKER_CLASSES = {"bytetrack": "ByteTrackTracker", "sort": "SORTTracker", "ocsort": "OCSORTTracker",
+                    "botsort": "BoTSORTTracker"}
+TRACKERS = {name: _TRACKER_CLASSES[name] for name in choices.TRACKERS}
 PERSON_ASPECT = 0.5  # width / height of re-ID crops (MARS: 128 x 256)
 
 
