@@ -266,8 +266,94 @@ def test_gallery_is_continued_with_its_ids(world, tiny_model, run, tmp_path):
     assert track.main(_argv(world, out, tiny_model, "--threshold", "0.05", "--min-length", "6", "--no-video",
                             "--gallery", os.path.join(run, "gallery.npz"))) == 0
     gallery = Gallery.load(os.path.join(out, "gallery.npz"))
-    assert len(gallery) == 2 * len(old)
+    first = Gallery.load(os.path.join(run, "gallery.npz"))
+    assert len(gallery) == len(first) == len(old)   # the same footage twice: each tracklet held once
+    assert gallery.tracklets.tolist() == first.tracklets.tolist() and len(set(first.tracklets.tolist())) == len(old)
+    np.testing.assert_array_equal(gallery.ids, first.ids)  # with the ids it held
     for row in read_identities(out):
         before = old[(row["camera"], row["tracklet"])]
         if before["centre_distance"] == 0:      # its own centre: the gallery holds it at distance 0
             assert row["global_id"] == before["global_id"]
+
+
+def test_refused_runs_stop_before_detection_and_leave_no_folder(world, tmp_path, capsys):
+    from nvan_tf.cli import track
+
+    _, specs = read_world(world)
+    bad = tmp_path / "broken.keras"
+    bad.write_bytes(b"not a keras file")
+    out = tmp_path / "refused"
+    # the model is loaded before the detector runs: the error names it, nothing was detected or written
+    assert track.main(["--camera", specs[0].source, "--model", str(bad), "--threshold", "0.3", "--out", str(out),
+                       "--detector", "hog", "--quiet"]) == 2
+    assert "broken.keras" in capsys.readouterr().err
+    assert not out.exists()
+    # --out naming a file
+    taken = tmp_path / "a_file"
+    taken.write_text("mine")
+    assert track.main(["--camera", specs[0].source, "--model", "colour-histogram", "--threshold", "0.3",
+                       "--out", str(taken), "--quiet"]) == 2
+    assert f"--out {taken} is a file; the output is a folder" in capsys.readouterr().err
+    assert taken.read_text() == "mine"
+    # a bad --detector, and a bad --max-frames
+    for extra, message in ((["--detector", "yolo"], "--detector must be one of"),
+                           (["--max-frames", "0"], "--max-frames must be a positive integer")):
+        assert track.main(["--camera", specs[0].source, "--model", "colour-histogram", "--threshold", "0.3",
+                           "--out", str(out), "--quiet", *extra]) == 2
+        assert message in capsys.readouterr().err
+        assert not out.exists()
+
+
+def test_global_tracks_and_multi_camera_metrics(world, run):
+    from nvan_tf.video.metrics import multi_camera_metrics
+    from nvan_tf.video.pipeline import read_identities
+
+    info, _ = read_world(world)
+    identities = {(r["camera"], r["tracklet"]): r["global_id"] for r in read_identities(run)}
+    mtmc = mot.read_aicity(os.path.join(run, "tracks", "mtmc.txt"))
+    assert sorted(mtmc) == [c["camid"] for c in info["cameras"]]
+    with open(os.path.join(run, "tracks", "mtmc.txt")) as f:
+        first = f.readline().split()
+    assert len(first) == 9 and first[-2:] == ["-1", "-1"]
+    for camid, boxes in mtmc.items():
+        # the AI City file holds, per camera, the tracklets' boxes under their global ids (whole pixels)
+        tracklet_boxes = mot.read_mot(os.path.join(run, "crops", f"c{camid}", "boxes.txt"), "tracks")
+        expected = sorted((f, identities[(camid, t)], *np.round(b, 2)) for f, t, b in
+                          zip(tracklet_boxes.frames.tolist(), tracklet_boxes.ids.tolist(), tracklet_boxes.boxes))
+        per_camera = mot.read_mot(os.path.join(run, "tracks", f"global_c{camid}.txt"), "tracks")
+        rows = sorted((f, i, *np.round(b, 2)) for f, i, b in
+                      zip(per_camera.frames.tolist(), per_camera.ids.tolist(), per_camera.boxes))
+        assert rows == expected
+        whole = sorted((f, i, *np.round(b)) for f, i, b in
+                       zip(boxes.frames.tolist(), boxes.ids.tolist(), boxes.boxes))
+        np.testing.assert_allclose(np.array(whole), np.array(rows), atol=0.51)
+    gt_paths = {c["camid"]: os.path.join(world, c["gt"]) for c in info["cameras"]}
+    scores = multi_camera_metrics(gt_paths, os.path.join(run, "tracks", "mtmc.txt"))
+    assert 0 < scores["IDF1"] <= 1 and 0 < scores["HOTA"] <= 1
+
+
+def test_multi_camera_metrics_count_identities_across_cameras(world):
+    """The ground truth scores 1; one person renamed in one camera, or two people of two cameras
+    given one id, lower multi-camera IDF1 while every camera alone still scores 1."""
+    from nvan_tf.video.metrics import mot_metrics, multi_camera_metrics
+
+    info, _ = read_world(world)
+    gt_paths = {c["camid"]: os.path.join(world, c["gt"]) for c in info["cameras"]}
+    truth = {camid: mot.read_mot(path, "gt") for camid, path in gt_paths.items()}
+    perfect = multi_camera_metrics(gt_paths, truth)
+    assert perfect["IDF1"] == pytest.approx(1) and perfect["HOTA"] == pytest.approx(1, abs=1e-6)
+    assert perfect["gt_ids"] == perfect["predicted_ids"]
+    cameras_of = {}
+    for camid, boxes in truth.items():
+        for pid in np.unique(boxes.ids).tolist():
+            cameras_of.setdefault(pid, []).append(camid)
+    pid, (_, second, *_) = next((p, c) for p, c in sorted(cameras_of.items()) if len(c) >= 2)
+    renamed = {camid: mot.MOTBoxes(b.frames, b.ids.copy(), b.boxes, np.ones(len(b))) for camid, b in truth.items()}
+    renamed[second].ids[renamed[second].ids == pid] = 1000   # a new id for that person in one camera
+    split = multi_camera_metrics(gt_paths, renamed)
+    assert split["IDF1"] < 0.999 and split["predicted_ids"] == perfect["predicted_ids"] + 1
+    # the camera alone does not see it
+    alone = mot_metrics(gt_paths[second], mot.write_mot(os.path.join(world, "renamed.txt"), renamed[second], "tracks"))
+    assert alone["IDF1"] == pytest.approx(1)
+    with pytest.raises(ValueError, match=r"camera\(s\) \[99\] without ground truth"):
+        multi_camera_metrics(gt_paths, {99: truth[second]})
