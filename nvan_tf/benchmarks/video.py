@@ -12,11 +12,15 @@ its det.txt files (noisy boxes, misses, false positives):
   tracklets) whose tracklets all end up under one global id, and the share
   of global ids that hold one person. Each embedding's threshold is chosen
   on a labelled second world (another seed), as ``nvan-track --calibrate``
-  does.
+  does;
+* multi-camera IDF1 / HOTA / MOTA of each embedding's global ids over all
+  cameras together (the AI City / MTMC convention), from the run's
+  ``tracks/mtmc.txt`` against the world's gt.txt files, by
+  ``trackers.eval`` (``nvan_tf.video.metrics.multi_camera_metrics``).
 
 Throughput on this machine, at 1280x720 (a one-camera world): frames/s of
-decoding (PyAV), detection (HOG; an ONNX detector with ``--detector-onnx
-PATH``), tracking, and embedding (the trained model over the tracklets'
+decoding (PyAV), detection (SSDLite where installed, HOG; an ONNX detector with
+``--detector-onnx PATH``), tracking, and embedding (the trained model over the tracklets'
 crops: tracklets/s, and video frames/s at this world's density of people,
 after a warm-up call).
 
@@ -44,8 +48,12 @@ def _mean_tracking(tracking):
 def quality(out, models, config):
     """Tracking and association scores per embedding (see the module docstring)."""
     from nvan_tf.video.demo import prepare_worlds, score_run, track_world
+    from nvan_tf.video.metrics import multi_camera_metrics
+    from nvan_tf.video.world import read_world
 
     world_root, labelled = prepare_worlds(os.path.join(out, "quality"), config)
+    world, _ = read_world(world_root)
+    gt_paths = {c["camid"]: os.path.join(world_root, c["gt"]) for c in world["cameras"]}
     results, first = {}, None
     for name, model in models.items():
         run = track_world(world_root, os.path.join(out, "quality", f"run_{name}"), model, "--calibrate", labelled,
@@ -54,6 +62,7 @@ def quality(out, models, config):
         scores = score_run(world_root, run)
         with open(os.path.join(run, "association.json"), encoding="utf-8") as f:
             scores["threshold"] = json.load(f)["threshold"]
+        scores["multi_camera"] = multi_camera_metrics(gt_paths, os.path.join(run, "tracks", "mtmc.txt"))
         results[name] = scores
     return results
 
@@ -61,7 +70,7 @@ def quality(out, models, config):
 def throughput(out, model, *, frames=60, onnx=None, hog_frames=30):
     """Frames per second of each stage at 1280x720."""
     from nvan_tf.video.demo import track_world
-    from nvan_tf.video.detection import HOGDetector, ONNXDetector
+    from nvan_tf.video.detection import HOGDetector, ONNXDetector, SSDLiteDetector, default_detector
     from nvan_tf.video.embedding import embed_tracklets, evaluated_sampling, load_embedder
     from nvan_tf.video.pipeline import read_tracklets
     from nvan_tf.video.mot import read_mot
@@ -79,6 +88,8 @@ def throughput(out, model, *, frames=60, onnx=None, hog_frames=30):
     images = [frame.image for frame in CameraReader(spec)]
     rates["decode"] = len(images) / (time.perf_counter() - started)
     detectors = {"detect (HOG)": HOGDetector()}
+    if default_detector() == "ssdlite":
+        detectors["detect (SSDLite)"] = SSDLiteDetector()
     if onnx:
         detectors["detect (ONNX)"] = ONNXDetector(onnx)
     for name, detector in detectors.items():
@@ -104,6 +115,27 @@ def throughput(out, model, *, frames=60, onnx=None, hog_frames=30):
     rates["embed (tracklets)"] = len(tracklets) / seconds
     rates["embed (video frames)"] = frames / seconds
     return rates
+
+
+def format_quality(quality):
+    """The tables: tracking per camera, then association and multi-camera metrics per embedding."""
+    tracking = quality["trained"]["tracking"]  # the embeddings share the detection, tracking and tracklets
+    lines = ["tracking (ByteTrack from det.txt), per camera:", "camera   HOTA   IDF1   MOTA  IDSW"]
+    for camid, m in tracking.items():
+        lines.append(f"{camid:>6} {100 * m['HOTA']:6.1f} {100 * m['IDF1']:6.1f} {100 * m['MOTA']:6.1f} {m['IDSW']:5d}")
+    mean = _mean_tracking(tracking)
+    lines.append(f"{'mean':>6} {100 * mean['HOTA']:6.1f} {100 * mean['IDF1']:6.1f} {100 * mean['MOTA']:6.1f}")
+    lines.append("association across cameras (pairwise over tracklets) and multi-camera metrics (all cameras):")
+    lines.append(f"{'embedding':<18} {'threshold':>9} {'precision':>9} {'recall':>7} {'F1':>6} {'whole ids':>9} "
+                 f"{'pure ids':>8} {'global ids':>10} {'MC IDF1':>7} {'MC HOTA':>7} {'MC MOTA':>7}")
+    for name, scores in quality.items():
+        a, mc = scores["association"], scores["multi_camera"]
+        lines.append(f"{name:<18} {scores['threshold']:9.4f} {100 * a['pairwise_precision']:8.1f}% "
+                     f"{100 * a['pairwise_recall']:6.1f}% {100 * a['pairwise_f1']:5.1f}% "
+                     f"{100 * a['identities_whole']:8.1f}% {100 * a['ids_pure']:7.1f}% "
+                     f"{a['global_ids']:>5} / {a['identities']:<4} {100 * mc['IDF1']:7.1f} {100 * mc['HOTA']:7.1f} "
+                     f"{100 * mc['MOTA']:7.1f}")
+    return "\n".join(lines)
 
 
 def main(argv=None):
@@ -141,16 +173,7 @@ def main(argv=None):
                             "size": f"{config.width}x{config.height}", "fps": config.fps}
         results["quality"] = quality(args.out, {"trained": args.model, "untrained": args.untrained,
                                                 "colour-histogram": "colour-histogram"}, config)
-        tracking = _mean_tracking(results["quality"]["trained"]["tracking"])
-        print(f"tracking (ByteTrack from det.txt, mean of {config.cameras} cameras): HOTA {100 * tracking['HOTA']:.1f}"
-              f"  IDF1 {100 * tracking['IDF1']:.1f}  MOTA {100 * tracking['MOTA']:.1f}")
-        print(f"{'embedding':<18} {'threshold':>9} {'precision':>9} {'recall':>7} {'F1':>6} {'whole ids':>9} "
-              f"{'pure ids':>8} {'global ids':>10}")
-        for name, scores in results["quality"].items():
-            a = scores["association"]
-            print(f"{name:<18} {scores['threshold']:9.4f} {100 * a['pairwise_precision']:8.1f}% "
-                  f"{100 * a['pairwise_recall']:6.1f}% {100 * a['pairwise_f1']:5.1f}% {100 * a['identities_whole']:8.1f}% {100 * a['ids_pure']:7.1f}% "
-                  f"{a['global_ids']:>5} / {a['identities']}")
+        print(format_quality(results["quality"]))
     if not args.skip_throughput:
         results["throughput_1280x720"] = throughput(args.out, args.model, frames=args.throughput_frames,
                                                     onnx=args.detector_onnx)

