@@ -401,3 +401,23 @@ def test_association_scores_by_hand():
     assert scores["pairwise_recall"] == pytest.approx(2 / 3)
     assert scores["identities_whole"] == pytest.approx(2 / 3)   # 5 and 7 whole, 6 split
     assert scores["ids_pure"] == pytest.approx(2 / 3)           # ids 2 and 3 pure, 1 mixed
+
+
+def test_labelled_purity_counts_the_labelled_tracklets():
+    from nvan_tf.video.metrics import labelled_purity
+
+    labels = [{"track_id": "1", "first_frame": "2", "last_frame": "11", "label": "one"},
+              {"track_id": "2", "first_frame": "2", "last_frame": "31", "label": "switch"},
+              {"track_id": "3", "first_frame": "5", "last_frame": "14", "label": "one"},
+              {"track_id": "4", "first_frame": "9", "last_frame": "18", "label": "drift"}]
+    run = [{"track_id": "1", "first_frame": "2", "last_frame": "11"},    # labelled one
+           {"track_id": "2", "first_frame": "2", "last_frame": "31"},    # labelled switch
+           {"track_id": "3", "first_frame": "5", "last_frame": "15"},    # cut otherwise now: unlabelled
+           {"track_id": "4", "first_frame": "9", "last_frame": "18"}]    # labelled drift
+    scores = labelled_purity(run, labels)
+    assert (scores["labelled"], scores["unlabelled"]) == (3, 1)
+    assert (scores["one"], scores["switch"], scores["drift"]) == (1, 1, 1)
+    assert scores["purity"] == pytest.approx(1 / 3)
+    assert scores["span_purity"] == pytest.approx(10 / (10 + 30 + 10))
+    with pytest.raises(ValueError, match="label 'maybe' .* not one of one, switch, drift"):
+        labelled_purity(run, [{**labels[0], "label": "maybe"}])

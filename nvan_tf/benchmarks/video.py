@@ -24,6 +24,12 @@ decoding (PyAV), detection (SSDLite where installed, HOG; an ONNX detector with
 crops: tracklets/s, and video frames/s at this world's density of people,
 after a warm-up call).
 
+Tracklet purity on real footage, with ``--vtest PATH`` (OpenCV's
+``vtest.avi``; ``make footage`` fetches it): nvan-track's tracklets for each
+detector and tracker that ``--labels`` (default
+``tests/fixtures/vtest_tracklets.csv``) holds hand labels of, and the share
+holding one person (``nvan_tf.video.metrics.labelled_purity``).
+
 Prints a table and writes ``OUT/results.json``.
 """
 
@@ -117,6 +123,28 @@ def throughput(out, model, *, frames=60, onnx=None, hog_frames=30):
     return rates
 
 
+def purity(out, vtest, labels_path):
+    """Tracklet purity on vtest.avi for each (detector, tracker) labelled in ``labels_path``."""
+    import csv
+
+    from nvan_tf.cli import track
+    from nvan_tf.video.metrics import labelled_purity
+
+    with open(labels_path, newline="", encoding="utf-8") as f:
+        labels = list(csv.DictReader(line for line in f if not line.startswith("#")))
+    results = {}
+    for detector, tracker in dict.fromkeys((r["detector"], r["tracker"]) for r in labels):
+        run = os.path.join(out, "vtest", f"{detector}_{tracker}")
+        if track.main(["--camera", vtest, "--model", "colour-histogram", "--threshold", "0.3", "--detector", detector,
+                       "--tracker", tracker, "--no-video", "--quiet", "--out", run]) != 0:
+            raise RuntimeError(f"nvan-track failed on {vtest} (output {run})")
+        with open(os.path.join(run, "crops", "c1", "tracklets.csv"), newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        mine = [r for r in labels if (r["detector"], r["tracker"]) == (detector, tracker)]
+        results[f"{detector}, {tracker}"] = labelled_purity(rows, mine)
+    return results
+
+
 def format_quality(quality):
     """The tables: tracking per camera, then association and multi-camera metrics per embedding."""
     tracking = quality["trained"]["tracking"]  # the embeddings share the detection, tracking and tracklets
@@ -153,12 +181,15 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--throughput-frames", type=int, default=60)
     parser.add_argument("--detector-onnx", help="also time this YOLO ONNX detector")
+    parser.add_argument("--vtest", help="vtest.avi (make footage): also measure tracklet purity on it")
+    parser.add_argument("--labels", default="tests/fixtures/vtest_tracklets.csv",
+                        help="hand labels of vtest.avi's tracklets (for --vtest)")
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
     args = parser.parse_args(argv)
     cli.quiet_tensorflow()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for path in (args.model, args.untrained):
+    for path in (args.model, args.untrained) if not (args.skip_quality and args.skip_throughput) else ():
         if not os.path.exists(path):
             print(f"{path} does not exist: run make demo first (it writes both models)", file=sys.stderr)
             return 2
@@ -174,6 +205,13 @@ def main(argv=None):
         results["quality"] = quality(args.out, {"trained": args.model, "untrained": args.untrained,
                                                 "colour-histogram": "colour-histogram"}, config)
         print(format_quality(results["quality"]))
+    if args.vtest:
+        results["purity_vtest"] = purity(args.out, args.vtest, args.labels)
+        print("tracklets holding one person on vtest.avi (hand labels):")
+        for name, p in results["purity_vtest"].items():
+            print(f"  {name:<20} {100 * p['purity']:5.1f}% of {p['labelled']} tracklets "
+                  f"({100 * p['span_purity']:.1f}% of their frames; switch {p['switch']}, drift {p['drift']}; "
+                  f"{p['unlabelled']} unlabelled)")
     if not args.skip_throughput:
         results["throughput_1280x720"] = throughput(args.out, args.model, frames=args.throughput_frames,
                                                     onnx=args.detector_onnx)

@@ -14,6 +14,10 @@
 * Labels for tracklets: :func:`label_tracklets` gives each tracklet the
   ground-truth identity its boxes overlap most (IoU >= 0.5 in a majority of
   its frames), else -1 (a false track or a mix).
+* Tracklet purity against hand labels (:func:`labelled_purity`): the share
+  of a run's tracklets that hold one person, where each tracklet (track
+  id and frame range) was labelled once by looking at its crops (footage
+  without ground truth, such as ``tests/fixtures/vtest_tracklets.csv``).
 * Cross-camera association: :func:`association_scores`: pairwise precision
   and recall over tracklet pairs, the share of ground-truth identities whose
   tracklets all end up under one global id, and the share of global ids that
@@ -33,9 +37,11 @@ from nvan_tf.video.sources import require_video_extra
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MOT_METRICS", "mot_metrics", "multi_camera_metrics", "box_iou", "label_tracklets", "association_scores"]
+__all__ = ["MOT_METRICS", "PURITY_LABELS", "mot_metrics", "multi_camera_metrics", "labelled_purity", "box_iou", "label_tracklets", "association_scores"]
 
 MOT_METRICS = ("HOTA", "IDF1", "MOTA", "DetA", "AssA", "IDSW")
+# Hand labels of a tracklet: one person throughout, another person in part, background in part.
+PURITY_LABELS = ("one", "switch", "drift")
 
 
 def mot_metrics(gt_path, tracks_path, threshold=0.5):
@@ -94,6 +100,37 @@ def multi_camera_metrics(gt_paths, predicted, threshold=0.5):
             "HOTA": float(hota.HOTA), "DetA": float(hota.DetA), "AssA": float(hota.AssA),
             "MOTA": float(clear.MOTA), "IDSW": int(clear.IDSW), "gt_ids": int(len(np.unique(gt.ids))),
             "predicted_ids": int(len(np.unique(mine.ids)))}
+
+
+def labelled_purity(tracklets, labels):
+    """The share of ``tracklets`` that hold one person, by hand labels.
+
+    Args:
+        tracklets: rows with ``track_id``, ``first_frame``, ``last_frame``
+            (a run's ``crops/c<k>/tracklets.csv``).
+        labels: rows with the same three fields and ``label`` (one of
+            ``PURITY_LABELS``), of the same settings.
+
+    Returns:
+        dict: ``purity`` (tracklets labelled ``one`` over those labelled),
+        ``span_purity`` (the same over their frame spans), the count of each
+        label, ``labelled`` and ``unlabelled`` (tracklets with no label: the
+        run no longer cuts the tracklets that were labelled).
+    """
+    key = lambda r: (int(r["track_id"]), int(r["first_frame"]), int(r["last_frame"]))  # noqa: E731
+    by_key = {}
+    for row in labels:
+        if row["label"] not in PURITY_LABELS:
+            raise ValueError(f"tracklet label {row['label']!r} (track {row['track_id']}) is not one of "
+                             f"{', '.join(PURITY_LABELS)}")
+        by_key[key(row)] = row["label"]
+    found = [(by_key[key(r)], int(r["last_frame"]) - int(r["first_frame"]) + 1) for r in tracklets
+             if key(r) in by_key]
+    counts = {label: sum(1 for f, _ in found if f == label) for label in PURITY_LABELS}
+    spans = sum(n for _, n in found)
+    return {"purity": counts["one"] / len(found) if found else float("nan"),
+            "span_purity": sum(n for f, n in found if f == "one") / spans if spans else float("nan"),
+            **counts, "labelled": len(found), "unlabelled": len(tracklets) - len(found)}
 
 
 def box_iou(a, b):
