@@ -24,6 +24,7 @@ setup(
         "scipy>=1.13,<2",
         "matplotlib>=3.8,<4",
         "pillow>=10",
+        "usearch==2.26.6",  # the Gallery's and association's nearest-neighbour index (README, Benchmarks)
     ],
     extras_require={
         # CPU build; an unpinned torch pulls several GB of CUDA packages.

@@ -1,4 +1,4 @@
-"""The TF Serving REST client against a local stand-in server, and the Gallery."""
+"""The TF Serving REST client against a local stand-in server (the Gallery: tests/test_gallery.py)."""
 
 import base64
 import json
@@ -16,7 +16,7 @@ from nvan_tf import deploy as export  # noqa: E402
 from nvan_tf.data import pipeline  # noqa: E402
 from nvan_tf.data.datasets import Tracklet  # noqa: E402
 from nvan_tf.data.sampling import sample_test_indices  # noqa: E402
-from nvan_tf.deploy.serving import Gallery, ServingClient, ServingError  # noqa: E402
+from nvan_tf.deploy.client import ServingClient, ServingError  # noqa: E402
 
 try:
     from tests.test_export import H, T, W, encode, keras_embedding, small_model
@@ -290,75 +290,3 @@ def test_client_arguments_are_checked(tmp_path):
         client.embed_clips([[b"a", b"b", b"c"]])
     with pytest.raises(ValueError, match="at least one frame"):
         client.embed_tracklet([])
-
-
-# -- Gallery ------------------------------------------------------------------------
-
-
-def _gallery(rng, n=12, d=16):
-    embeddings = rng.normal(size=(n, d)).astype(np.float32)
-    return Gallery(embeddings, ids=[f"p{i % 5}" for i in range(n)], cameras=np.arange(n) % 3)
-
-
-def test_gallery_top_k_is_nearest_by_cosine(tmp_path):
-    rng = np.random.default_rng(0)
-    gallery = _gallery(rng)
-    queries = rng.normal(size=(3, 16)).astype(np.float32)
-    matches = gallery.query(queries, k=4)
-    for q, match in zip(queries, matches):
-        cos = gallery.embeddings @ q / (np.linalg.norm(gallery.embeddings, axis=1) * np.linalg.norm(q))
-        expected = np.argsort(1 - cos, kind="stable")[:4]
-        np.testing.assert_array_equal(match.indices, expected)
-        np.testing.assert_allclose(match.distances, (1 - cos)[expected], atol=1e-6)
-        np.testing.assert_array_equal(match.ids, gallery.ids[expected])
-        np.testing.assert_array_equal(match.cameras, gallery.cameras[expected])
-    (single,) = gallery.query(queries[0], k=100)  # k beyond the gallery: all of it
-    assert len(single.indices) == len(gallery)
-
-
-def test_gallery_cross_camera_and_reranking():
-    rng = np.random.default_rng(1)
-    gallery = _gallery(rng, n=30)
-    queries = rng.normal(size=(2, 16)).astype(np.float32)
-    matches = gallery.query(queries, k=30, cameras=[0, 2], exclude_same_camera=True)
-    assert all((m.cameras != cam).all() and len(m.indices) == 20 for m, cam in zip(matches, (0, 2)))
-    plain = gallery.query(queries, k=30)
-    reranked = gallery.query(queries, k=30, rerank=True, k1=6, k2=3)
-    assert [len(m.indices) for m in reranked] == [30, 30]
-    assert all(np.all(np.diff(m.distances) >= 0) for m in reranked)
-    assert any((a.indices != b.indices).any() for a, b in zip(plain, reranked))
-    with pytest.raises(ValueError, match="needs the queries' cameras"):
-        gallery.query(queries, exclude_same_camera=True)
-
-
-def test_gallery_add_save_load(tmp_path):
-    rng = np.random.default_rng(2)
-    gallery = _gallery(rng, n=4)
-    gallery.add(rng.normal(size=(2, 16)), ids=["x", "y"], cameras=[7, 8])
-    path = gallery.save(tmp_path / "g.npz")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["g.npz"]
-    loaded = Gallery.load(path)
-    assert len(loaded) == 6 and loaded.ids.tolist()[-2:] == ["x", "y"]
-    np.testing.assert_array_equal(loaded.embeddings, gallery.embeddings)
-    np.testing.assert_array_equal(loaded.cameras, [0, 1, 2, 0, 7, 8])
-    assert len(Gallery.load(Gallery().save(tmp_path / "empty.npz"))) == 0
-
-
-def test_gallery_refuses_bad_input(tmp_path):
-    gallery = _gallery(np.random.default_rng(3), n=3)
-    with pytest.raises(ValueError, match="holds 16-d embeddings. Received 8-d ones"):
-        gallery.add(np.zeros((1, 8)), ids=["z"], cameras=[1])
-    with pytest.raises(ValueError, match="one id and one camera per embedding"):
-        gallery.add(np.zeros((2, 16)), ids=["z"], cameras=[1, 2])
-    with pytest.raises(ValueError, match="all be strings or all integers"):
-        gallery.add(np.zeros((1, 16)), ids=[3], cameras=[1])
-    with pytest.raises(ValueError, match="Received 4-d queries"):
-        gallery.query(np.zeros(4))
-    with pytest.raises(ValueError, match="The gallery is empty"):
-        Gallery().query(np.zeros(4))
-    np.savez(tmp_path / "other.npz", features=np.zeros((2, 2)))
-    with pytest.raises(ValueError, match=r"is not a gallery: no \['cameras', 'embeddings', 'ids'\]"):
-        Gallery.load(tmp_path / "other.npz")
-    (tmp_path / "junk.npz").write_bytes(b"junk")
-    with pytest.raises(ValueError, match="cannot be read as a gallery"):
-        Gallery.load(tmp_path / "junk.npz")

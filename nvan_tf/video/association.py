@@ -4,11 +4,13 @@
 nearest-neighbour graph:
 
 1. **Candidates.** Each tracklet's ``k`` nearest others, by the project's
-   distances (``nvan_tf.evaluation.distance``: cosine or Euclidean; with
-   ``rerank``, k-reciprocal re-ranking by ``nvan_tf.evaluation.reranking``),
-   computed a block of rows at a time: memory ``block x N``, never a dense
-   ``N x N`` Python loop; with re-ranking the ``N x N`` matrix is built
-   (so it is refused above ``RERANK_LIMIT`` tracklets).
+   distances (``nvan_tf.evaluation.distance``: cosine or Euclidean), found
+   by ``nvan_tf.deploy.index.NeighbourIndex``, the Gallery's search: exact
+   (a block of rows at a time: memory ``block x N``) below its
+   ``EXACT_BELOW`` tracklets, an HNSW graph (usearch) above. With
+   ``rerank`` (k-reciprocal re-ranking by ``nvan_tf.evaluation.reranking``)
+   the ``N x N`` matrix is built, so it is refused above ``RERANK_LIMIT``
+   tracklets.
 2. **Cannot-link.** Two tracklets of one camera that overlap in time are
    two people, always: such pairs are never candidates, and two groups are
    never merged when any of their tracklets are such a pair.
@@ -33,6 +35,7 @@ import math
 import numpy as np
 
 from nvan_tf.choices import DISTANCE_METRICS
+from nvan_tf.deploy.index import RERANK_LIMIT, NeighbourIndex
 from nvan_tf.evaluation import distance as distance_lib
 from nvan_tf.evaluation.reranking import k_reciprocal_rerank
 from nvan_tf.video.metrics import association_scores
@@ -40,8 +43,6 @@ from nvan_tf.video.metrics import association_scores
 logger = logging.getLogger(__name__)
 
 __all__ = ["RERANK_LIMIT", "Association", "candidate_pairs", "associate", "choose_threshold", "time_conflicts"]
-
-RERANK_LIMIT = 5000
 
 
 @dataclasses.dataclass
@@ -84,9 +85,15 @@ def time_conflicts(camids_a, starts_a, ends_a, camids_b, starts_b, ends_b):
 
 
 def candidate_pairs(features, camids, starts, ends, *, metric="cosine", k=20, max_distance=np.inf,
-                    rerank=False, block_rows=1024):
+                    rerank=False, exact=None):
     """The sparse candidate graph: pairs ``(i, j)``, ``i < j``, each among the
     other's ``k`` nearest allowed tracklets, no further than ``max_distance``.
+
+    The neighbours come from :class:`nvan_tf.deploy.index.NeighbourIndex`
+    (the Gallery's search): exact below its ``EXACT_BELOW`` tracklets, an
+    HNSW graph above (``exact`` True / False forces one). With ``rerank``
+    the re-ranked ``N x N`` matrix is searched exactly, a block of rows at a
+    time (refused above ``RERANK_LIMIT`` tracklets).
 
     Returns:
         (pairs (M, 2) int64, distances (M,) float64), sorted by distance.
@@ -96,37 +103,32 @@ def candidate_pairs(features, camids, starts, ends, *, metric="cosine", k=20, ma
     if n < 2:
         return np.zeros((0, 2), np.int64), np.zeros(0)
     k = int(min(max(int(k), 1), n - 1))
-    full = None
+
+    def allowed(query_rows, rows):  # not one camera at one time (a tracklet with itself included)
+        return ~((camids[rows] == camids[query_rows][:, None]) & (starts[rows] <= ends[query_rows][:, None])
+                 & (starts[query_rows][:, None] <= ends[rows]))
+
     if rerank:
         if n > RERANK_LIMIT:
             raise ValueError(f"--rerank builds the {n} x {n} distance matrix; it is limited to "
                              f"{RERANK_LIMIT} tracklets. Associate without re-ranking")
         everything = np.arange(n)
         full = k_reciprocal_rerank(distance_lib.pairwise_distance(features, metric=metric), everything,
-                                   everything, k1=min(20, n - 1), k2=min(6, n - 1))
-    rows_all, cols_all, dists_all = [], [], []
-    for start in range(0, n, int(block_rows)):
-        rows = np.arange(start, min(start + int(block_rows), n))
-        block = (np.array(full[rows], np.float32) if full is not None else
-                 distance_lib.pairwise_distance(features[rows], features, metric=metric).astype(np.float32))
-        block[time_conflicts(camids[rows], starts[rows], ends[rows], camids, starts, ends)] = np.inf
-        if np.isfinite(max_distance):  # few entries pass: no partition of the whole block
-            r, c = np.nonzero(block <= max_distance)
-        else:
-            c = np.argpartition(block, k - 1, axis=1)[:, :k].ravel()
-            r = np.repeat(np.arange(len(rows)), k)
-        d = block[r, c]
-        finite = np.isfinite(d)
-        r, c, d = r[finite], c[finite], d[finite]
-        order = np.lexsort((d, r))                      # by row, nearest first
-        r, c, d = r[order], c[order], d[order]
-        rank = np.arange(len(r)) - np.searchsorted(r, r)  # position within its row
-        keep = rank < k
-        rows_all.append(rows[r[keep]])
-        cols_all.append(c[keep])
-        dists_all.append(d[keep].astype(np.float64))
-    rows, cols, dists = (np.concatenate(v) for v in (rows_all, cols_all, dists_all))
+                                   everything, k1=min(20, n - 1), k2=min(6, n - 1)).astype(np.float32)
+        full[~allowed(everything, everything[None, :])] = np.inf
+        cols = distance_lib.stable_argsort(full, stop=k)
+        dists = np.take_along_axis(full, cols, axis=1)
+    else:
+        index = NeighbourIndex(features.shape[1], metric=metric)
+        index.add(np.arange(n), features)
+        cols, dists = index.search(features, k, allowed=allowed, exact=exact)
+    rows = np.repeat(np.arange(n), k)
+    cols, dists = cols.ravel(), dists.ravel().astype(np.float64)
+    keep = np.isfinite(dists) & (dists <= max_distance) & (cols >= 0)
+    rows, cols, dists = rows[keep], cols[keep], dists[keep]
     pairs = np.sort(np.stack([rows, cols], axis=1), axis=1)
+    order = np.lexsort((pairs[:, 1], pairs[:, 0], dists))   # nearest first; a pair found twice once
+    pairs, dists = pairs[order], dists[order]
     pairs, first = np.unique(pairs, axis=0, return_index=True)
     dists = dists[first]
     order = np.argsort(dists, kind="stable")

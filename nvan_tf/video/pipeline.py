@@ -457,7 +457,8 @@ def _associate(config, out, extractor, sampling):
     if len(gallery):
         ids = _match_gallery(gallery, features, ids, threshold, config.metric)
     seconds = time.perf_counter() - started
-    gallery.add(features, ids, camids)
+    sources = {c.camid: os.path.abspath(c.source) for c in config.cameras}  # a tracklet is held once per footage
+    gallery.add(features, ids, camids, tracklets=[f"{sources[r['camera']]}#{r['tracklet']}" for r in rows])
     gallery.save(os.path.join(out, "gallery.npz"))
     identities = [{"global_id": int(i), "camera": r["camera"], "tracklet": r["tracklet"],
                    "start_time": r["start_time"], "end_time": r["end_time"], "frames": r["frames"],
