@@ -52,3 +52,5 @@ def test_trackers_are_mapped_by_name():
         # each choice's class is the library's tracker of that name (ByteTrackTracker for bytetrack, ...)
         assert class_name.lower() == f"{name}tracker"
         assert type(make_tracker(name)) is getattr(trackers, class_name)
+    for name in ("bytetrack", "sort", "ocsort"):   # --match-iou reaches the library's matching
+        assert make_tracker(name, minimum_iou_threshold=0.37).minimum_iou_threshold == 0.37

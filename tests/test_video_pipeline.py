@@ -297,7 +297,8 @@ def test_refused_runs_stop_before_detection_and_leave_no_folder(world, tmp_path,
     assert taken.read_text() == "mine"
     # a bad --detector, and a bad --max-frames
     for extra, message in ((["--detector", "yolo"], "--detector must be one of"),
-                           (["--max-frames", "0"], "--max-frames must be a positive integer")):
+                           (["--max-frames", "0"], "--max-frames must be a positive integer"),
+                           (["--match-iou", "2"], "--match-iou must be an IoU in [0, 1]")):
         assert track.main(["--camera", specs[0].source, "--model", "colour-histogram", "--threshold", "0.3",
                            "--out", str(out), "--quiet", *extra]) == 2
         assert message in capsys.readouterr().err

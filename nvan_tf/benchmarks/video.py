@@ -124,7 +124,7 @@ def throughput(out, model, *, frames=60, onnx=None, hog_frames=30):
 
 
 def purity(out, vtest, labels_path):
-    """Tracklet purity on vtest.avi for each (detector, tracker) labelled in ``labels_path``."""
+    """Tracklet purity on vtest.avi for each (detector, tracker, match IoU) labelled in ``labels_path``."""
     import csv
 
     from nvan_tf.cli import track
@@ -133,15 +133,17 @@ def purity(out, vtest, labels_path):
     with open(labels_path, newline="", encoding="utf-8") as f:
         labels = list(csv.DictReader(line for line in f if not line.startswith("#")))
     results = {}
-    for detector, tracker in dict.fromkeys((r["detector"], r["tracker"]) for r in labels):
-        run = os.path.join(out, "vtest", f"{detector}_{tracker}")
+    settings = lambda r: (r["detector"], r["tracker"], r["match_iou"])  # noqa: E731
+    for detector, tracker, iou in dict.fromkeys(settings(r) for r in labels):
+        run = os.path.join(out, "vtest", f"{detector}_{tracker}" + (f"_iou{iou}" if iou else ""))
         if track.main(["--camera", vtest, "--model", "colour-histogram", "--threshold", "0.3", "--detector", detector,
-                       "--tracker", tracker, "--no-video", "--quiet", "--out", run]) != 0:
+                       "--tracker", tracker, *(["--match-iou", iou] if iou else []), "--no-video", "--quiet",
+                       "--out", run]) != 0:
             raise RuntimeError(f"nvan-track failed on {vtest} (output {run})")
         with open(os.path.join(run, "crops", "c1", "tracklets.csv"), newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
-        mine = [r for r in labels if (r["detector"], r["tracker"]) == (detector, tracker)]
-        results[f"{detector}, {tracker}"] = labelled_purity(rows, mine)
+        mine = [r for r in labels if settings(r) == (detector, tracker, iou)]
+        results[f"{detector}, {tracker}" + (f", IoU {iou}" if iou else "")] = labelled_purity(rows, mine)
     return results
 
 
@@ -209,7 +211,7 @@ def main(argv=None):
         results["purity_vtest"] = purity(args.out, args.vtest, args.labels)
         print("tracklets holding one person on vtest.avi (hand labels):")
         for name, p in results["purity_vtest"].items():
-            print(f"  {name:<20} {100 * p['purity']:5.1f}% of {p['labelled']} tracklets "
+            print(f"  {name:<28} {100 * p['purity']:5.1f}% of {p['labelled']} tracklets "
                   f"({100 * p['span_purity']:.1f}% of their frames; switch {p['switch']}, drift {p['drift']}; "
                   f"{p['unlabelled']} unlabelled)")
     if not args.skip_throughput:

@@ -49,6 +49,8 @@ def build_parser():
     group.add_argument("--lost-track-buffer", type=int, default=30, help="frames (at 30 fps) a lost track is kept")
     group.add_argument("--track-threshold", type=float, help="detection score that starts a track "
                                                              "(default: the tracker's)")
+    group.add_argument("--match-iou", type=float, help="least IoU of a box with a track's predicted box to "
+                                                       "continue it (default: the tracker's; ByteTrack 0.1)")
     group.add_argument("--min-length", type=int, default=8, help="tracklets with fewer boxes are dropped")
     group.add_argument("--max-gap", type=int, default=10, help="a track missing more frames is cut in two")
     group.add_argument("--crop-size", type=int, nargs=2, default=(256, 128), metavar=("HEIGHT", "WIDTH"),
@@ -92,7 +94,7 @@ def build_config(args):
         calibrate=args.calibrate, detections=detections, detector=args.detector,
         detect_threshold=args.detect_threshold, max_frames=args.max_frames, upscale=args.upscale,
         detect_batch=args.detect_batch, tracker=args.tracker, lost_track_buffer=args.lost_track_buffer,
-        track_threshold=args.track_threshold, min_length=args.min_length, max_gap=args.max_gap,
+        track_threshold=args.track_threshold, match_iou=args.match_iou, min_length=args.min_length, max_gap=args.max_gap,
         crop_size=tuple(args.crop_size), sampling=args.sampling, batch_size=args.batch_size, flip=args.flip,
         metric=args.metric, rerank=args.rerank, gallery=args.gallery, videos=not args.no_video,
         verbose=0 if args.quiet else 1)

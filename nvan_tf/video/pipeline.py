@@ -86,6 +86,7 @@ class TrackConfig:
     tracker: str = "bytetrack"
     lost_track_buffer: int = 30
     track_threshold: float | None = None
+    match_iou: float | None = None
     min_length: int = 8
     max_gap: int = 10
     crop_size: tuple = (256, 128)
@@ -110,6 +111,8 @@ class TrackConfig:
             self.detector = default_detector()
         if self.max_frames is not None and (int(self.max_frames) != self.max_frames or self.max_frames < 1):
             raise ValueError(f"--max-frames must be a positive integer. Received: {self.max_frames!r}")
+        if self.match_iou is not None and not 0 <= self.match_iou <= 1:
+            raise ValueError(f"--match-iou must be an IoU in [0, 1]. Received: {self.match_iou!r}")
         if self.detect_threshold is not None and not 0 <= self.detect_threshold <= 1:
             raise ValueError(f"--detect-threshold must be a score in [0, 1]. Received: {self.detect_threshold!r}")
         camids = [c.camid for c in self.cameras]
@@ -268,7 +271,8 @@ def _track(config, spec, out):
     meta, _ = _frame_times(out, spec.camid)
     detections = read_mot(os.path.join(out, "detections", f"c{spec.camid}.txt"), "det")
     tracker = make_tracker(config.tracker, frame_rate=meta["fps"], lost_track_buffer=config.lost_track_buffer,
-                           track_activation_threshold=config.track_threshold)
+                           track_activation_threshold=config.track_threshold,
+                           minimum_iou_threshold=config.match_iou)
     logger.info("camera %d: tracking %d detections over %d frames (%s)", spec.camid, len(detections),
                 meta["frames"], config.tracker)
     started = time.perf_counter()
@@ -576,7 +580,7 @@ def run_tracking(config):
         for stage, params in (
                 ("detect", {}),
                 ("track", {"tracker": config.tracker, "buffer": config.lost_track_buffer,
-                           "thr": config.track_threshold}),
+                           "thr": config.track_threshold, "iou": config.match_iou}),
                 ("tracklets", {"min_length": config.min_length, "max_gap": config.max_gap,
                                "crop": list(config.crop_size)})):
             key = {"previous": key, **params}
