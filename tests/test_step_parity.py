@@ -26,6 +26,7 @@ import nvan_tf  # noqa: E402
 from nvan_tf.io import convert  # noqa: E402
 from nvan_tf.training.optimizers import TorchAdam, TorchSGD  # noqa: E402
 from nvan_tf.training.loop import TrainConfig, compile_model  # noqa: E402
+from nvan_tf.training.optimizers import _slot  # noqa: E402
 from tests.test_convert import SMALL_STRIPES, torch_clips  # noqa: E402
 from tests.torch_reference import build_reference, randomize_  # noqa: E402
 
@@ -187,7 +188,7 @@ def test_adam_first_moment_is_torch_gradient(stepped):
     optimizer = model.optimizer
     for key in ("classifier.weight", "bottleneck.weight"):
         row = rows[key]
-        m = np.asarray(optimizer._momentums[optimizer._get_variable_index(row["variable"])])
+        m = np.asarray(_slot(optimizer, optimizer.momentums, row["variable"]))
         g = row["gradient"]
         assert np.linalg.norm(m / 0.1 - g) <= 1e-4 * np.linalg.norm(g), key
 

@@ -110,6 +110,65 @@ def test_compile_model_installs_the_recipe_and_reports_each_term():
         model.compute_loss(y=pids, y_pred=model(clips))
 
 
+# -- where Keras has no public route: canaries that fail when Keras changes ------------
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_every_variable_finds_the_optimizer_slot_built_for_it(optimizer):
+    """``optimizers._slot`` rests on Keras's private ``_get_variable_index``."""
+    import nvan_tf
+    from nvan_tf.training.optimizers import _slot, build_optimizer
+
+    model = nvan_tf.build_model("baseline", 3, seq_len=2, height=32, width=16)
+    opt = build_optimizer(optimizer, 1e-3, momentum=0.9)
+    opt.build(model.trainable_variables)
+    names = {"adam": ["momentum", "velocity"], "sgd": ["momentum"]}[optimizer]
+    for variable in model.trainable_variables:
+        for name in names:
+            slot_list = getattr(opt, name.replace("momentum", "momentums").replace("velocity", "velocities"))
+            slot = _slot(opt, slot_list, variable)
+            assert slot.path == f"{opt.name}/{variable.path.replace('/', '_')}_{name}"
+            assert tuple(slot.shape) == tuple(variable.shape)
+
+
+def test_keras_still_reduces_multiworker_logs_over_axis_0():
+    """``NVANModel.train_step`` returns one-value vectors under
+    MultiWorkerMirroredStrategy because Keras reduces the logs there with
+    ``strategy.reduce("MEAN", v, axis=0)`` (keras-team/keras#20585). When this
+    fails, Keras changed that reduction: check whether the vectors are still
+    needed (tests/test_multiworker.py runs the real thing)."""
+    import inspect
+
+    from keras.src.backend.tensorflow import trainer  # the reduction is not public
+
+    source = inspect.getsource(trainer.reduce_per_replica)
+    assert 'strategy.reduce("MEAN", v, axis=0)' in source
+
+
+def test_train_step_logs_are_scalars_outside_multi_worker():
+    import nvan_tf
+
+    model = nvan_tf.build_model("baseline", 3, seq_len=2, height=32, width=16)
+    training.compile_model(model, TrainConfig(), steps_per_epoch=10)
+    clips = np.random.default_rng(0).normal(size=(6, 2, 32, 16, 3)).astype("float32")
+    logs = model.train_step((clips, np.asarray([0, 0, 1, 1, 2, 2], "int32")))
+    assert all(np.ndim(v) == 0 for v in logs.values()), logs
+
+
+def test_the_model_hands_fit_its_objective_through_public_compile():
+    import keras
+
+    import nvan_tf
+
+    model = nvan_tf.build_model("baseline", 3, seq_len=2, height=32, width=16)
+    assert model.objective is None
+    model.compile(optimizer="sgd", loss=keras.losses.MeanSquaredError())  # plain Keras still works
+    assert model.objective is None
+    training.compile_model(model, TrainConfig(), steps_per_epoch=10)
+    assert model.objective is not None
+    assert {m.name for m in model.objective.metrics} <= {m.name for m in model.metrics}
+
+
 # -- precision -------------------------------------------------------------------
 
 

@@ -7,14 +7,8 @@
     python tests/training_worker.py float64 OUT.npz
         the same comparison in float64 on a small model made of the
         project's BatchNorm and losses, trained with a tf.distribute loop.
-    python tests/training_worker.py multiworker OUT.npz INDEX PORTS ROOT OUTPUT_DIR
-        one worker of a MultiWorkerMirroredStrategy run of nvan_tf.training.loop.train
-        on 127.0.0.1; writes its final weights.
-    python tests/training_worker.py default OUT.npz ROOT OUTPUT_DIR
-        the same run on one process (the default strategy).
     python tests/training_worker.py run OUT.npz CONFIG.json OUTPUT_DIR [KILL]
-        nvan_tf.training.train of the TrainConfig in CONFIG.json (TF_CONFIG
-        from the environment for multiworker); writes the final weights and
+        nvan_tf.training.train of the TrainConfig in CONFIG.json; writes the final weights and
         {"steps", "history"} (OUT.npz.json). KILL makes the process SIGKILL
         itself at a chosen point: "after-checkpoint:N" (checkpoint N complete),
         "in-checkpoint:N" (checkpoint N's files written, the state file not
@@ -50,24 +44,33 @@ def fixed_batch(dtype="float32", batch=8, shape=(SEQ_LEN, HEIGHT, WIDTH, 3)):
 
 
 def mirrored(out):
-    import keras
-
-    import nvan_tf
+    from nvan_tf.training import ReIDTask
     from nvan_tf.training import loop as training
 
     strategies = {"default": tf.distribute.get_strategy(), "mirrored": two_cpus()}
     x, y = fixed_batch()
     results = {}
     for name, strategy in strategies.items():
+        # SGD: the update is the gradient itself (Adam's first step is its sign)
+        config = training.TrainConfig(variant="nvan", seq_len=SEQ_LEN, height=HEIGHT, width=WIDTH, optimizer="sgd",
+                                      lr=0.01, momentum=0.0, seed=0)
+        task = ReIDTask(config, num_identities=4)
+        model = task.build_model(strategy)  # as nvan_tf.training.train builds it: BNs synchronised on 2 replicas
+        assert model.config.sync_batch_norm == (strategy.num_replicas_in_sync > 1)
+        if strategy.num_replicas_in_sync > 1:  # a model whose BNs are not synchronised is refused
+            import nvan_tf
+
+            with strategy.scope():
+                plain = nvan_tf.build_model("baseline", 4, seq_len=SEQ_LEN, height=HEIGHT, width=WIDTH)
+                try:
+                    training.compile_model(plain, config, steps_per_epoch=5)
+                    raise AssertionError("compile_model accepted BNs that are not synchronised")
+                except ValueError as err:
+                    assert "sync_batch_norm=True" in str(err), err
         with strategy.scope():
-            keras.utils.set_random_seed(0)
-            model = nvan_tf.build_model("nvan", 4, seq_len=SEQ_LEN, height=HEIGHT, width=WIDTH)
-            # SGD: the update is the gradient itself (Adam's first step is its sign)
-            config = training.TrainConfig(seq_len=SEQ_LEN, height=HEIGHT, width=WIDTH, optimizer="sgd",
-                                          lr=0.01, momentum=0.0)
             training.compile_model(model, config, steps_per_epoch=5)
-        before = [v.numpy() for v in model.trainable_variables]
-        logs = model.fit(tf.data.Dataset.from_tensors((x, y)), epochs=1, verbose=0, shuffle=False).history
+            before = [v.numpy() for v in model.trainable_variables]
+            logs = model.fit(tf.data.Dataset.from_tensors((x, y)), epochs=1, verbose=0, shuffle=False).history
         for key in ("loss", "triplet", "identity"):
             results[f"{name}_{key}"] = np.float64(logs[key][-1])
         for i, (v, b) in enumerate(zip(model.trainable_variables, before)):
@@ -129,16 +132,6 @@ def dump_weights(path):
             np.savez(path, *[v.numpy() for v in self.model.weights])
 
     return DumpWeights()
-
-
-def run_training(out, root, output_dir, strategy):
-    from nvan_tf.training.loop import TrainConfig, train
-
-    config = TrainConfig(variant="baseline", dataset="mars", root=root, seq_len=SEQ_LEN, height=HEIGHT,
-                         width=WIDTH, p=2, k=2, steps_per_epoch=2, epochs=2, eval_every=2,
-                         checkpoint_every=0, strategy=strategy, progress=0)
-    result = train(config, output_dir, callbacks=[dump_weights(out)])
-    print(json.dumps({"steps": result["steps"]}))
 
 
 def _install_kill(point):
@@ -244,15 +237,6 @@ def main(argv):
         mirrored(out)
     elif mode == "float64":
         float64(out)
-    elif mode == "multiworker":
-        index, ports, root, output_dir = int(argv[2]), argv[3].split(","), argv[4], argv[5]
-        os.environ["TF_CONFIG"] = json.dumps({
-            "cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]},
-            "task": {"type": "worker", "index": index},
-        })
-        run_training(out, root, output_dir, "multiworker")
-    elif mode == "default":
-        run_training(out, argv[2], argv[3], "default")
     elif mode == "run":
         run_config(out, argv[2], argv[3], argv[4] if len(argv) > 4 else None)
     else:

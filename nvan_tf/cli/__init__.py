@@ -46,8 +46,8 @@ def make_parser(prog, doc, **kwargs):
     return parser
 
 
-def quiet_tensorflow(verbose=False):
-    """Silences TensorFlow's start-up noise, unless ``verbose``.
+def quiet_tensorflow(verbose=False, start=None):
+    """Silences TensorFlow's start-up noise, unless ``verbose``; calls ``start``.
 
     TensorFlow writes its C++ start-up lines (oneDNN, CUDA drivers, CPU
     instructions, ``failed call to cuInit`` on machines without a GPU)
@@ -57,12 +57,18 @@ def quiet_tensorflow(verbose=False):
     pointed at /dev/null; then stderr is restored, and later C++ logs are
     filtered by ``TF_CPP_MIN_LOG_LEVEL=2`` (errors still shown).
     Call it before anything imports TensorFlow; later calls do nothing.
+
+    ``start``: called (also when ``verbose``) before anything else starts
+    TensorFlow's runtime, e.g. making a ``MultiWorkerMirroredStrategy``,
+    whose collectives must be configured at start-up.
     """
-    if verbose:
+    if not verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if verbose or "tensorflow" in sys.modules or importlib.util.find_spec("tensorflow") is None:
+        # shown, already started, or another Keras backend without TensorFlow
+        if start is not None:
+            start()
         return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if "tensorflow" in sys.modules or importlib.util.find_spec("tensorflow") is None:
-        return  # already started, or another Keras backend without TensorFlow
     sys.stderr.flush()
     saved = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -70,6 +76,8 @@ def quiet_tensorflow(verbose=False):
         os.dup2(devnull, 2)
         import tensorflow as tf
 
+        if start is not None:
+            start()
         tf.config.list_logical_devices()  # device start-up logs here too
     finally:
         sys.stderr.flush()

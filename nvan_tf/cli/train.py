@@ -41,6 +41,9 @@ HELP = {
     "random_erasing": "per-frame random erasing probability",
     "colour_jitter": "per-clip colour jitter: RGB gains exp(U(-c, c)) (0: off, as the reference)",
     "steps_per_epoch": "steps per epoch (default: identities // P)",
+    "val_ids": "training identities held out as a validation split that chooses the best epoch "
+               "(0: none; then the test split chooses, as the reference does)",
+    "val_fraction": "the validation split as a share of the training identities (instead of --val-ids)",
     "margin": "triplet margin: 'soft' or a number (hinge)",
     "triplet_weight": "weight of the triplet loss",
     "identity_weight": "weight of the identity (cross-entropy) loss",
@@ -53,7 +56,8 @@ HELP = {
     "lr_step": "multiply the learning rate by --lr-gamma every this many epochs (0: never)",
     "lr_gamma": "learning-rate decay factor",
     "warmup_epochs": "linear learning-rate warm-up epochs",
-    "eval_every": "evaluate on query/gallery every N epochs (0: never); the best rank-1 is kept",
+    "eval_every": "evaluate every N epochs (0: never) on the validation split, or without one on the test "
+                  "split; the best rank-1 is kept",
     "eval_batch_size": "clips per evaluation batch",
     "checkpoint_every": "also checkpoint every N steps inside epochs (0: epoch ends only)",
     "init": "starting weights: torchvision ResNet-50 .pth, Keras-applications .h5, or any "
@@ -167,18 +171,32 @@ def main(argv=None):
     if args.print_config:
         print(json.dumps(config.to_dict(), indent=2))
         return 0
-    cli.quiet_tensorflow(args.verbose)
+    def start_strategy():  # a multi-worker strategy must exist before TensorFlow's runtime starts
+        from nvan_tf.training.loop import make_strategy
+
+        make_strategy(config.strategy)
+
+    try:
+        cli.quiet_tensorflow(args.verbose, start=start_strategy)
+    except ValueError as err:  # multiworker without TF_CONFIG
+        return cli.fail(parser, err)
     from nvan_tf.training.loop import TrainingDiverged, WorkerMismatch, train
 
     try:
         result = train(config, args.output_dir, resume=args.resume)
     except (TrainingDiverged, WorkerMismatch, ValueError, FileNotFoundError) as err:
         return cli.fail(parser, err)
-    best = result["best"]
+    best, test = result["best"], result["test"]
     if best:
-        print(f"best: epoch {best['epoch']}, rank-1 {100 * best['rank1']:.2f}%, mAP {100 * best['mAP']:.2f}%")
+        split = result["selection"]
+        note = "" if split == "validation" else " (no validation split: chosen on the test split, as the reference)"
+        print(f"best: epoch {best['epoch']}, {split} rank-1 {100 * best['rank1']:.2f}%, "
+              f"mAP {100 * best['mAP']:.2f}%{note}")
+    if test:
+        print(f"test: rank-1 {100 * test['rank1']:.2f}%, mAP {100 * test['mAP']:.2f}% (the chosen model, once)")
     print(f"model: {result['model']}\nlast: {result['last']}\n"
-          f"history: {os.path.join(args.output_dir, 'history.csv')}")
+          f"history: {os.path.join(args.output_dir, 'history.csv')}\n"
+          f"results: {os.path.join(args.output_dir, 'results.json')}")
     return 0
 
 

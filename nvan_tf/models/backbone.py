@@ -64,10 +64,14 @@ class Bottleneck(layers.Layer):
             on the first 1x1 conv when ``stride_in_1x1`` (Keras-applications
             v1 layout, for its ImageNet weights).
         downsample: project the shortcut with a strided 1x1 conv + BN.
+        sync_batch_norm: batch statistics over the global batch of all
+            replicas (``BatchNormalization(synchronized=True)``).
     """
 
-    def __init__(self, filters, strides=1, downsample=False, stride_in_1x1=False, **kwargs):
+    def __init__(self, filters, strides=1, downsample=False, stride_in_1x1=False, sync_batch_norm=False,
+                 **kwargs):
         super().__init__(**kwargs)
+        self.sync_batch_norm = bool(sync_batch_norm)
         self.filters = whole_number(filters, "filters")
         self.strides = whole_number(strides, "strides")
         self.downsample = bool(downsample)
@@ -75,14 +79,14 @@ class Bottleneck(layers.Layer):
         s1, s3 = (self.strides, 1) if self.stride_in_1x1 else (1, self.strides)
         dtype = self.dtype_policy
         self.conv1 = _conv(self.filters, 1, s1, "conv1", dtype)
-        self.bn1 = batch_norm("bn1", dtype=dtype)
+        self.bn1 = batch_norm("bn1", dtype=dtype, synchronized=self.sync_batch_norm)
         self.conv2 = _conv(self.filters, 3, s3, "conv2", dtype)
-        self.bn2 = batch_norm("bn2", dtype=dtype)
+        self.bn2 = batch_norm("bn2", dtype=dtype, synchronized=self.sync_batch_norm)
         self.conv3 = _conv(self.filters * EXPANSION, 1, 1, "conv3", dtype)
-        self.bn3 = batch_norm("bn3", dtype=dtype)
+        self.bn3 = batch_norm("bn3", dtype=dtype, synchronized=self.sync_batch_norm)
         if self.downsample:
             self.downsample_conv = _conv(self.filters * EXPANSION, 1, self.strides, "downsample_conv", dtype)
-            self.downsample_bn = batch_norm("downsample_bn", dtype=dtype)
+            self.downsample_bn = batch_norm("downsample_bn", dtype=dtype, synchronized=self.sync_batch_norm)
 
     def build(self, input_shape):
         n, h, w, c = input_shape
@@ -127,6 +131,7 @@ class Bottleneck(layers.Layer):
             "strides": self.strides,
             "downsample": self.downsample,
             "stride_in_1x1": self.stride_in_1x1,
+            "sync_batch_norm": self.sync_batch_norm,
         })
         return config
 
@@ -216,6 +221,9 @@ class VideoResNet50(layers.Layer):
         input_convention: "torch" (the reference) or "caffe": the clips are
             still ImageNet-normalised RGB, converted inside to the BGR 0..255
             mean-subtracted input that Keras-applications weights expect.
+        sync_batch_norm: every BN computes its training statistics over the
+            global batch of all replicas (several devices or workers), so a
+            step is the same whatever the replica count.
     """
 
     def __init__(
@@ -228,9 +236,11 @@ class VideoResNet50(layers.Layer):
         stem_relu=False,
         stride_in_1x1=False,
         input_convention="torch",
+        sync_batch_norm=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.sync_batch_norm = bool(sync_batch_norm)
         self.non_local = check_non_local(non_local)
         self.stripes = _expand(check_stripes(stripes))
         self.temporal_reduction = _expand(_stage_table(temporal_reduction, "temporal_reduction", bool))
@@ -249,7 +259,7 @@ class VideoResNet50(layers.Layer):
 
         dtype = self.dtype_policy
         self.stem_conv = _conv(64, 7, 2, "stem_conv", dtype)
-        self.stem_bn = batch_norm("stem_bn", dtype=dtype)
+        self.stem_bn = batch_norm("stem_bn", dtype=dtype, synchronized=self.sync_batch_norm)
         self.stem_pool = layers.MaxPooling2D(3, 2, name="stem_pool", dtype=dtype)
         self.blocks, self.nonlocal_blocks, self.reductions = [], [], []
         in_channels = 64
@@ -262,6 +272,7 @@ class VideoResNet50(layers.Layer):
                     strides=stride if i == 0 else 1,
                     downsample=i == 0 and (stride != 1 or in_channels != width * EXPANSION),
                     stride_in_1x1=self.stride_in_1x1,
+                    sync_batch_norm=self.sync_batch_norm,
                     name=f"{stage}_block{i}",
                     dtype=dtype,
                 ))
@@ -279,8 +290,9 @@ class VideoResNet50(layers.Layer):
 
     def _nonlocal(self, stage_index):
         if self.stripes[stage_index] is None:
-            return NonLocalBlock(name="nonlocal", dtype=self.dtype_policy)
-        return StripeNonLocalBlock(self.stripes[stage_index], name="nonlocal", dtype=self.dtype_policy)
+            return NonLocalBlock(name="nonlocal", dtype=self.dtype_policy, sync_batch_norm=self.sync_batch_norm)
+        return StripeNonLocalBlock(self.stripes[stage_index], name="nonlocal", dtype=self.dtype_policy,
+                                   sync_batch_norm=self.sync_batch_norm)
 
     def _stages(self):
         """Yields (stage index, block, non-local block or None, reduction or None)."""
@@ -353,6 +365,7 @@ class VideoResNet50(layers.Layer):
             "stem_relu": self.stem_relu,
             "stride_in_1x1": self.stride_in_1x1,
             "input_convention": self.input_convention,
+            "sync_batch_norm": self.sync_batch_norm,
         })
         return config
 

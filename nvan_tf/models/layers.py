@@ -152,11 +152,14 @@ class NonLocalBlock(layers.Layer):
 
     Args:
         inter_channels: width of theta / phi / g; default ``C // 2``.
+        sync_batch_norm: the output BN's training statistics over the global
+            batch of all replicas.
     """
 
-    def __init__(self, inter_channels=None, **kwargs):
+    def __init__(self, inter_channels=None, sync_batch_norm=False, **kwargs):
         super().__init__(**kwargs)
         self.inter_channels = whole_number(inter_channels, "inter_channels", allow_none=True)
+        self.sync_batch_norm = bool(sync_batch_norm)
 
     def _make_projections(self, channels):
         inter = self.inter_channels or max(channels // 2, 1)
@@ -165,7 +168,7 @@ class NonLocalBlock(layers.Layer):
         self.phi = layers.Dense(inter, name="phi", dtype=dtype)
         self.g = layers.Dense(inter, name="g", dtype=dtype)
         self.w = layers.Dense(channels, name="w", dtype=dtype)
-        self.w_bn = batch_norm("w_bn", zero_init=True, dtype=dtype)
+        self.w_bn = batch_norm("w_bn", zero_init=True, dtype=dtype, synchronized=self.sync_batch_norm)
         return inter
 
     def _build_projections(self, channels, inter):
@@ -205,7 +208,7 @@ class NonLocalBlock(layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"inter_channels": self.inter_channels})
+        config.update({"inter_channels": self.inter_channels, "sync_batch_norm": self.sync_batch_norm})
         return config
 
 
@@ -223,8 +226,8 @@ class StripeNonLocalBlock(NonLocalBlock):
         inter_channels: width of theta / phi / g; default ``C // 2``.
     """
 
-    def __init__(self, stripes=16, inter_channels=None, **kwargs):
-        super().__init__(inter_channels=inter_channels, **kwargs)
+    def __init__(self, stripes=16, inter_channels=None, sync_batch_norm=False, **kwargs):
+        super().__init__(inter_channels=inter_channels, sync_batch_norm=sync_batch_norm, **kwargs)
         self.stripes = whole_number(stripes, "stripes")
 
     def build(self, input_shape):
@@ -361,17 +364,19 @@ class FeaturePooling(layers.Layer):
 
     The BN shift ``beta`` is frozen (the reference fixes it at 0), also after
     ``trainable`` is switched off and on again; it is still a weight, so
-    converted checkpoints load exactly.
+    converted checkpoints load exactly. ``sync_batch_norm``: its training
+    statistics over the global batch of all replicas.
     """
 
-    def __init__(self, per_frame=False, **kwargs):
+    def __init__(self, per_frame=False, sync_batch_norm=False, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.per_frame = bool(per_frame)
+        self.sync_batch_norm = bool(sync_batch_norm)
 
     def build(self, input_shape):
         _check_rank5(self, input_shape)
-        self.bn = batch_norm("bnneck", dtype=self.dtype_policy)
+        self.bn = batch_norm("bnneck", dtype=self.dtype_policy, synchronized=self.sync_batch_norm)
         self.bn.build((None, input_shape[-1]))
         self.bn.beta.trainable = False
         freeze_if_not_trainable(self)
@@ -403,7 +408,7 @@ class FeaturePooling(layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"per_frame": self.per_frame})
+        config.update({"per_frame": self.per_frame, "sync_batch_norm": self.sync_batch_norm})
         return config
 
 

@@ -48,6 +48,7 @@ class ModelConfig:
     stride_in_1x1: bool = False
     input_convention: str = "torch"
     normalize_embedding: bool = False
+    sync_batch_norm: bool = False
 
     def __post_init__(self):
         """Checks every number (NumPy integers accepted, stored as plain
@@ -106,10 +107,13 @@ class NVANModel(keras.Model):
             stem_relu=config.stem_relu,
             stride_in_1x1=config.stride_in_1x1,
             input_convention=config.input_convention,
+            sync_batch_norm=config.sync_batch_norm,
             name="backbone",
             dtype=self.dtype_policy,
         )
-        self.pooling = FeaturePooling(per_frame=config.per_frame_pooling, name="feature_pooling")
+        self.pooling = FeaturePooling(per_frame=config.per_frame_pooling, sync_batch_norm=config.sync_batch_norm,
+                                      name="feature_pooling")
+        self.objective = None
         self.classifier = layers.Dense(
             config.num_identities,
             use_bias=False,
@@ -153,19 +157,44 @@ class NVANModel(keras.Model):
     def compute_output_shape(self, input_shape):
         return (input_shape[0], EMBEDDING_DIM)
 
+    # -- training: Keras's fit, customised through its documented hooks ----------------
+    def compile(self, *args, objective=None, **kwargs):
+        """Keras's ``compile``, plus ``objective``: the training loss as one
+        callable ``objective(pids, (f, logits)) -> scalar`` over the training
+        outputs (the re-ID objective of ``nvan_tf.training`` is one), with a
+        ``metrics`` list of the trackers it updates. Without it, Keras's
+        ``loss`` as usual."""
+        self.objective = objective
+        super().compile(*args, **kwargs)
+
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """The re-ID objective set by ``nvan_tf.training.loop.compile_model``
-        (triplet on ``f`` + cross-entropy on the logits); Keras's otherwise."""
-        objective = getattr(self, "_reid_objective", None)
-        if objective is None:
+        """``objective(y, y_pred)`` when compiled with one; Keras's otherwise."""
+        if self.objective is None:
             return super().compute_loss(x, y, y_pred, sample_weight, training)
-        return objective(y, y_pred)
+        return self.objective(y, y_pred)
 
     @property
     def metrics(self):
         metrics = super().metrics
-        objective = getattr(self, "_reid_objective", None)
-        return metrics + objective.metrics if objective is not None else metrics
+        objective = getattr(self, "objective", None)  # None before __init__ sets it
+        return metrics + list(objective.metrics) if objective is not None else metrics
+
+    def train_step(self, data):
+        """Keras's step; under ``MultiWorkerMirroredStrategy`` its scalar logs
+        are returned as vectors of one value.
+
+        Keras 3 (checked on 3.15.1; keras-team/keras#20585) reduces the
+        per-replica logs of a multi-worker step with
+        ``strategy.reduce("MEAN", value, axis=0)``, which fails on scalars
+        ("Invalid reduction dimension 0"). A vector of one value reduces over
+        axis 0 and the replicas to the scalar mean over all replicas, which
+        is what the other strategies log. tests/test_training.py fails when
+        Keras stops needing this.
+        """
+        logs = super().train_step(data)
+        if _reduces_logs_over_workers():
+            logs = {name: ops.reshape(value, (1,)) for name, value in logs.items()}
+        return logs
 
     def get_config(self):
         config = super().get_config()  # name, trainable, dtype policy
@@ -235,14 +264,25 @@ def enable_determinism(seed=0):
         tf.config.experimental.enable_op_determinism()
 
 
+def _reduces_logs_over_workers():
+    """Whether Keras reduces this step's logs across workers (a
+    ``MultiWorkerMirroredStrategy`` on the TensorFlow backend)."""
+    if keras.backend.backend() != "tensorflow":
+        return False
+    import tensorflow as tf
+
+    return isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy)
+
+
 def float32_copy(model, *, normalize_embedding=None, copy_weights=True):
     """A float32, uncompiled ``NVANModel`` of ``model``'s configuration, built,
     holding ``model``'s weights (unless ``copy_weights=False``): what is
     evaluated, saved for evaluation and exported, whatever precision trained.
 
-    ``normalize_embedding``: override the config's (export: ``True``).
+    ``normalize_embedding``: override the config's (export: ``True``). The
+    copy's BNs are not synchronised: it is for inference on one device.
     """
-    config = config_of(model)
+    config = dataclasses.replace(config_of(model), sync_batch_norm=False)
     if normalize_embedding is not None:
         config = dataclasses.replace(config, normalize_embedding=bool(normalize_embedding))
     with dtype_policy("float32"):

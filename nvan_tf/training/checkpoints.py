@@ -25,7 +25,8 @@ named and intact. What a killed write leaves behind (files of a checkpoint
 the state file does not name, temporary files) is removed by
 :meth:`Checkpointer.remove_leftovers` when a run starts. Under
 ``MultiWorkerMirroredStrategy`` every worker saves (TensorFlow's pattern):
-the chief into the folder, the others into a temporary folder they delete.
+the chief into the folder, the others into a temporary folder of their own
+machine (not the shared folder, which only the chief writes), deleted again.
 """
 
 from __future__ import annotations
@@ -35,10 +36,11 @@ import logging
 import os
 import re
 import shutil
+import tempfile
 
 import numpy as np
 
-from nvan_tf.io.atomic import TEMP_PREFIX, remove_stale
+from nvan_tf.io.atomic import remove_stale
 
 logger = logging.getLogger(__name__)
 
@@ -169,11 +171,12 @@ class Checkpointer:
             path = self.manager.save(checkpoint_number=int(batches))
             logger.debug("checkpoint %s written", path)
             return path
-        scratch = os.path.join(self.folder, f"{TEMP_PREFIX}{os.getpid()}-worker{worker_index}")
-        manager = tf.train.CheckpointManager(self.checkpoint, scratch, max_to_keep=1)
-        path = manager.save(checkpoint_number=int(batches))
-        shutil.rmtree(scratch, ignore_errors=True)
-        return path
+        scratch = tempfile.mkdtemp(prefix=f"nvan-tf-checkpoint-worker{worker_index}-")
+        try:
+            manager = tf.train.CheckpointManager(self.checkpoint, scratch, max_to_keep=1)
+            return manager.save(checkpoint_number=int(batches))
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
     def remove_leftovers(self):
         """Deletes what killed writes left in the folder: files of checkpoints

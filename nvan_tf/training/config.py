@@ -45,6 +45,9 @@ class TrainConfig:
     random_erasing: float = 0.0
     colour_jitter: float = 0.0
     steps_per_epoch: int | None = None  # default: identities // p
+    # validation: training identities held out to choose the model (0: none, the test split chooses)
+    val_ids: int = 0
+    val_fraction: float = 0.0
     # losses
     margin: str | float = "soft"
     triplet_weight: float = 1.0
@@ -81,7 +84,7 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 fail(name, "a positive integer")
-        for name in ("lr_step", "warmup_epochs", "eval_every", "checkpoint_every", "seed"):
+        for name in ("lr_step", "warmup_epochs", "eval_every", "checkpoint_every", "seed", "val_ids"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 fail(name, "a non-negative integer")
@@ -96,6 +99,11 @@ class TrainConfig:
             fail("random_erasing", "in [0, 1]")
         if not 0.0 <= self.colour_jitter <= 1.0:
             fail("colour_jitter", "in [0, 1]")
+        if isinstance(self.val_fraction, bool) or not 0.0 <= self.val_fraction < 1.0:
+            fail("val_fraction", "in [0, 1)")
+        if self.val_ids and self.val_fraction:
+            raise ValueError("give val_ids (a count) or val_fraction, not both. "
+                             f"Received: val_ids={self.val_ids}, val_fraction={self.val_fraction}")
         if self.margin != "soft":
             try:
                 self.margin = float(self.margin)
@@ -145,6 +153,12 @@ class TrainConfig:
         if variant not in PRESETS:
             raise ValueError(f"Unknown variant {variant!r}; expected one of {sorted(PRESETS)}")
         return cls(**{**PRESETS[variant], **overrides})
+
+    @property
+    def selection(self):
+        """The split that chooses the model: ``"validation"`` (held-out
+        training identities) or ``"test"`` (the reference's protocol)."""
+        return "validation" if self.val_ids or self.val_fraction else "test"
 
     def to_dict(self):
         return dataclasses.asdict(self)

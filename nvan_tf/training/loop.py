@@ -52,8 +52,10 @@ __all__ = [
 # A mixed_float16 run stops when the loss scaler skips this many updates in a
 # row: the scale has then fallen by 2^40 and no update gets through.
 MAX_CONSECUTIVE_SKIPS = 40
-HISTORY_COLUMNS = ("epoch", "step", "lr", "loss", "triplet", "identity", "skipped", "rank1", "mAP", "seconds")
-_OUTPUTS = ("model.keras", "last.keras", "history.csv", "training.png")
+# rank1 / mAP are scored on the split named in "split", the one that chooses the best epoch
+HISTORY_COLUMNS = ("epoch", "step", "lr", "loss", "triplet", "identity", "skipped", "split", "rank1", "mAP",
+                   "seconds")
+_OUTPUTS = ("model.keras", "last.keras", "history.csv", "training.png", "results.json")
 
 
 class TrainingDiverged(FloatingPointError):
@@ -68,9 +70,18 @@ class WorkerMismatch(RuntimeError):
 # -----------------------------------------------------------------------------
 # Strategies
 # -----------------------------------------------------------------------------
+_MULTIWORKER = []  # the process's MultiWorkerMirroredStrategy, once made
+
+
 def make_strategy(name, devices=None):
     """``default`` (one device), ``mirrored`` (all local GPUs, or ``devices``)
-    or ``multiworker`` (machines described by ``TF_CONFIG``)."""
+    or ``multiworker`` (machines described by ``TF_CONFIG``).
+
+    A process has one ``MultiWorkerMirroredStrategy``: TensorFlow configures
+    its collectives when it starts, before anything else starts TensorFlow's
+    runtime, so ``nvan-train`` makes it first thing (``cli.quiet_tensorflow``'s
+    ``start``) and later calls return that one.
+    """
     import tensorflow as tf
 
     if name == "default":
@@ -83,7 +94,9 @@ def make_strategy(name, devices=None):
                 "strategy 'multiworker' needs TF_CONFIG describing the cluster, e.g. "
                 '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
             )
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        if not _MULTIWORKER:
+            _MULTIWORKER.append(tf.distribute.MultiWorkerMirroredStrategy())
+        return _MULTIWORKER[0]
     raise ValueError(f"strategy must be one of {list(STRATEGIES)}. Received: strategy={name!r}")
 
 
@@ -107,19 +120,20 @@ def is_chief(strategy):
     return _worker(strategy)[0]
 
 
-def _all_workers(strategy, values):
-    """The sum over every replica of ``values`` (ints) that only global
-    replica 0 gives (the others give zeros): the chief's values, on every
-    worker. With one worker, ``values`` themselves."""
+def _from_chief(strategy, values):
+    """The chief's ``values`` (numbers), on every worker: the sum over every
+    replica of what only global replica 0 gives (the others give zeros), in
+    float64, so integers below 2**53 come back exact. With one worker,
+    ``values`` themselves. Every worker must call it at the same point."""
     import numpy as np
     import tensorflow as tf
 
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return [int(v) for v in values]
-    values = np.asarray(values, np.int64)
+        return [float(v) for v in values]
+    values = np.asarray(values, np.float64)
     per_replica = strategy.experimental_distribute_values_from_function(
         lambda ctx: tf.constant(values if ctx.replica_id_in_sync_group == 0 else np.zeros_like(values)))
-    return [int(v) for v in strategy.reduce("SUM", per_replica, axis=None).numpy()]
+    return [float(v) for v in strategy.reduce("SUM", per_replica, axis=None).numpy()]
 
 
 def _any_worker(strategy, flag):
@@ -140,8 +154,9 @@ class _Run:
     """What :func:`train` keeps while it runs: the record saved with every
     checkpoint (history, best) and the count of batches read."""
 
-    def __init__(self, task, output_dir, chief, worker_index):
+    def __init__(self, task, output_dir, strategy, chief, worker_index):
         self.task = task
+        self.strategy = strategy
         self.config = task.config
         self.output_dir = output_dir
         self.chief = chief
@@ -157,18 +172,30 @@ class _Run:
 
     def should_evaluate(self, epoch):
         every = self.config.eval_every
-        return self.chief and every > 0 and (epoch % every == 0 or epoch == self.config.epochs)
+        return every > 0 and (epoch % every == 0 or epoch == self.config.epochs)
 
     def evaluate(self, epoch):
-        copy = self.task.inference_model(self.model)
-        scores = evaluate_model(copy, self.task.test_set, batch_size=self.config.eval_batch_size)
-        logger.info("epoch %d: rank-1 %.2f%%, mAP %.2f%%", epoch, 100 * scores["rank1"], 100 * scores["mAP"])
+        """Rank-1 and mAP of the float32 copy, the same on every worker: the
+        chief evaluates its copy (a plain model, built before training
+        outside the strategy, so evaluating runs no collective) while the
+        others wait, then every worker takes the chief's scores, so the
+        history and the best epoch agree everywhere."""
+        split = self.config.selection
+        scores = {"rank1": 0.0, "mAP": 0.0}
+        if self.chief:
+            copy = self.task.inference_model(self.model)
+            scores = self.task.evaluate(self.model, split)
+        scores = dict(zip(("rank1", "mAP"), _from_chief(self.strategy, [scores["rank1"], scores["mAP"]])))
+        logger.info("epoch %d: %s rank-1 %.2f%%, mAP %.2f%%%s", epoch, split, 100 * scores["rank1"],
+                    100 * scores["mAP"], "" if split == "validation" else
+                    " (no validation split: the test split chooses the model, as in the reference)")
         best = self.record["best"]
         if best is None or scores["rank1"] >= best["rank1"]:  # >= as the reference
-            self.record["best"] = {"epoch": epoch, **scores}
-            self.save_model(copy, "model.keras")
-            logger.info("new best model (rank-1 %.2f%%) saved", 100 * scores["rank1"])
-        return scores
+            self.record["best"] = {"epoch": epoch, "split": split, **scores}
+            if self.chief:
+                self.save_model(copy, "model.keras")
+                logger.info("new best model (%s rank-1 %.2f%%) saved", split, 100 * scores["rank1"])
+        return {"split": split, **scores}
 
     def save_model(self, model, name):
         from nvan_tf.io.loading import save_model
@@ -190,7 +217,8 @@ class _Run:
 
         lines = [",".join(HISTORY_COLUMNS)]
         for row in self.history:
-            lines.append(",".join("" if row.get(c) is None else repr(row[c]) for c in HISTORY_COLUMNS))
+            lines.append(",".join("" if row.get(c) is None else row[c] if isinstance(row[c], str) else repr(row[c])
+                                  for c in HISTORY_COLUMNS))
         atomic.write_text(os.path.join(self.output_dir, "history.csv"), "\n".join(lines) + "\n")
         with atomic.atomic_path(os.path.join(self.output_dir, "training.png")) as tmp:
             report.plot_training(self.history, tmp)
@@ -276,46 +304,6 @@ class _RunState(keras.callbacks.Callback):
         run.write_history()
 
 
-def _work_around_multiworker_fit(model, strategy):
-    """Makes ``model.fit`` run under ``MultiWorkerMirroredStrategy``.
-
-    Keras 3's fit fails there in two places (keras-team/keras#20585):
-
-    1. its symbolic build converts the first distributed batch to a tensor
-       ("Attempt to convert a value (PerReplica...)"). The model, optimizer
-       and metrics are already built by :func:`compile_model`, so the build
-       is skipped: the model forgets its strategy, and fit, run inside
-       ``strategy.scope()``, finds it through the scope.
-    2. it reduces the per-replica logs with ``strategy.reduce("MEAN", v,
-       axis=0)``, which fails on scalars ("Invalid reduction dimension 0").
-       The train function below runs the same ``model.train_step`` on every
-       replica and averages the scalar logs over all replicas (``axis=None``).
-
-    ``TrainConfig`` refuses ``jit`` with ``multiworker``: XLA cannot compile
-    the cross-worker all-gather of the triplet loss.
-    """
-    import tensorflow as tf
-
-    model._distribute_strategy = None
-
-    @tf.function(reduce_retracing=True)
-    def one_step(data):
-        logs = strategy.run(model.train_step, args=(data,))
-        return {name: strategy.reduce("MEAN", value, axis=None) for name, value in logs.items()}
-
-    def train_function(iterator):
-        if isinstance(iterator, (tf.data.Iterator, tf.distribute.DistributedIterator)):
-            data = iterator.get_next_as_optional()
-            if not data.has_value():
-                raise StopIteration
-            return one_step(data.get_value())
-        for data in iterator:  # train_on_batch: a list of one batch
-            logs = one_step(data)
-        return logs
-
-    model.train_function = train_function
-
-
 # -----------------------------------------------------------------------------
 # The resume decision
 # -----------------------------------------------------------------------------
@@ -330,37 +318,47 @@ def _read_recorded_config(path):
             raise ConfigMismatch(f"{path} is not a readable nvan-train config: {err}") from None
 
 
-def _decide(config, output_dir, resume, checkpoint_folder):
+def _decide(config, output_dir, resume, checkpoint_folder, dataset=None):
     """On the chief: the checkpoint to resume from (-1: none). Refuses
-    (``ConfigMismatch``) a folder holding a run of another configuration."""
-    from nvan_tf.training.checkpoints import latest_number
+    (``ConfigMismatch``) a folder holding a run of another configuration or
+    on other data: the checkpoint's own record (its config and the identity
+    of the track list it trained on) is compared, or, for checkpoints
+    without one, ``config.json``."""
+    from nvan_tf.training.checkpoints import latest
 
-    number = -1 if resume is False else latest_number(checkpoint_folder)
+    record = None if resume is False else latest(checkpoint_folder)
+    number = -1 if record is None else int(record["batches"])
     path = os.path.join(output_dir, "config.json")
-    if number >= 0 and os.path.exists(path):
+    differences = []
+    if record is not None and "train" in record:
+        differences = config.differences(TrainConfig.from_dict(record["train"], source=record["path"]))
+    elif record is not None and os.path.exists(path):
         differences = config.differences(_read_recorded_config(path))
-        if differences:
-            listing = "\n".join(f"  {name}: {old!r} in the run, {new!r} now" for name, old, new in differences)
-            raise ConfigMismatch(
-                f"{output_dir} holds a run of another configuration:\n{listing}\n"
-                "Use another --output-dir, or --no-resume to start over in this one."
-            )
+    if record is not None and dataset is not None and record.get("dataset") is not None:
+        differences += [(f"dataset {key}", record["dataset"].get(key), value) for key, value in dataset.items()
+                        if record["dataset"].get(key) != value]
+    if differences:
+        listing = "\n".join(f"  {name}: {old!r} in the run, {new!r} now" for name, old, new in differences)
+        raise ConfigMismatch(
+            f"{output_dir} holds a run of another configuration:\n{listing}\n"
+            "Use another --output-dir, or --no-resume to start over in this one."
+        )
     if resume is True and number < 0:
         logger.info("nothing to resume in %s: starting a new run", output_dir)
     return number
 
 
-def _agree_on_start(strategy, config, output_dir, resume, checkpoint_folder, chief):
+def _agree_on_start(strategy, config, output_dir, resume, checkpoint_folder, chief, dataset=None):
     """The checkpoint every worker restores (-1: none), decided once by the
     chief and checked to be visible to every worker."""
     error = None
     number = -1
     if chief:
         try:
-            number = _decide(config, output_dir, resume, checkpoint_folder)
+            number = _decide(config, output_dir, resume, checkpoint_folder, dataset)
         except (ConfigMismatch, CheckpointError) as err:
             error = err
-    code, number = _all_workers(strategy, [_REFUSED if error else _OK, number])
+    code, number = (int(v) for v in _from_chief(strategy, [_REFUSED if error else _OK, number]))
     if error is not None:
         raise error
     if code != _OK:
@@ -419,18 +417,22 @@ def train(config, output_dir="runs/train", *, resume=None, devices=None, callbac
     strategy = make_strategy(config.strategy, devices)
     chief, worker_index, _ = _worker(strategy)
     task.dataset  # a bad root fails before anything is written
-    run = _Run(task, output_dir, chief, worker_index)
+    run = _Run(task, output_dir, strategy, chief, worker_index)
     logger.info("%s: %d identities, %d tracklets; %d steps per epoch", config.dataset, task.num_identities,
-                len(task.dataset.train), run.steps_per_epoch)
+                len(task.train_tracklets), run.steps_per_epoch)
     folder = os.path.join(output_dir, "checkpoints")
-    start = _agree_on_start(strategy, config, output_dir, resume, folder, chief)  # refusals change nothing
+    dataset = task.data_identity() if chief else None
+    run.record.update({"train": config.to_dict(), "dataset": dataset})
+    start = _agree_on_start(strategy, config, output_dir, resume, folder, chief, dataset)  # refusals change nothing
     task.make_deterministic()
 
     with tf.init_scope():
         run.counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="batch_index")
+    run.model = task.build_model(strategy)  # a model that cannot be built fails before anything is written
     with strategy.scope():
-        run.model = task.build_model()  # a model that cannot be built fails before anything is written
         run.schedule = task.compile(run.model, batch_counter=run.counter)
+    if chief:
+        task.inference_model(run.model)  # the evaluation's copy, made outside the strategy
     run.checkpointer = Checkpointer(folder, run.model, chief=chief)
     if chief:
         os.makedirs(output_dir, exist_ok=True)
@@ -438,12 +440,15 @@ def train(config, output_dir="runs/train", *, resume=None, devices=None, callbac
             _start_over(output_dir, folder)
         atomic.remove_stale(output_dir)
         run.checkpointer.remove_leftovers()
-        atomic.write_json(os.path.join(output_dir, "config.json"),
-                          {"train": config.to_dict(), "output_dir": output_dir})
+        record = {"train": config.to_dict(), "output_dir": output_dir, "selection": config.selection,
+                  "dataset": dataset}
+        if task.validation is not None:
+            record["validation"] = task.validation.summary()
+        atomic.write_json(os.path.join(output_dir, "config.json"), record)
     if start >= 0:
         restored = run.checkpointer.restore(start)
         run.batches = restored["batches"]
-        run.record = {"history": restored.get("history", []), "best": restored.get("best")}
+        run.record.update({"history": restored.get("history", []), "best": restored.get("best")})
         logger.info("resumed %s at batch %d (epoch %d)", output_dir, run.batches, run.batches // run.steps_per_epoch)
     else:
         task.initialize(run.model)
@@ -454,8 +459,6 @@ def train(config, output_dir="runs/train", *, resume=None, devices=None, callbac
     all_callbacks = [_RunState(run), *callbacks]
     if chief:
         all_callbacks.append(keras.callbacks.TensorBoard(os.path.join(output_dir, "tensorboard")))
-    if config.strategy == "multiworker":
-        _work_around_multiworker_fit(run.model, strategy)
     total = config.epochs * run.steps_per_epoch
     try:
         while run.batches < total:
@@ -477,14 +480,36 @@ def train(config, output_dir="runs/train", *, resume=None, devices=None, callbac
 
     last = os.path.join(output_dir, "last.keras")
     best = os.path.join(output_dir, "model.keras")
+    test = None
     if chief:
         copy = task.inference_model(run.model)
         run.save_model(copy, "last.keras")
         if not os.path.exists(best):  # never evaluated: the last model is the model
             run.save_model(copy, "model.keras")
         run.write_history()
-    return {"history": run.history, "best": run.record["best"], "model": best, "last": last,
-            "steps": run.batches, "seconds": time.time() - started}
+        test = _results(task, run, best)
+    return {"history": run.history, "best": run.record["best"], "test": test, "selection": config.selection,
+            "model": best, "last": last, "steps": run.batches, "seconds": time.time() - started}
+
+
+def _results(task, run, best_path):
+    """Writes ``results.json``: which split chose the model, its best epoch and
+    scores, and, when a validation split chose it, the chosen model's test
+    scores, measured once here (the test split chose nothing). Returns those
+    test scores (None without a validation split, or when nothing was evaluated)."""
+    config = task.config
+    test = None
+    if config.selection == "validation" and run.record["best"] is not None:
+        from nvan_tf.io.loading import load_model
+
+        test = evaluate_model(load_model(best_path), task.test_set, batch_size=config.eval_batch_size)
+        logger.info("test split, once, with the model the validation split chose (epoch %d): rank-1 %.2f%%, "
+                    "mAP %.2f%%", run.record["best"]["epoch"], 100 * test["rank1"], 100 * test["mAP"])
+    results = {"selection": config.selection, "best": run.record["best"], "test": test,
+               "validation": task.validation.summary() if task.validation is not None else None,
+               "steps": run.batches}
+    atomic.write_json(os.path.join(run.output_dir, "results.json"), results)
+    return test
 
 
 def _stdout_is_terminal():

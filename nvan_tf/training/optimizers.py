@@ -64,22 +64,46 @@ class _GradientRecord:
         return result
 
 
+def _slot(optimizer, slots, variable):
+    """The entry of ``slots`` (one per trainable variable, in build order)
+    that belongs to ``variable``.
+
+    Keras has no public lookup from the variable ``update_step`` receives
+    (under ``tf.distribute``, one replica's component of a mirrored variable)
+    to the optimizer's own slot for it: its optimizers all use the private
+    ``_get_variable_index``, which knows the distributed containers. Checked
+    on Keras 3.15.1; tests/test_training.py fails if it stops mapping every
+    variable to the slot built for it.
+    """
+    return slots[optimizer._get_variable_index(variable)]
+
+
 @keras.saving.register_keras_serializable(package="nvan_tf")
-class TorchAdam(_GradientRecord, keras.optimizers.Adam):
+class TorchAdam(_GradientRecord, keras.optimizers.Optimizer):
     """Adam with ``torch.optim.Adam``'s update and coupled L2 decay.
 
     ``m = b1 m + (1 - b1) g``, ``v = b2 v + (1 - b2) g^2`` with
     ``g = grad + l2 * w``; ``w -= lr / (1 - b1^t) * m / (sqrt(v / (1 - b2^t)) + eps)``.
-    Defaults are torch's: betas (0.9, 0.999), eps 1e-8.
+    Defaults are torch's: betas (0.9, 0.999), eps 1e-8. The moments are its
+    own slots (``momentums``, ``velocities``), made in ``build`` with
+    ``add_variable_from_reference`` under Keras's Adam names, so checkpoints
+    name them as Adam's.
     """
 
     def __init__(self, learning_rate=1e-4, beta_1=0.9, beta_2=0.999, epsilon=1e-8, l2=0.0,
                  name="torch_adam", **kwargs):
-        super().__init__(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2,
-                         epsilon=epsilon, name=name, **kwargs)
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
         if l2 < 0:
             raise ValueError(f"l2 must be >= 0. Received: l2={l2}")
+        self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
         self.l2 = float(l2)
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        self.momentums = [self.add_variable_from_reference(v, "momentum") for v in variables]
+        self.velocities = [self.add_variable_from_reference(v, "velocity") for v in variables]
 
     def update_step(self, gradient, variable, learning_rate):
         dtype = variable.dtype
@@ -88,16 +112,16 @@ class TorchAdam(_GradientRecord, keras.optimizers.Adam):
         step = ops.cast(self.iterations + 1, dtype)
         correction_1 = 1 - ops.power(ops.cast(self.beta_1, dtype), step)
         correction_2 = 1 - ops.power(ops.cast(self.beta_2, dtype), step)
-        index = self._get_variable_index(variable)
-        m = self._momentums[index]
-        v = self._velocities[index]
+        m = _slot(self, self.momentums, variable)
+        v = _slot(self, self.velocities, variable)
         self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1 - self.beta_1))
         self.assign_add(v, ops.multiply(ops.subtract(ops.square(gradient), v), 1 - self.beta_2))
         denominator = ops.sqrt(v / correction_2) + ops.cast(self.epsilon, dtype)
         self.assign_sub(variable, (lr / correction_1) * m / denominator)
 
     def get_config(self):
-        return {**super().get_config(), "l2": self.l2}
+        return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2,
+                "epsilon": self.epsilon, "l2": self.l2}
 
 
 @keras.saving.register_keras_serializable(package="nvan_tf")
@@ -106,7 +130,8 @@ class TorchSGD(_GradientRecord, keras.optimizers.SGD):
 
     ``b = momentum * b + (grad + l2 * w)``; ``w -= lr * b`` (the learning rate
     is outside the buffer, so a step change of the rate acts at once, as in
-    torch). Nesterov: ``w -= lr * (g + momentum * b)``.
+    torch). Nesterov: ``w -= lr * (g + momentum * b)``. The buffers are
+    Keras SGD's own slots (``momentums``, public).
     """
 
     def __init__(self, learning_rate=0.01, momentum=0.9, nesterov=False, l2=0.0,
@@ -124,7 +149,7 @@ class TorchSGD(_GradientRecord, keras.optimizers.SGD):
             self.assign_sub(variable, lr * gradient)
             return
         momentum = ops.cast(self.momentum, variable.dtype)
-        buffer = self.momentums[self._get_variable_index(variable)]
+        buffer = _slot(self, self.momentums, variable)
         # torch starts the buffer at the first gradient; with b=0 that is momentum*0 + g.
         self.assign(buffer, momentum * buffer + gradient)
         step = gradient + momentum * buffer if self.nesterov else buffer

@@ -27,7 +27,7 @@ from nvan_tf.training.optimizers import StepDecay, build_optimizer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ReIDTask", "compile_model", "evaluate_model", "load_dataset"]
+__all__ = ["ReIDTask", "ReIDObjective", "compile_model", "evaluate_model", "load_dataset"]
 
 SYNTHETIC_IDS, SYNTHETIC_CAMERAS = 24, 4
 
@@ -35,9 +35,11 @@ SYNTHETIC_IDS, SYNTHETIC_CAMERAS = 24, 4
 # -----------------------------------------------------------------------------
 # The objective and compile_model
 # -----------------------------------------------------------------------------
-class _Objective:
-    """``loss = w_t * triplet(pids, f) + w_id * CE(pids, logits)``; keeps
-    each term's running mean for the logs."""
+class ReIDObjective:
+    """``loss = w_t * triplet(pids, f) + w_id * CE(pids, logits)`` over the
+    training outputs ``(f, logits)``; keeps each term's running mean for the
+    logs (``metrics``). ``compile_model`` hands it to the model through
+    ``NVANModel.compile(objective=...)``."""
 
     def __init__(self, config, trackers):
         self.triplet = BatchHardTripletLoss(margin=config.margin)
@@ -106,14 +108,12 @@ def compile_model(model, config=None, steps_per_epoch=None, *, batch_counter=Non
     optimizer = build_optimizer(config.optimizer, learning_rate, weight_decay=config.weight_decay,
                                 momentum=config.momentum)
     trackers = {name: keras.metrics.Mean(name=name) for name in ("triplet", "identity")}
-    model._reid_objective = _Objective(config, trackers)  # its metrics join model.metrics
-    if _num_replicas() > 1:
-        # Batch statistics over the global batch: one step is the same whatever
-        # the replica count (the reference trained on one GPU).
-        for layer in model._flatten_layers():
-            if isinstance(layer, keras.layers.BatchNormalization):
-                layer.synchronized = True
-    model.compile(optimizer=optimizer, jit_compile=bool(config.jit))
+    if _num_replicas() > 1 and not model.config.sync_batch_norm:
+        raise ValueError(
+            f"compile_model: {_num_replicas()} replicas, but the model's BNs are not synchronised: build it "
+            "with sync_batch_norm=True (ReIDTask.build_model(strategy) does), so a step uses the statistics "
+            "of the global batch, as one device does")
+    model.compile(optimizer=optimizer, objective=ReIDObjective(config, trackers), jit_compile=bool(config.jit))
     # model.optimizer: under mixed_float16 Keras wraps ours in a LossScaleOptimizer, whose own
     # variables (the scale, its counter) must exist before a checkpoint is restored into them
     model.optimizer.build(model.trainable_variables)
@@ -184,10 +184,11 @@ class ReIDTask:
         self._num_identities = num_identities
         self._copy = None
         self._test_set = None
+        self._validation = None
         self.model_config(num_identities=1)  # validates the model options now
 
     # -- the model -------------------------------------------------------------
-    def model_config(self, num_identities=None):
+    def model_config(self, num_identities=None, sync_batch_norm=False):
         """The ``ModelConfig`` of the run (its identities: the dataset's)."""
         from nvan_tf.models.model import ModelConfig
 
@@ -195,18 +196,32 @@ class ReIDTask:
         try:
             return ModelConfig.from_variant(
                 c.variant, self.num_identities if num_identities is None else num_identities,
-                seq_len=c.seq_len, height=c.height, width=c.width, **c.model_overrides)
+                seq_len=c.seq_len, height=c.height, width=c.width, sync_batch_norm=sync_batch_norm,
+                **c.model_overrides)
         except TypeError as err:  # unknown option names
             raise ValueError(f"model_overrides: {err}") from None
 
-    def build_model(self):
-        """The variant, built in the run's precision, from ``config.seed``."""
+    def build_model(self, strategy=None):
+        """The variant, built in the run's precision, from ``config.seed``.
+
+        With a ``tf.distribute`` strategy, the model object is made outside
+        its scope and its variables inside it, with BNs synchronised across
+        the replicas when there are several. Call it outside any scope: a
+        Keras model made inside one is built again symbolically by ``fit``
+        from its first distributed batch, which fails under
+        ``MultiWorkerMirroredStrategy`` (keras-team/keras#20585). Compile it
+        and fit it inside ``strategy.scope()``.
+        """
+        import contextlib
+
         from nvan_tf.models.model import NVANModel, dtype_policy
 
+        replicas = strategy.num_replicas_in_sync if strategy is not None else 1
         keras.utils.set_random_seed(self.config.seed)
         with dtype_policy(self.config.mixed_precision):
-            model = NVANModel(self.model_config())
-            model.build(model.input_spec_shape)
+            model = NVANModel(self.model_config(sync_batch_norm=replicas > 1))
+            with strategy.scope() if strategy is not None else contextlib.nullcontext():
+                model.build(model.input_spec_shape)
         return model
 
     def initialize(self, model):
@@ -227,7 +242,10 @@ class ReIDTask:
     def inference_model(self, model):
         """The float32, uncompiled copy holding ``model``'s current weights:
         what is evaluated, saved for evaluation and exported, whatever the
-        training precision (built once, outside any strategy scope)."""
+        training precision. Built on the first call, which must be outside
+        any strategy scope (:func:`nvan_tf.training.train` calls it before
+        training): under ``MultiWorkerMirroredStrategy`` creating a variable
+        is a collective, and only the chief evaluates."""
         from nvan_tf.models.model import float32_copy
 
         if self._copy is None:
@@ -235,9 +253,16 @@ class ReIDTask:
         self._copy.set_weights([keras.ops.convert_to_numpy(v) for v in model.weights])
         return self._copy
 
-    def evaluate(self, model):
-        """Rank-1 and mAP of ``model`` (its float32 copy) on the test split."""
-        return evaluate_model(self.inference_model(model), self.test_set, batch_size=self.config.eval_batch_size)
+    def evaluate(self, model, split=None):
+        """Rank-1 and mAP of ``model`` (its float32 copy) on ``split``:
+        ``"validation"``, ``"test"``, or by default the split that chooses
+        the model (``config.selection``: the validation split when the
+        config holds one out, else the test split)."""
+        split = split or self.config.selection
+        data = {"validation": lambda: self.validation_set, "test": lambda: self.test_set}
+        if split not in data:
+            raise ValueError(f"split must be 'validation' or 'test'. Received: split={split!r}")
+        return evaluate_model(self.inference_model(model), data[split](), batch_size=self.config.eval_batch_size)
 
     # -- the data ----------------------------------------------------------------
     @property
@@ -247,8 +272,48 @@ class ReIDTask:
         return self._dataset
 
     @property
+    def validation(self):
+        """The :class:`~nvan_tf.data.validation.ValidationSplit` held out from
+        the training identities (``config.val_ids`` / ``val_fraction``, drawn
+        by ``config.seed``), or None."""
+        c = self.config
+        if c.selection != "validation":
+            return None
+        if self._validation is None:
+            from nvan_tf.data.validation import hold_out
+
+            self._validation = hold_out(self.dataset.train, c.val_ids, c.val_fraction, seed=c.seed)
+            logger.info("validation split: %d identities held out of %d (%d queries, %d gallery tracklets)",
+                        len(self._validation.pids), self.dataset.num_train_ids,
+                        len(self._validation.test_set[1]), len(self._validation.test_set[2]))
+        return self._validation
+
+    @property
+    def validation_set(self):
+        """``(tracklets, query_index, gallery_index)`` of the validation split."""
+        if self.validation is None:
+            raise ValueError("this run has no validation split: set val_ids (--val-ids N) or val_fraction "
+                             "(--val-fraction F) to hold out training identities")
+        return self.validation.test_set
+
+    @property
+    def train_tracklets(self):
+        """What is trained on: the dataset's training tracklets, less the validation identities."""
+        return self.validation.train if self.validation is not None else self.dataset.train
+
+    def data_identity(self):
+        """What the run trains on, to tell a changed dataset on resume: the
+        count, identities, frames and digest of the training track list (after
+        the validation split; :func:`nvan_tf.data.datasets.base.track_list_identity`)."""
+        from nvan_tf.data.datasets.base import track_list_identity
+
+        return track_list_identity(self.train_tracklets)
+
+    @property
     def num_identities(self):
-        return self._num_identities or self.dataset.num_train_ids
+        if self._num_identities:
+            return self._num_identities
+        return self.validation.num_train_ids if self.validation is not None else self.dataset.num_train_ids
 
     @property
     def steps_per_epoch(self):
@@ -267,7 +332,7 @@ class ReIDTask:
 
         c = self.config
         return pipeline.train_dataset(
-            self.dataset.train, p=c.p, k=c.k, seq_len=c.seq_len, height=c.height, width=c.width,
+            self.train_tracklets, p=c.p, k=c.k, seq_len=c.seq_len, height=c.height, width=c.width,
             flip_prob=c.flip_prob, random_erasing=c.random_erasing, colour_jitter=c.colour_jitter, seed=c.seed,
             replacement=c.pk_replacement, start_step=int(start_batch), shard=shard,
         )
