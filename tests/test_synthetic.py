@@ -118,3 +118,46 @@ def test_untrained_model_is_far_from_perfect(tree):
     result = ranking.evaluate_indices(features, pids, camids, q, g)
     assert result["num_valid_queries"] > 20
     assert result["rank1"] < 0.6
+
+
+def test_a_generation_killed_midway_leaves_no_tree_and_is_generated_again(tmp_path):
+    """The tree is swapped in whole: a kill while frames are written leaves
+    nothing at the root, so the training task generates it again."""
+    import signal
+    import subprocess
+    import sys
+
+    from nvan_tf.training.config import TrainConfig
+    from nvan_tf.training.task import load_dataset
+
+    root = tmp_path / "synthetic"
+    script = (
+        "import os, signal\n"
+        "from PIL import Image\n"
+        "from nvan_tf.data.datasets import synthetic\n"
+        "saved = Image.Image.save\n"
+        "count = [0]\n"
+        "def save(self, *a, **k):\n"
+        "    count[0] += 1\n"
+        "    if count[0] == 40:\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+        "    return saved(self, *a, **k)\n"
+        "Image.Image.save = save\n"
+        f"synthetic.generate({str(root)!r}, num_ids=6, cameras=3, seed=0, height=32, width=16)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert not root.exists()  # no half tree under the name
+    assert any(p.name.startswith(".tmp-") for p in tmp_path.iterdir())  # the killed write's leftover
+    config = TrainConfig(variant="baseline", dataset="synthetic", root=str(root), seq_len=4, height=32, width=16)
+    dataset = load_dataset(config)
+    assert (root / "info" / "query_IDX.mat").exists() and len(dataset.train) > 0
+    for t in dataset.train + dataset.query + dataset.gallery:
+        assert all(os.path.exists(f) for f in t.frames)
+
+
+def test_a_folder_holding_other_files_is_not_replaced(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="holds other files"):
+        generate(str(tmp_path), num_ids=4, cameras=2)
+    assert (tmp_path / "notes.txt").read_text() == "mine"

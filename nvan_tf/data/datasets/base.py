@@ -117,6 +117,21 @@ def relabel(tracklets: Sequence[Tracklet]) -> tuple[list[Tracklet], dict[int, in
     return [dataclasses.replace(t, pid=mapping[t.pid]) for t in tracklets], mapping
 
 
+def track_list_identity(tracklets: Sequence[Tracklet]) -> dict[str, object]:
+    """``{"tracklets", "identities", "frames", "digest"}`` of a track list: the
+    SHA-256 of every tracklet's pid, camera, tracklet id and frame file names,
+    in order. A dataset that gained, lost or reordered tracklets or frames
+    gets another digest (frame contents are not read)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for t in tracklets:
+        digest.update(f"{t.pid}\t{t.camid}\t{t.tracklet_id}\t".encode())
+        digest.update("\t".join(os.path.basename(f) for f in t.frames).encode() + b"\n")
+    return {"tracklets": len(tracklets), "identities": len({t.pid for t in tracklets}),
+            "frames": sum(t.num_frames for t in tracklets), "digest": digest.hexdigest()}
+
+
 def require(paths: Iterable[str], dataset: str, layout: str) -> None:
     """Raise :class:`DatasetLayoutError` for the first missing path."""
     for path in paths:

@@ -42,6 +42,8 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
+from nvan_tf.io.atomic import atomic_path
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["generate", "render_tracklet", "main"]
@@ -277,8 +279,10 @@ def generate(
     Read it back with ``build_dataset("mars", root)``.
 
     Args:
-        out_dir: folder to write (created; existing synthetic files are
-            overwritten).
+        out_dir: folder to write (created; an earlier synthetic tree there is
+            replaced; a folder holding anything else is refused). The tree is
+            written beside it and swapped in whole, so a killed generation
+            leaves the earlier tree, or none, never a partial one.
         num_ids: identities in all; the first ``round(num_ids *
             train_fraction)`` train, the others test (at least 1 each).
         cameras: number of cameras (2..9); each identity appears in 2 or more.
@@ -300,60 +304,69 @@ def generate(
         raise ValueError(f"frames must be (min, max) with 1 <= min <= max <= 999. Received: frames={frames}")
     rng = np.random.default_rng(seed)
     root = os.path.abspath(out_dir)
-    info_dir = os.path.join(root, "info")
-    os.makedirs(info_dir, exist_ok=True)
-    cams = [random_camera(rng) for _ in range(cameras)]
-    num_train = min(max(1, round(num_ids * train_fraction)), num_ids - 1)
+    if os.path.isdir(root) and os.listdir(root) and not _is_mars_tree(root):
+        raise ValueError(f"{root} holds other files: the synthetic tree replaces the whole folder, so give an "
+                         "empty or new folder (or one a previous generation wrote)")
+    # written beside root and swapped in whole: a killed generation leaves no half tree at root
+    with atomic_path(root, folder=True) as tree:
+        info_dir = os.path.join(tree, "info")
+        os.makedirs(info_dir)
+        cams = [random_camera(rng) for _ in range(cameras)]
+        num_train = min(max(1, round(num_ids * train_fraction)), num_ids - 1)
 
-    # plan: (pid, cam, tracklet number, num_frames, identity); pid 0 / -1 get random looks
-    plan = {"train": [], "test": []}
-    for pid in range(1, num_ids + 1):
-        person = random_identity(rng)
-        split = "train" if pid <= num_train else "test"
-        seen = sorted(rng.choice(cameras, size=int(rng.integers(2, cameras + 1)), replace=False))
-        track = 0
-        for cam in seen:
-            for _ in range(int(rng.integers(tracklets_per_camera[0], tracklets_per_camera[1] + 1))):
-                track += 1
-                plan[split].append((pid, cam + 1, track, int(rng.integers(frames[0], frames[1] + 1)), person))
-    for pid, count in ((0, distractors), (-1, junk)):
-        for track in range(1, count + 1):
-            cam = int(rng.integers(cameras))
-            plan["test"].append((pid, cam + 1, track, int(rng.integers(frames[0], frames[1] + 1)), random_identity(rng)))
+        # plan: (pid, cam, tracklet number, num_frames, identity); pid 0 / -1 get random looks
+        plan = {"train": [], "test": []}
+        for pid in range(1, num_ids + 1):
+            person = random_identity(rng)
+            split = "train" if pid <= num_train else "test"
+            seen = sorted(rng.choice(cameras, size=int(rng.integers(2, cameras + 1)), replace=False))
+            track = 0
+            for cam in seen:
+                for _ in range(int(rng.integers(tracklets_per_camera[0], tracklets_per_camera[1] + 1))):
+                    track += 1
+                    plan[split].append((pid, cam + 1, track, int(rng.integers(frames[0], frames[1] + 1)), person))
+        for pid, count in ((0, distractors), (-1, junk)):
+            for track in range(1, count + 1):
+                cam = int(rng.integers(cameras))
+                plan["test"].append((pid, cam + 1, track, int(rng.integers(frames[0], frames[1] + 1)), random_identity(rng)))
 
-    query_rows = []
-    for split in ("train", "test"):
-        bbox = os.path.join(root, f"bbox_{split}")
-        entries = []  # (name, pid, cam, track, frames)
-        for pid, cam, track, n, person in plan[split]:
-            folder = os.path.join(bbox, _folder(pid))
-            os.makedirs(folder, exist_ok=True)
-            names = [f"{_folder(pid)}C{cam}T{track:04d}F{f + 1:03d}.jpg" for f in range(n)]
-            for name, frame in zip(names, render_tracklet(person, cams[cam - 1], n, height, width, rng, occlusion_prob)):
-                Image.fromarray(frame).save(os.path.join(folder, name), quality=quality)
-            entries.append((names, pid, cam, track))
-        # name file: sorted by folder then name; info rows follow it
-        entries.sort(key=lambda e: (_folder(e[1]), e[0][0]))
-        lines, info = [], []
-        for names, pid, cam, track in entries:
-            start = len(lines) + 1
-            lines.extend(names)
-            info.append([start, len(lines), pid, cam])
-        with open(os.path.join(info_dir, f"{split}_name.txt"), "w", encoding="utf-8") as f:
-            f.write("\n".join(lines) + "\n")
-        _savemat(
-            os.path.join(info_dir, f"tracks_{split}_info.mat"),
-            {f"track_{split}_info": np.asarray(info, dtype=np.float64).reshape(-1, 4)},
-        )
-        if split == "test":
-            first_per_cam = {}
-            for row, (_, pid, cam, _) in enumerate(entries, start=1):
-                if pid > 0:
-                    first_per_cam.setdefault((pid, cam), row)
-            query_rows = sorted(first_per_cam.values())
-    _savemat(os.path.join(info_dir, "query_IDX.mat"), {"query_IDX": np.asarray(query_rows, dtype=np.float64).reshape(1, -1)})
+        query_rows = []
+        for split in ("train", "test"):
+            bbox = os.path.join(tree, f"bbox_{split}")
+            entries = []  # (name, pid, cam, track, frames)
+            for pid, cam, track, n, person in plan[split]:
+                folder = os.path.join(bbox, _folder(pid))
+                os.makedirs(folder, exist_ok=True)
+                names = [f"{_folder(pid)}C{cam}T{track:04d}F{f + 1:03d}.jpg" for f in range(n)]
+                for name, frame in zip(names, render_tracklet(person, cams[cam - 1], n, height, width, rng, occlusion_prob)):
+                    Image.fromarray(frame).save(os.path.join(folder, name), quality=quality)
+                entries.append((names, pid, cam, track))
+            # name file: sorted by folder then name; info rows follow it
+            entries.sort(key=lambda e: (_folder(e[1]), e[0][0]))
+            lines, info = [], []
+            for names, pid, cam, track in entries:
+                start = len(lines) + 1
+                lines.extend(names)
+                info.append([start, len(lines), pid, cam])
+            with open(os.path.join(info_dir, f"{split}_name.txt"), "w", encoding="utf-8") as f:
+                f.write("\n".join(lines) + "\n")
+            _savemat(
+                os.path.join(info_dir, f"tracks_{split}_info.mat"),
+                {f"track_{split}_info": np.asarray(info, dtype=np.float64).reshape(-1, 4)},
+            )
+            if split == "test":
+                first_per_cam = {}
+                for row, (_, pid, cam, _) in enumerate(entries, start=1):
+                    if pid > 0:
+                        first_per_cam.setdefault((pid, cam), row)
+                query_rows = sorted(first_per_cam.values())
+        _savemat(os.path.join(info_dir, "query_IDX.mat"), {"query_IDX": np.asarray(query_rows, dtype=np.float64).reshape(1, -1)})
     logger.info("Wrote a synthetic MARS tree with %d identities, %d cameras to %s", num_ids, cameras, root)
     return root
+
+
+def _is_mars_tree(folder: str) -> bool:
+    return set(os.listdir(folder)) <= {"bbox_train", "bbox_test", "info"}
 
 
 def main(argv=None) -> int:
