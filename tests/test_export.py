@@ -263,3 +263,28 @@ def test_killed_export_never_leaves_a_half_written_model(tmp_path):
     left = os.listdir(tmp_path)
     assert "model" not in left
     assert len(left) == 1 and left[0].startswith(".tmp-")  # the hidden scratch folder only
+
+
+def test_int8_is_checked_on_clips_of_tracklets_it_was_not_calibrated_on(tmp_path, monkeypatch):
+    from nvan_tf.data import pipeline
+    from nvan_tf.data.datasets import build_dataset
+    from nvan_tf.data.datasets.synthetic import generate
+    from nvan_tf.deploy.onnx import calibration_clips
+
+    dataset = build_dataset("mars", generate(str(tmp_path / "d"), num_ids=6, cameras=2, seed=0, height=32,
+                                             width=16, frames=(2, 3)), verbose=False)
+    seen = []
+    real = pipeline.eval_dataset
+
+    def recording(tracklets, **kwargs):
+        seen.append(list(tracklets))
+        return real(tracklets, **kwargs)
+
+    monkeypatch.setattr(pipeline, "eval_dataset", recording)
+    calibration, check = calibration_clips(dataset.train, seq_len=2, height=32, width=16, batches=2,
+                                           batch_size=2, held_out=3)
+    assert len(calibration) == 2 and check.shape == (3, 2, 32, 16, 3)
+    calibrated, checked = seen
+    assert len(checked) == 3 and not {t.frames for t in calibrated} & {t.frames for t in checked}
+    with pytest.raises(ValueError, match="cannot give calibration clips and 99 others"):
+        calibration_clips(dataset.train, seq_len=2, height=32, width=16, held_out=99)

@@ -193,24 +193,37 @@ class _CalibrationReader:
 
 
 def calibration_clips(tracklets, *, seq_len: int, height: int, width: int, batches: int = 8,
-                      batch_size: int = 4, seed: int = 0) -> list:
+                      batch_size: int = 4, seed: int = 0, held_out: int = 0):
     """``batches`` batches of normalised test-time clips (float32 ``(batch_size,
     seq_len, height, width, 3)``) from a seeded random choice of ``tracklets``,
-    read through the evaluation pipeline."""
+    read through the evaluation pipeline.
+
+    ``held_out``: also return, as ``(calibration, check)``, that many clips
+    of other tracklets (float32 ``(held_out, ...)``), never calibrated on,
+    to measure the quantized model on data it did not see."""
     from nvan_tf.data import pipeline
 
     tracklets = list(tracklets)
     if not tracklets:
         raise ValueError("Calibration needs tracklets. Received an empty list.")
-    if batches < 1 or batch_size < 1:
-        raise ValueError(f"batches and batch_size must be positive. Received: batches={batches}, "
-                         f"batch_size={batch_size}")
+    if batches < 1 or batch_size < 1 or held_out < 0:
+        raise ValueError(f"batches and batch_size must be positive, held_out >= 0. Received: batches={batches}, "
+                         f"batch_size={batch_size}, held_out={held_out}")
+    if held_out and len(tracklets) < held_out + 1:
+        raise ValueError(f"{len(tracklets)} tracklets cannot give calibration clips and {held_out} others to "
+                         "check on; give a dataset with more tracklets or fewer check clips")
     rng = np.random.default_rng(seed)
-    count = min(len(tracklets), batches * batch_size)
-    chosen = [tracklets[i] for i in sorted(rng.choice(len(tracklets), count, replace=False))]
+    count = min(len(tracklets) - held_out, batches * batch_size)
+    order = rng.permutation(len(tracklets))
+    chosen = [tracklets[i] for i in sorted(order[:count])]
     stream = pipeline.eval_dataset(chosen, seq_len=seq_len, batch_size=batch_size,
                                    height=height, width=width)
-    return [clips.numpy() for clips, *_ in stream]
+    calibration = [clips.numpy() for clips, *_ in stream]
+    if not held_out:
+        return calibration
+    others = [tracklets[i] for i in sorted(order[count:count + held_out])]
+    check = pipeline.eval_dataset(others, seq_len=seq_len, batch_size=held_out, height=height, width=width)
+    return calibration, np.concatenate([clips.numpy() for clips, *_ in check])
 
 
 def quantize_onnx(onnx_path, out_path, calibration, *, target: str = "cpu",
