@@ -323,3 +323,22 @@ def test_gallery_refuses_bad_input(tmp_path):
     (tmp_path / "junk.npz").write_bytes(b"junk")
     with pytest.raises(ValueError, match="cannot be read as a gallery"):
         Gallery.load(tmp_path / "junk.npz")
+
+
+@pytest.mark.slow
+def test_the_benchmark_prints_its_table():
+    env = {**os.environ, "PYTHONPATH": ROOT}
+    done = subprocess.run([sys.executable, "-m", "nvan_tf.benchmarks.gallery", "--sizes", "1500", "--queries", "50",
+                           "--dim", "256", "--pca", "128", "--expansion-search", "32,256"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {line.split("|")[2].strip(): [c.strip() for c in line.split("|")[1:-1]]
+            for line in done.stdout.splitlines() if line.startswith("| 1,500 |")}
+    assert sorted(rows) == ["exact", "usearch, ef 256", "usearch, ef 32"]
+    assert rows["exact"][8] == "1.000"                      # exact against itself
+    assert float(rows["usearch, ef 256"][8]) >= 0.95
+    assert float(rows["exact"][9]) >= 0.9                  # the 128-d projection keeps most neighbours
+    assert "256-d drawn, 128-d indexed" in done.stdout
+    refused = subprocess.run([sys.executable, "-m", "nvan_tf.benchmarks.gallery", "--libraries", "annoy"], cwd=ROOT,
+                             env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2 and "--libraries: unknown ['annoy']" in refused.stderr

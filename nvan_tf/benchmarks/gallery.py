@@ -1,6 +1,6 @@
 """The gallery's nearest-neighbour index against exact search: build time, memory, disk, latency, recall@10.
 
-    python -m nvan_tf.benchmarks.gallery [--sizes 10000,100000,1000000 --dim 2048 --pca 256 --queries 200]
+    python -m nvan_tf.benchmarks.gallery [--sizes 10000,100000,1000000 --dim 2048 --pca 128 --queries 200]
 
 **The vectors** fall the way re-ID embeddings do: identities as clusters of
 2-8 tracklets. Each identity has a centre (a mean direction shared by all,
@@ -184,69 +184,78 @@ def _timed(search, queries):
     return statistics.median(singles), statistics.median(batches) if batches else float("nan")
 
 
-def worker(folder, library, dtype="f16", connectivity=16, expansion_add=128, expansion_search=64):
-    """One row: builds ``library`` over ``folder``'s vectors, in this process."""
+def worker(folder, library, dtype="f16", connectivity=16, expansion_add=64, expansion_search=(128,)):
+    """The rows of ``library`` (one per ``expansion_search`` value of an HNSW
+    row), built over ``folder``'s vectors in this process."""
+    from threadpoolctl import threadpool_limits  # scikit-learn's dependency: BLAS threads for the searches
+
+    from nvan_tf.deploy.gallery import Gallery
+
     vectors = np.load(os.path.join(folder, "vectors.npy"))
     queries = np.load(os.path.join(folder, "queries.npy"))
     truth_full = np.load(os.path.join(folder, "truth_full.npy"))
     n, dim = vectors.shape
-    from nvan_tf.deploy.gallery import Gallery
-
     if library.startswith("faiss"):
         import faiss
 
         faiss.omp_set_num_threads(os.cpu_count() or 1)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)   # inner product = cosine
         queries = queries / np.linalg.norm(queries, axis=1, keepdims=True)
+    with threadpool_limits(1):
+        exact = np.stack([m.indices for m in _exact_gallery(vectors).query(queries, k=10)])
     before = _rss()
     path = os.path.join(folder, f"{library}.index")
     started = time.perf_counter()
     if library in ("exact", "usearch"):
         gallery = Gallery(exact_below=0 if library == "usearch" else n + 1, dtype=dtype, connectivity=connectivity,
-                          expansion_add=expansion_add, expansion_search=expansion_search)
+                          expansion_add=expansion_add)
         gallery.add(vectors, ids=np.arange(n), cameras=np.zeros(n, np.int64))
         build = time.perf_counter() - started
         memory = _rss() - before
+        path = gallery.save(path + ".npz")
+        gallery.index.threads = 1
 
         def search(q):
             return np.stack([m.indices for m in gallery.query(q, k=10)])
 
-        path = gallery.save(path + ".npz")
+        def set_ef(ef):
+            if gallery.index.graph is not None:
+                gallery.index.graph.expansion_search = ef
     else:
         if library == "faiss-hnsw":
             index = faiss.IndexHNSWSQ(dim, faiss.ScalarQuantizer.QT_fp16, connectivity, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = expansion_add
             index.train(vectors[:1000])
-            index.add(vectors)
-            index.hnsw.efSearch = expansion_search
         else:
             lists = int(4 * np.sqrt(n))
             index = faiss.IndexIVFPQ(faiss.IndexFlatIP(dim), dim, lists, dim // 8, 8, faiss.METRIC_INNER_PRODUCT)
-            sample = vectors[np.random.default_rng(0).choice(n, min(n, 40 * lists), replace=False)]
-            index.train(sample)
-            index.add(vectors)
+            index.train(vectors[np.random.default_rng(0).choice(n, min(n, 40 * lists), replace=False)])
             index.nprobe = 32
+        index.add(vectors)
         build = time.perf_counter() - started
         memory = _rss() - before
+        faiss.write_index(index, path)
+        faiss.omp_set_num_threads(1)
 
         def search(q):
             return index.search(q, 10)[1]
 
-        faiss.write_index(index, path)
-    from threadpoolctl import threadpool_limits  # scikit-learn's dependency: BLAS threads for the searches
+        def set_ef(ef):
+            if library == "faiss-hnsw":
+                index.hnsw.efSearch = ef
 
-    if library == "usearch":
-        gallery.index.threads = 1
-    elif library.startswith("faiss"):
-        faiss.omp_set_num_threads(1)
-    with threadpool_limits(1):
-        found = search(queries)
-        exact = np.stack([m.indices for m in _exact_gallery(vectors).query(queries, k=10)])
-        single, batch = _timed(search, queries)
-    return {"library": library, "n": n, "indexed_dim": dim, "build_s": build, "memory_bytes": memory,
-            "peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-            "disk_bytes": os.path.getsize(path), "batch1_ms": single * 1e3, "batch100_ms": batch * 1e3,
-            "recall": _recall(found, exact), "recall_full": _recall(found, truth_full)}
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    rows = []
+    for ef in (expansion_search if library in ("usearch", "faiss-hnsw") else (None,)):
+        set_ef(ef)
+        with threadpool_limits(1):
+            found = search(queries)
+            single, batch = _timed(search, queries)
+        rows.append({"library": library, "ef": ef, "n": n, "indexed_dim": dim, "build_s": build,
+                     "memory_bytes": memory, "peak_bytes": peak, "disk_bytes": os.path.getsize(path),
+                     "batch1_ms": single * 1e3, "batch100_ms": batch * 1e3,
+                     "recall": _recall(found, exact), "recall_full": _recall(found, truth_full)})
+    return rows
 
 
 def _exact_gallery(vectors):
@@ -256,19 +265,26 @@ def _exact_gallery(vectors):
                    exact_below=len(vectors) + 1)
 
 
-def run(sizes, dim=2048, pca=256, queries=200, libraries=("exact", "usearch"), folder=None, dtype="f16",
-        expansion_search=64, **draw):
+def run(sizes, dim=2048, pca=128, queries=200, libraries=("exact", "usearch"), folder=None, dtype="f16",
+        connectivity=16, expansion_add=64, expansion_search=(64, 128, 256), progress=None, **draw):
+    """Every row; ``progress(row)`` is called as each one is done."""
     rows, figures = [], []
     for n in sizes:
         with tempfile.TemporaryDirectory(prefix="nvan_gallery_", dir=folder) as tmp:
             figures.append({"n": n, **prepare(tmp, n, dim, pca, queries, **draw)})
+            if progress:
+                progress(figures[-1])
             for library in libraries:
                 command = [sys.executable, "-m", "nvan_tf.benchmarks.gallery", "--worker", library, "--data", tmp,
-                           "--dtype", dtype, "--expansion-search", str(expansion_search)]
+                           "--dtype", dtype, "--connectivity", str(connectivity), "--expansion-add",
+                           str(expansion_add), "--expansion-search", ",".join(map(str, expansion_search))]
                 done = subprocess.run(command, capture_output=True, text=True, check=False)
                 if done.returncode:
                     raise RuntimeError(f"the {library} row at {n} failed:\n{done.stderr[-2000:]}")
-                rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+                for row in json.loads(done.stdout.strip().splitlines()[-1]):
+                    rows.append(row)
+                    if progress:
+                        progress(row)
     return figures, rows
 
 
@@ -289,7 +305,8 @@ def table(figures, rows):
                  "(vs exact, indexed dims) | recall@10 (vs exact, full dims) |")
     lines.append("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
-        lines.append(f"| {r['n']:,} | {r['library']} | {r['build_s']:.1f} s | {_size(max(r['memory_bytes'], 0))} | "
+        name = r["library"] + (f", ef {r['ef']}" if r.get("ef") else "")
+        lines.append(f"| {r['n']:,} | {name} | {r['build_s']:.1f} s | {_size(max(r['memory_bytes'], 0))} | "
                      f"{_size(r['peak_bytes'])} | {_size(r['disk_bytes'])} | {r['batch1_ms']:.2f} ms | "
                      f"{r['batch100_ms']:.1f} ms | {r['recall']:.3f} | {r['recall_full']:.3f} |")
     return "\n".join(lines)
@@ -301,12 +318,15 @@ def main(argv=None):
     parser = cli.make_parser("python -m nvan_tf.benchmarks.gallery", __doc__)
     parser.add_argument("--sizes", default="10000,100000,1000000", help="gallery sizes, comma-separated")
     parser.add_argument("--dim", type=int, default=2048, help="dimension the vectors are drawn in")
-    parser.add_argument("--pca", type=int, default=256, help="PCA-reduced dimension indexed (0: none)")
+    parser.add_argument("--pca", type=int, default=128, help="PCA-reduced dimension indexed (0: none)")
     parser.add_argument("--queries", type=int, default=200, help="queries timed and scored")
     parser.add_argument("--libraries", default="exact,usearch",
                         help=f"rows, comma-separated, of {', '.join(LIBRARIES)}")
     parser.add_argument("--dtype", default="f16", help="usearch storage (f32, f16, i8)")
-    parser.add_argument("--expansion-search", type=int, default=64, help="HNSW efSearch (usearch and faiss-hnsw)")
+    parser.add_argument("--connectivity", type=int, default=16, help="HNSW M (usearch and faiss-hnsw)")
+    parser.add_argument("--expansion-add", type=int, default=64, help="HNSW efConstruction (usearch and faiss-hnsw)")
+    parser.add_argument("--expansion-search", default="64,128,256",
+                        help="HNSW efSearch values, comma-separated: a row each (usearch and faiss-hnsw)")
     parser.add_argument("--intra", type=float, default=0.28, help="median cosine distance within an identity")
     parser.add_argument("--inter", type=float, default=0.6, help="median cosine distance between identities")
     parser.add_argument("--rank", type=int, default=64, help="dimension of the identity and noise subspaces")
@@ -315,8 +335,13 @@ def main(argv=None):
     parser.add_argument("--worker", choices=LIBRARIES, help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    try:
+        searches = tuple(int(v) for v in args.expansion_search.split(","))
+    except ValueError:
+        parser.error(f"--expansion-search must be integers separated by commas. Received: {args.expansion_search!r}")
     if args.worker:
-        print(json.dumps(worker(args.data, args.worker, dtype=args.dtype, expansion_search=args.expansion_search)))
+        print(json.dumps(worker(args.data, args.worker, dtype=args.dtype, connectivity=args.connectivity,
+                                expansion_add=args.expansion_add, expansion_search=searches)))
         return 0
     libraries = [name.strip() for name in args.libraries.split(",") if name.strip()]
     unknown = sorted(set(libraries) - set(LIBRARIES))
@@ -329,8 +354,12 @@ def main(argv=None):
     if any(s < 100 for s in sizes) or args.queries < 1 or args.queries > min(sizes):
         parser.error(f"--sizes must each be >= 100 and --queries between 1 and the smallest size. Received: "
                      f"{args.sizes}, {args.queries}")
+    def progress(row):  # each row as it is done (a 10^6 run takes a while), on stderr
+        print(json.dumps(row), file=sys.stderr, flush=True)
+
     figures, rows = run(sizes, args.dim, args.pca, args.queries, libraries, args.folder, args.dtype,
-                        args.expansion_search, intra=args.intra, inter=args.inter, rank=args.rank)
+                        args.connectivity, args.expansion_add, searches, progress,
+                        intra=args.intra, inter=args.inter, rank=args.rank)
     print(json.dumps({"data": figures, "rows": rows}) if args.json else table(figures, rows))
     return 0
 
