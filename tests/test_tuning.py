@@ -137,6 +137,85 @@ def test_a_missing_dataset_is_reported(tmp_path, capsys):
     assert "error:" in err and "nowhere" in err, err
 
 
+# -- a distributed search's settings (tests/test_tuning_distributed.py runs one) ------------
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"KERASTUNER_TUNER_ID": "tuner0"}, "KERASTUNER_ORACLE_IP, KERASTUNER_ORACLE_PORT are missing"),
+    ({"KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": "8000"}, "KERASTUNER_TUNER_ID are missing"),
+    ({"KERASTUNER_TUNER_ID": "", "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": "8000"},
+     "KERASTUNER_TUNER_ID are missing or empty"),
+    ({"KERASTUNER_TUNER_ID": "tuner0", "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": "http"},
+     "KERASTUNER_ORACLE_PORT must be a port number"),
+    ({"KERASTUNER_TUNER_ID": "chief", "KERASTUNER_ORACLE_IP": "127.0.0.1", "KERASTUNER_ORACLE_PORT": "70000"},
+     "KERASTUNER_ORACLE_PORT must be a port number"),
+])
+def test_incomplete_cluster_variables_are_refused_by_name(env, message):
+    with pytest.raises(ValueError, match=message):
+        tuning.cluster_role(env)
+
+
+def test_cluster_roles():
+    assert tuning.cluster_role({}) is None
+    role = tuning.cluster_role({"KERASTUNER_TUNER_ID": "chief", "KERASTUNER_ORACLE_IP": "10.0.0.1",
+                                "KERASTUNER_ORACLE_PORT": "8000"})
+    assert (role.chief, role.address) == (True, "10.0.0.1:8000")
+    assert not tuning.cluster_role({"KERASTUNER_TUNER_ID": "tuner3", "KERASTUNER_ORACLE_IP": "10.0.0.1",
+                                    "KERASTUNER_ORACLE_PORT": "8000"}).chief
+
+
+def test_missing_grpc_is_named_with_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "grpc", None)  # what an environment without grpcio imports
+    with pytest.raises(ImportError, match=r"needs grpcio and protobuf.*pip install 'nvan-tf\[tune-distributed\]'"):
+        tuning.cluster_role({"KERASTUNER_TUNER_ID": "tuner0", "KERASTUNER_ORACLE_IP": "127.0.0.1",
+                             "KERASTUNER_ORACLE_PORT": "8000"})
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_worker_without_an_oracle_gives_up_in_the_time_given(tmp_path, capsys, monkeypatch, synth_root):
+    port = _free_port()
+    for name, value in (("KERASTUNER_TUNER_ID", "tuner0"), ("KERASTUNER_ORACLE_IP", "127.0.0.1"),
+                        ("KERASTUNER_ORACLE_PORT", str(port))):
+        monkeypatch.setenv(name, value)
+    begun = time.monotonic()
+    assert tune_cli.main([*search_args(synth_root, tmp_path / "s"), "--oracle-timeout", "1"]) == 2
+    assert time.monotonic() - begun < 60
+    err = capsys.readouterr().err
+    assert (f"worker 'tuner0' could not reach the oracle at 127.0.0.1:{port} (KERASTUNER_ORACLE_IP, "
+            "KERASTUNER_ORACLE_PORT) within 1 s") in err, err
+    assert not (tmp_path / "s").exists()  # a worker writes nothing of its own
+
+
+def test_a_chief_whose_port_is_taken_is_refused(tmp_path, capsys, monkeypatch, synth_root):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for name, value in (("KERASTUNER_TUNER_ID", "chief"), ("KERASTUNER_ORACLE_IP", "127.0.0.1"),
+                            ("KERASTUNER_ORACLE_PORT", str(port))):
+            monkeypatch.setenv(name, value)
+        assert tune_cli.main(search_args(synth_root, tmp_path / "s")) == 2
+    err = capsys.readouterr().err
+    assert f"the chief cannot listen on 127.0.0.1:{port}" in err and "Address already in use" in err, err
+    assert not (tmp_path / "s").exists()
+
+
+def test_multiworker_trials_are_refused(tmp_path, capsys, synth_root):
+    assert tune_cli.main([*search_args(synth_root, tmp_path / "s"), "--strategy", "multiworker"]) == 2
+    err = capsys.readouterr().err
+    assert "--strategy must be one of ['default', 'mirrored'] in a search" in err, err
+    assert "spreads trials over machines" in err and not (tmp_path / "s").exists()
+
+
 # -- the search ------------------------------------------------------------------------
 
 
@@ -293,3 +372,74 @@ def test_hyperband_runs_two_brackets_and_a_continuation_keeps_its_training_state
     # every trial's score is the float32 copy's, between 0 and 1
     for t in trials.values():
         assert t["status"] == "COMPLETED" and 0.0 <= t["score"] <= 1.0
+
+
+@pytest.mark.slow
+def test_a_continuation_whose_trial_state_is_missing_trains_that_trial_again(tmp_path, synth_root):
+    """Hyperband (max_epochs 2, factor 2) stopped after bracket 1's two
+    1-epoch trials (--max-trials 2). A copy of the search loses both trials'
+    training states (trials/trial_N/state). Both are resumed with
+    --max-trials 3, which runs the continuation: the intact search goes on
+    from the continued trial's state; the copy says the state is missing and
+    trains the continued epoch again from the start first. Both end in the
+    same training state (float rounding apart), which the weights alone
+    (keras-tuner loads the best epoch's) with a new optimizer from batch 0
+    would not reach."""
+    import shutil
+
+    import numpy as np
+    import tensorflow as tf
+
+    from nvan_tf.training.checkpoints import latest_number
+
+    base = ["--dataset", "mars", "--root", synth_root, "--variant", "baseline", "--algorithm", "hyperband",
+            "--epochs", "2", "--factor", "2", "--objective", "mAP", "--quiet", "--deterministic",
+            "--seq-len", "4", "--height", "64", "--width", "32", "--p", "2", "--k", "2", "--steps-per-epoch", "1"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    intact, copy = tmp_path / "intact", tmp_path / "copy"
+
+    def command(out, trials):
+        return [sys.executable, "-m", "nvan_tf.cli.tune", *base, "--output-dir", str(out), "--max-trials", trials]
+
+    first = subprocess.run(command(intact, "2"), capture_output=True, text=True, env=env, timeout=900)
+    assert first.returncode == 0, first.stderr[-3000:]
+    shutil.copytree(intact, copy)
+    for name in ("trial_0", "trial_1"):
+        shutil.rmtree(copy / "trials" / name / tuning.STATE)
+
+    procs = [subprocess.Popen(command(out, "3"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for out in (intact, copy)]
+    (_, intact_log), (_, copy_log) = [p.communicate(timeout=900) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], (intact_log[-3000:], copy_log[-3000:])
+
+    values = json.loads((copy / "trials" / "trial_2" / "trial.json").read_text())["hyperparameters"]["values"]
+    previous = values["tuner/trial_id"]
+    assert (values["tuner/initial_epoch"], values["tuner/epochs"]) == (1, 2)
+    assert f"trial continues trial {previous} from batch 1" in intact_log, intact_log[-3000:]
+    missing = str(copy / "trials" / f"trial_{previous}" / tuning.STATE)
+    assert (f"trial continues trial {previous}, whose training state {missing} is missing: training its 1 "
+            "epoch(s) again from the start") in copy_log, copy_log[-3000:]
+    assert "whose training state" not in intact_log
+
+    states = []
+    for out in (intact, copy):
+        folder = out / "trials" / "trial_2" / tuning.STATE
+        assert latest_number(str(folder)) == 2  # batches read: the continued one and its own
+        states.append(tf.train.load_checkpoint(str(folder / "ckpt-2")))
+    continued = tf.train.load_checkpoint(str(intact / "trials" / f"trial_{previous}" / tuning.STATE / "ckpt-1"))
+    names = states[0].get_variable_to_dtype_map()
+    assert names.keys() == states[1].get_variable_to_dtype_map().keys()
+    floats = [n for n, dtype in names.items() if dtype == tf.float32]
+    assert len(floats) > 100
+    # weights, batch statistics and the optimizer's state: the copy's differ from the intact search's by
+    # float rounding at most, a tiny part of what the continuation's own step changed
+    for name in floats:
+        mine, theirs, before = (s.get_tensor(name) for s in (states[1], states[0], continued))
+        gap, step = float(np.max(np.abs(mine - theirs))), float(np.max(np.abs(theirs - before)))
+        assert gap <= 1e-3 * step + 1e-7 * max(1.0, float(np.max(np.abs(theirs)))), (name, gap, step)
+    iterations = [n for n in names if n.endswith("iteration/.ATTRIBUTES/VARIABLE_VALUE")]
+    assert [int(s.get_tensor(iterations[0])) for s in states] == [2, 2]
+
+    with open(copy / "trials.csv", newline="") as f:
+        rows = {r["trial"]: r for r in csv.DictReader(f)}
+    assert (rows["2"]["status"], rows["2"]["epoch"], rows["2"]["epochs"]) == ("COMPLETED", "2", "2")

@@ -22,6 +22,12 @@ def build_parser(prog="nvan-tune"):
     run.add_argument("--output-dir", default="runs/search", help="the search folder (resumed when re-run)")
     run.add_argument("--overwrite", action="store_true", help="delete an earlier search in --output-dir")
     run.add_argument("--quiet", action="store_true", help="no per-trial progress display")
+    run.add_argument("--strategy", default="default", choices=choices.STRATEGIES,
+                     help="tf.distribute strategy of each trial: default (one device) or mirrored (this "
+                          "machine's GPUs); the search itself spreads trials over machines (KERASTUNER_* "
+                          "variables), so multiworker is refused")
+    run.add_argument("--oracle-timeout", type=float, default=tuning.ORACLE_TIMEOUT,
+                     help="seconds a worker waits for the chief's oracle (KERASTUNER_ORACLE_IP:PORT) to answer")
     run.add_argument("--log-level", default="INFO", choices=choices.LOG_LEVELS,
                      help="library log level")
     recipe = parser.add_argument_group("recipe (fixed during the search; defaults: nvan-train's)")
@@ -79,7 +85,7 @@ def config_from_args(args, space):
         args.variant, dataset=args.dataset, root=args.root, seq_len=space.seq_len[0], height=args.height,
         width=args.width, p=args.p, k=args.k, steps_per_epoch=args.steps_per_epoch, epochs=args.epochs,
         eval_batch_size=args.eval_batch_size, seed=args.seed, mixed_precision=args.mixed_precision,
-        init=args.init, deterministic=args.deterministic,
+        init=args.init, deterministic=args.deterministic, strategy=args.strategy,
         progress=0,
     )
 
@@ -97,10 +103,16 @@ def main(argv=None, prog="nvan-tune"):
         return cli.fail(parser, _flag_names(err))
     try:
         result = tuning.search(config, args.output_dir, space=space, algorithm=args.algorithm,
-                        objective=args.objective, max_trials=args.max_trials, factor=args.factor,
-                        overwrite=args.overwrite, verbose=cli.progress_verbosity(not args.quiet))
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
+                               objective=args.objective, max_trials=args.max_trials, factor=args.factor,
+                               overwrite=args.overwrite, verbose=cli.progress_verbosity(not args.quiet),
+                               oracle_timeout=args.oracle_timeout)
+    except (ValueError, FileNotFoundError, RuntimeError, ImportError) as err:
         return cli.fail(parser, _flag_names(err))
+    if result["role"] == "worker":
+        ran = ", ".join(map(str, result["ran"])) or "none"
+        print(f"worker {result['worker']}: ran trials {ran}; the chief writes trials.csv, trials.png and "
+              "best_config.json")
+        return 0
     print(tuning.format_summary(result["trials"], args.objective))
     best = result["best"]
     print(f"\n{len(result['trials'])} trials ({len(result['new'])} run now); best: trial {best['trial']}, "

@@ -6,6 +6,9 @@ Examples:
     nvan-tune --dataset synthetic --algorithm hyperband --epochs 9 \\
         --seq-len 4 8 --height 128 --width 64 --lr 1e-5 1e-3 --margin soft 0.3
     nvan-train --tune --dataset synthetic --max-trials 4 --seq-len 4 --height 64 --width 32
+    # across machines: one chief (the oracle), any number of workers, one shared --output-dir
+    KERASTUNER_TUNER_ID=chief  KERASTUNER_ORACLE_IP=10.0.0.1 KERASTUNER_ORACLE_PORT=8000 nvan-tune ARGS
+    KERASTUNER_TUNER_ID=tuner0 KERASTUNER_ORACLE_IP=10.0.0.1 KERASTUNER_ORACLE_PORT=8000 nvan-tune ARGS
 
 Every trial trains the recipe of nvan-train with one draw of the search space
 and is scored by the training evaluation (rank-1 / mAP on the query / gallery
@@ -16,12 +19,17 @@ search in --output-dir: finished trials are kept and an interrupted one runs
 again. --max-trials may grow between runs; any other change is refused
 (--overwrite starts over). At the end, OUTPUT_DIR gets trials.csv, trials.png
 and best_config.json (nvan-train --config best_config.json trains the best).
+In a distributed search the chief serves keras-tuner's oracle and writes
+them once every trial has ended; the workers run the trials, each under its
+--strategy; a restarted worker (same KERASTUNER_TUNER_ID) runs its
+interrupted trial again.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import io
 import json
 import logging
@@ -35,13 +43,14 @@ from nvan_tf.training.config import PRESETS, ConfigMismatch, TrainConfig
 logger = logging.getLogger(__name__)
 
 __all__ = ["SearchSpace", "ReIDHyperModel", "EvaluationCallback", "ALGORITHMS", "OBJECTIVES",
-           "search", "build_tuner", "trial_rows", "format_summary", "main"]
+           "ClusterRole", "cluster_role", "wait_for_oracle", "search", "build_tuner", "trial_rows",
+           "format_summary", "main"]
 
 ALGORITHMS = TUNING_ALGORITHMS
 OBJECTIVES = TUNING_OBJECTIVES
 PROJECT = "trials"  # keras-tuner's project folder inside the output folder
-SUMMARY_CSV, SUMMARY_PNG, BEST_CONFIG, SEARCH_JSON = (
-    "trials.csv", "trials.png", "best_config.json", "search.json")
+SUMMARY_CSV, SUMMARY_PNG, BEST_CONFIG, SEARCH_JSON, WORKER_JSON = (
+    "trials.csv", "trials.png", "best_config.json", "search.json", "worker.json")
 
 _STAGE_NAMES = ("res2", "res3", "res4", "res5")
 
@@ -275,13 +284,15 @@ def _make_hypermodel_class():
         training evaluation (``rank1``, ``mAP``: fractions, of the float32
         copy, as ``train`` scores) to the logs of every epoch, where
         keras-tuner's objective reads it. Put it before the callbacks that
-        read the logs."""
+        read the logs. ``score=False`` only counts (the epochs a continuation
+        trains again, which no one scores)."""
 
-        def __init__(self, task, counter, start_batch=0):
+        def __init__(self, task, counter, start_batch=0, score=True):
             super().__init__()
             self.task = task
             self.counter = counter
             self.batches = int(start_batch)
+            self.score = score
 
         def on_train_batch_begin(self, batch, logs=None):
             self.counter.assign(self.batches)
@@ -290,6 +301,8 @@ def _make_hypermodel_class():
             self.batches += 1
 
         def on_epoch_end(self, epoch, logs=None):
+            if not self.score:
+                return
             scores = self.task.evaluate(self.model)
             logger.info("epoch %d: rank-1 %.2f%%, mAP %.2f%%", epoch + 1, 100 * scores["rank1"],
                         100 * scores["mAP"])
@@ -342,20 +355,42 @@ def _make_hypermodel_class():
         def fit(self, hp, model, *args, callbacks=(), epochs=None, initial_epoch=0, verbose=0,
                 trial_dir=None, **kwargs):
             task = self.task(hp)
-            start = 0
+            steps = task.steps_per_epoch
+            epochs = epochs or task.config.epochs
+            inputs = functools.partial(task.distributed_inputs, model.distribute_strategy)
+            counter = self._counters[id(model)]
+            start = initial_epoch * steps
             previous = hp.values.get("tuner/trial_id")
-            if previous is not None and trial_dir is not None:
-                folder = os.path.join(os.path.dirname(trial_dir), f"trial_{previous}", STATE)
-                number = latest_number(folder)
+            if previous is not None:
+                folder = None if trial_dir is None else os.path.join(os.path.dirname(trial_dir),
+                                                                      f"trial_{previous}", STATE)
+                number = -1 if folder is None else latest_number(folder)
                 if number >= 0:
                     start = Checkpointer(folder, model).restore(number)["batches"]
+                    initial_epoch = start // steps
                     logger.info("trial continues trial %s from batch %d", previous, start)
-            initial_epoch = start // task.steps_per_epoch if previous is not None else initial_epoch
-            start = start or initial_epoch * task.steps_per_epoch
-            evaluation = EvaluationCallback(task, self._counters[id(model)], start)
-            history = model.fit(task.build_inputs(start_batch=start), epochs=epochs or task.config.epochs,
-                                initial_epoch=initial_epoch, steps_per_epoch=task.steps_per_epoch,
-                                shuffle=False, callbacks=[evaluation, *callbacks], verbose=verbose)
+                else:
+                    # What keras-tuner loaded (the best epoch's weights and optimizer state) would go on
+                    # at another schedule and data position: train the continued epochs again instead, from
+                    # the start trial `previous` had (its config and seed: a fresh model and optimizer).
+                    logger.warning("trial continues trial %s, whose training state %s is missing: training "
+                                   "its %d epoch(s) again from the start before going on", previous, folder,
+                                   initial_epoch)
+                    fresh = task.build_model()
+                    task.initialize(fresh)
+                    task.compile(fresh)
+                    model.set_weights(fresh.get_weights())
+                    for variable, value in zip(model.optimizer.variables, fresh.optimizer.variables, strict=True):
+                        variable.assign(value)
+                    del fresh
+                    again = EvaluationCallback(task, counter, 0, score=False)
+                    model.fit(inputs(start_batch=0), epochs=initial_epoch, steps_per_epoch=steps, shuffle=False,
+                              callbacks=[again], verbose=verbose)
+                    start = again.batches
+            evaluation = EvaluationCallback(task, counter, start)
+            history = model.fit(inputs(start_batch=start), epochs=epochs, initial_epoch=initial_epoch,
+                                steps_per_epoch=steps, shuffle=False, callbacks=[evaluation, *callbacks],
+                                verbose=verbose)
             if trial_dir is not None:
                 Checkpointer(os.path.join(trial_dir, STATE), model, keep=1).save(
                     evaluation.batches, {"history": [], "best": None})
@@ -366,14 +401,42 @@ def _make_hypermodel_class():
 
 def _tuner_class(kt, algorithm):
     """keras-tuner's tuner for ``algorithm``, passing each trial's folder to
-    the hypermodel's ``fit`` (where the trial keeps its training state)."""
+    the hypermodel's ``fit`` (where the trial keeps its training state) and
+    recording there which worker runs it (``worker.json``)."""
     base = {"bayesian": kt.BayesianOptimization, "hyperband": kt.Hyperband}[algorithm]
 
     class Tuner(base):
+        def __init__(self, *args, **kwargs):
+            self.ran = []  # the trials this process ran (a worker's report)
+            super().__init__(*args, **kwargs)
+
         def run_trial(self, trial, *args, **kwargs):
-            return super().run_trial(trial, *args, trial_dir=self.get_trial_dir(trial.trial_id), **kwargs)
+            trial_dir = self.get_trial_dir(trial.trial_id)
+            _record_run(trial_dir, self.tuner_id)
+            self.ran.append(trial.trial_id)
+            logger.info("%s runs trial %s", self.tuner_id, trial.trial_id)
+            return super().run_trial(trial, *args, trial_dir=trial_dir, **kwargs)
 
     return Tuner
+
+
+def _record_run(trial_dir, tuner_id):
+    """Adds a run by ``tuner_id`` to the trial's ``worker.json`` (one entry per start)."""
+    import datetime
+    import socket
+
+    runs = _read_runs(trial_dir)
+    runs.append({"worker": tuner_id, "host": socket.gethostname(),
+                 "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")})
+    atomic.write_json(os.path.join(trial_dir, WORKER_JSON), {"runs": runs})
+
+
+def _read_runs(trial_dir):
+    try:
+        with open(os.path.join(trial_dir, WORKER_JSON), encoding="utf-8") as f:
+            return list(json.load(f)["runs"])
+    except (OSError, ValueError, KeyError, TypeError):  # none yet (or a search older than the record)
+        return []
 
 
 _CLASSES = {}
@@ -392,21 +455,117 @@ def __getattr__(name):  # keras and keras-tuner load when the classes are first 
 
 
 # -----------------------------------------------------------------------------
+# A search across machines: keras-tuner's chief oracle and its workers
+# -----------------------------------------------------------------------------
+ENV_TUNER_ID, ENV_ORACLE_IP, ENV_ORACLE_PORT = (
+    "KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
+ORACLE_TIMEOUT = 600.0  # seconds a worker waits for the chief's oracle to answer
+SEARCH_STRATEGIES = ("default", "mirrored")  # a trial's strategy; the search spreads trials over machines
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterRole:
+    """This process's part in a distributed search (keras-tuner's variables):
+    ``tuner_id`` (``KERASTUNER_TUNER_ID``) and the oracle's ``ip`` and
+    ``port``. The chief serves the oracle and writes the summary; workers run
+    the trials."""
+
+    tuner_id: str
+    ip: str
+    port: int
+
+    @property
+    def chief(self):
+        # keras-tuner's own rule (keras_tuner/src/distribute/utils.py, checked on 1.4.8): an id containing "chief"
+        return "chief" in self.tuner_id
+
+    @property
+    def address(self):
+        return f"{self.ip}:{self.port}"
+
+
+def cluster_role(environ=None):
+    """The :class:`ClusterRole` that ``KERASTUNER_TUNER_ID``,
+    ``KERASTUNER_ORACLE_IP`` and ``KERASTUNER_ORACLE_PORT`` give this process,
+    or ``None`` when none is set (a search in one process). Raises
+    ``ValueError`` naming the variable when they are incomplete or wrong, and
+    ``ImportError`` when grpcio or protobuf (keras-tuner's transport, which
+    it does not declare) cannot be imported."""
+    env = os.environ if environ is None else environ
+    names = (ENV_TUNER_ID, ENV_ORACLE_IP, ENV_ORACLE_PORT)
+    given = {name: env.get(name) for name in names if env.get(name) is not None}
+    if not given:
+        return None
+    missing = [name for name in names if not (given.get(name) or "").strip()]
+    if missing:
+        shown = ", ".join(f"{name}={value!r}" for name, value in given.items())
+        raise ValueError(f"the environment variables {', '.join(missing)} are missing or empty ({shown}): a "
+                         f"distributed search needs {', '.join(names)} in every process (the chief: "
+                         f"{ENV_TUNER_ID}=chief), a search in one process none of them")
+    port = given[ENV_ORACLE_PORT].strip()
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"the environment variable {ENV_ORACLE_PORT} must be a port number (1-65535). "
+                         f"Received: {ENV_ORACLE_PORT}={given[ENV_ORACLE_PORT]!r}")
+    try:
+        import google.protobuf  # noqa: F401
+        import grpc  # noqa: F401
+    except ImportError as err:
+        raise ImportError(f"a distributed search ({ENV_ORACLE_IP} is set) needs grpcio and protobuf, which "
+                          "keras-tuner does not install: pip install 'nvan-tf[tune-distributed]' "
+                          f"({err})") from err
+    return ClusterRole(given[ENV_TUNER_ID].strip(), given[ENV_ORACLE_IP].strip(), int(port))
+
+
+def _check_can_serve(role):
+    """Refuses, before anything is built, an address the chief cannot listen on."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in role.ip else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # as gRPC binds: a port left in TIME_WAIT by an earlier chief is free, one a server listens on is not
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((role.ip, role.port))
+        except OSError as err:
+            raise RuntimeError(f"the chief cannot listen on {role.address} ({ENV_ORACLE_IP}, {ENV_ORACLE_PORT}): "
+                               f"{err.strerror or err}. Is another search's chief serving there?") from None
+
+
+def wait_for_oracle(role, timeout=ORACLE_TIMEOUT):
+    """Waits up to ``timeout`` seconds for the chief's oracle at ``role.address``
+    to accept a connection; raises ``RuntimeError`` saying so otherwise."""
+    import grpc
+
+    channel = grpc.insecure_channel(role.address)
+    try:
+        grpc.channel_ready_future(channel).result(timeout=timeout)
+    except grpc.FutureTimeoutError:
+        raise RuntimeError(
+            f"worker {role.tuner_id!r} could not reach the oracle at {role.address} ({ENV_ORACLE_IP}, "
+            f"{ENV_ORACLE_PORT}) within {timeout:g} s: start the chief ({ENV_TUNER_ID}=chief nvan-tune with the "
+            "same arguments) on that address, or give it longer (--oracle-timeout)") from None
+    finally:
+        channel.close()
+
+
+# -----------------------------------------------------------------------------
 # The search
 # -----------------------------------------------------------------------------
 def build_tuner(hypermodel, output_dir, *, algorithm="bayesian", objective="mAP", max_trials=None,
-                factor=3, seed=0, overwrite=False):
+                factor=3, seed=0, overwrite=False, strategy=None):
     """The keras-tuner tuner over ``hypermodel``, its state in
     ``OUTPUT_DIR/trials`` (reloaded unless ``overwrite``).
 
     ``bayesian`` runs ``max_trials`` trials (default 10) of ``config.epochs``
     epochs; ``hyperband`` brackets up to ``config.epochs`` epochs with
     reduction ``factor`` (``max_trials``, if given, caps the trial count).
+    ``strategy``: the ``tf.distribute`` strategy the trials are built in
+    (keras-tuner's ``distribution_strategy``; default: none, one device).
     """
     kt = _keras_tuner()
     target = kt.Objective(objective, "max")
     common = dict(objective=target, seed=seed, directory=output_dir, project_name=PROJECT,
-                  overwrite=overwrite, max_consecutive_failed_trials=3)
+                  overwrite=overwrite, max_consecutive_failed_trials=3, distribution_strategy=strategy)
     if algorithm == "bayesian":
         return _tuner_class(kt, algorithm)(hypermodel, max_trials=max_trials or 10, **common)
     if algorithm == "hyperband":
@@ -417,11 +576,16 @@ def build_tuner(hypermodel, output_dir, *, algorithm="bayesian", objective="mAP"
     raise ValueError(f"algorithm must be one of {list(ALGORITHMS)}. Received: algorithm={algorithm!r}")
 
 
-def _check_search(config, space, output_dir, settings, overwrite):
-    """Refuses to resume a search of other settings; records them."""
+def _check_search(config, space, output_dir, settings, overwrite, write=True):
+    """Refuses to resume a search of other settings; records them (``write``:
+    the chief, or the only process; a worker compares with the chief's)."""
     path = os.path.join(output_dir, SEARCH_JSON)
     record = {"train": config.to_dict(), "space": space.to_dict(), **settings}
-    if os.path.exists(path) and not overwrite:
+    if not write and not os.path.exists(path):
+        raise FileNotFoundError(f"{path} is missing: the chief writes it before its oracle answers, so this worker "
+                                "does not see the chief's --output-dir. Every process of a search needs the same "
+                                "folder (a shared file system)")
+    if os.path.exists(path) and (not overwrite or not write):
         try:
             with open(path, encoding="utf-8") as f:
                 previous = json.load(f)
@@ -431,18 +595,22 @@ def _check_search(config, space, output_dir, settings, overwrite):
         changed = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
         if changed:
             listing = "\n".join(f"  {k}: {theirs.get(k)!r} in the search, {mine.get(k)!r} now" for k in changed)
+            if not write:
+                raise ConfigMismatch(f"{output_dir} holds the chief's search of other settings:\n{listing}\n"
+                                     "Start every worker with the chief's arguments.")
             raise ConfigMismatch(f"{output_dir} holds a search of other settings:\n{listing}\n"
                                  "Use another --output-dir, or --overwrite to start over in this one.")
-    os.makedirs(output_dir, exist_ok=True)
-    atomic.write_json(path, record)
+    if write:
+        os.makedirs(output_dir, exist_ok=True)
+        atomic.write_json(path, record)
 
 
 def _flatten(record, prefix=""):
     out = {}
     for key, value in record.items():
         if key == "train":
-            # display and evaluation batching do not change what a trial computes
-            value = {k: v for k, v in value.items() if k not in ("progress", "eval_batch_size")}
+            # display, evaluation batching and each worker's strategy do not change what a trial computes
+            value = {k: v for k, v in value.items() if k not in ("progress", "eval_batch_size", "strategy")}
         if isinstance(value, dict):
             out.update(_flatten(value, f"{prefix}{key}."))
         elif not (prefix == "" and key == "max_trials"):  # the budget may grow
@@ -451,12 +619,22 @@ def _flatten(record, prefix=""):
 
 
 def search(config, output_dir, *, space=None, algorithm="bayesian", objective="mAP", max_trials=None,
-           factor=3, overwrite=False, verbose=0):
+           factor=3, overwrite=False, verbose=0, oracle_timeout=ORACLE_TIMEOUT):
     """Runs (or resumes) a search over ``space`` around the recipe ``config``.
+
+    In one process, or as one process of a distributed search when
+    keras-tuner's variables are set (:func:`cluster_role`): the chief
+    (``KERASTUNER_TUNER_ID=chief``) serves the oracle at
+    ``KERASTUNER_ORACLE_IP:KERASTUNER_ORACLE_PORT`` until every trial has
+    ended, then writes the summary; each worker (any other id) waits up to
+    ``oracle_timeout`` seconds for it, checks that its settings are the
+    chief's (``search.json``) and runs trials under ``config.strategy``
+    until the oracle has none left. All share ``output_dir``.
 
     Args:
         config: a ``TrainConfig``: variant, data, sizes, epochs per trial,
-            seed; its searched fields are replaced by each trial's values.
+            seed, strategy of the trials (``default`` or ``mirrored``); its
+            searched fields are replaced by each trial's values.
         output_dir: the search folder: ``search.json`` (the settings),
             ``trials/`` (keras-tuner's state and each trial's best weights),
             ``trials.csv``, ``trials.png``, ``best_config.json``.
@@ -464,14 +642,18 @@ def search(config, output_dir, *, space=None, algorithm="bayesian", objective="m
         algorithm: ``bayesian`` or ``hyperband``.
         objective: ``mAP`` or ``rank1`` (maximised).
         max_trials: trials in all, those of earlier runs included.
-        overwrite: start over, deleting an earlier search in ``output_dir``.
+        overwrite: start over, deleting an earlier search in ``output_dir``
+            (the chief's or the only process's; a worker never deletes).
         verbose: keras-tuner's progress display and Keras' fit verbosity.
+        oracle_timeout: how long a worker waits for the chief's oracle.
 
     Returns:
-        ``{"trials": [row, ...], "best": row, "new": [trial numbers run now],
-        "summary": csv path, "plot": png path, "best_config": json path}``
-        (rows: see :func:`trial_rows`).
+        ``{"role": "chief" | "single", "trials": [row, ...], "best": row,
+        "new": [trial numbers run now], "summary": csv path, "plot": png path,
+        "best_config": json path}`` (rows: see :func:`trial_rows`); on a
+        worker ``{"role": "worker", "worker": its id, "ran": [trial numbers]}``.
     """
+    from nvan_tf.training.loop import make_strategy
     from nvan_tf.training.task import ReIDTask
 
     space = space or SearchSpace()
@@ -483,24 +665,54 @@ def search(config, output_dir, *, space=None, algorithm="bayesian", objective="m
         raise ValueError(f"max_trials must be a positive integer. Received: max_trials={max_trials!r}")
     if int(factor) < 2:
         raise ValueError(f"factor must be an integer >= 2. Received: factor={factor!r}")
-    if config.strategy != "default":
-        raise ValueError(f"the search trains on one device. Received: strategy={config.strategy!r}")
+    if config.strategy not in SEARCH_STRATEGIES:
+        raise ValueError(f"strategy must be one of {list(SEARCH_STRATEGIES)} in a search: each trial runs on one "
+                         "machine, and the search itself spreads trials over machines (a chief and workers, "
+                         f"{ENV_TUNER_ID} / {ENV_ORACLE_IP} / {ENV_ORACLE_PORT}). Received: "
+                         f"strategy={config.strategy!r}")
+    if oracle_timeout is None or not oracle_timeout > 0:
+        raise ValueError(f"oracle_timeout must be a positive number of seconds. Received: {oracle_timeout!r}")
+    role = cluster_role()
+    worker = role is not None and not role.chief
     resolved = space.resolve(config.variant, config.height)
     output_dir = os.path.abspath(output_dir)
+    settings = {"algorithm": algorithm, "objective": objective, "max_trials": max_trials,
+                "factor": int(factor) if algorithm == "hyperband" else None}
+    if worker:
+        wait_for_oracle(role, oracle_timeout)  # the chief has written search.json and the data by then
+        _check_search(config, space, output_dir, settings, overwrite, write=False)
+    elif role is not None:
+        _check_can_serve(role)
     task = ReIDTask(config, output_dir=output_dir)
     task.make_deterministic()
     dataset = task.dataset  # a bad root fails before anything is written
-    settings = {"algorithm": algorithm, "objective": objective, "max_trials": max_trials,
-                "factor": int(factor) if algorithm == "hyperband" else None}
-    _check_search(config, space, output_dir, settings, overwrite)
+    if not worker:
+        _check_search(config, space, output_dir, settings, overwrite)
 
     hypermodel = _classes()["ReIDHyperModel"](config, resolved, dataset)
+    # the chief trains nothing; a worker (or the only process) builds its trials in its strategy
+    strategy = None if config.strategy == "default" or (role and role.chief) else make_strategy(config.strategy)
     tuner = build_tuner(hypermodel, output_dir, algorithm=algorithm, objective=objective,
-                        max_trials=max_trials, factor=int(factor), seed=config.seed, overwrite=overwrite)
+                        max_trials=max_trials, factor=int(factor), seed=config.seed,
+                        overwrite=overwrite and not worker, strategy=strategy)
+    if worker:
+        import grpc
+
+        logger.info("worker %s of the search in %s, its oracle at %s", role.tuner_id, output_dir, role.address)
+        try:
+            tuner.search(verbose=verbose)
+        except grpc.RpcError as err:  # the chief stopped answering (keras-tuner waits an hour), or failed
+            code = err.code().name if callable(getattr(err, "code", None)) else type(err).__name__
+            details = err.details() if callable(getattr(err, "details", None)) else str(err)
+            raise RuntimeError(f"worker {role.tuner_id!r}: the oracle at {role.address} failed ({code}): "
+                               f"{details}") from err
+        return {"role": "worker", "worker": role.tuner_id, "ran": [_trial_number(t) for t in tuner.ran]}
     done = {t.trial_id for t in tuner.oracle.trials.values() if t.status == "COMPLETED"}
     logger.info("search in %s: %d finished trials kept", output_dir, len(done))
+    if role is not None:
+        logger.info("chief: serving the oracle at %s until the workers have run every trial", role.address)
     try:
-        tuner.search(verbose=verbose)
+        tuner.search(verbose=verbose)  # the chief: returns once every trial has ended and every worker stopped
     except RuntimeError as err:  # keras-tuner gives up after failed trials; keep the gist
         lines = [line for line in str(err).splitlines() if line.strip()] or [repr(err)]
         raise RuntimeError(f"{lines[0]} The last failure: {lines[-1]} "
@@ -520,7 +732,7 @@ def search(config, output_dir, *, space=None, algorithm="bayesian", objective="m
     best_config = trial_config(config, best_trial.hyperparameters.values)
     atomic.write_json(paths["best_config"],
                       {"train": best_config.to_dict(), "trial": best["trial"], objective: best["score"]})
-    return {"trials": rows, "best": best, "new": new, **paths}
+    return {"role": "single" if role is None else "chief", "trials": rows, "best": best, "new": new, **paths}
 
 
 # -----------------------------------------------------------------------------
@@ -534,8 +746,10 @@ def trial_rows(tuner):
     """One dict per trial, in trial order: ``trial`` (its number), ``trial_id``,
     ``status``, ``score`` (the objective at the best epoch), ``rank1``, ``mAP``
     (at that epoch), ``epoch`` (1-based best epoch), ``epochs`` (trained,
-    Hyperband's bracket length), each hyper-parameter, ``message`` (why a
-    trial failed)."""
+    Hyperband's bracket length), ``worker`` (the tuner id that ran it last:
+    ``tuner0`` in a search in one process), ``runs`` (times it was started:
+    more than 1 when a killed worker's trial ran again), each
+    hyper-parameter, ``message`` (why a trial failed)."""
     rows = []
     for trial in tuner.oracle.trials.values():
         values = trial.hyperparameters.values
@@ -547,6 +761,8 @@ def trial_rows(tuner):
                "epochs": values.get("tuner/epochs", tuner.hypermodel.config.epochs)}
         for name in ("rank1", "mAP"):
             row[name] = trial.metrics.get_last_value(name) if trial.metrics.exists(name) else None
+        runs = _read_runs(tuner.get_trial_dir(trial.trial_id))
+        row["worker"], row["runs"] = (runs[-1]["worker"], len(runs)) if runs else (None, None)
         row.update({name: values.get(name) for name in HP_COLUMNS})
         message = (trial.message or "").strip().splitlines()
         row["message"] = message[-1] if message else ""
@@ -573,12 +789,13 @@ def format_summary(rows, objective):
     """The trials as a text table, best first marked ``*``; scores in %."""
     completed = [r for r in rows if r["status"] == "COMPLETED"]
     best = max(completed, key=lambda r: r["score"])["trial"] if completed else None
-    columns = ["", "trial", "status", objective, "rank-1", "mAP", "epoch", "epochs", *HP_COLUMNS]
+    columns = ["", "trial", "status", objective, "rank-1", "mAP", "epoch", "epochs", "worker", *HP_COLUMNS]
     lines = [columns]
     for r in rows:
         pct = [("" if r[k] is None else f"{100 * r[k]:.2f}") for k in ("score", "rank1", "mAP")]
         lines.append(["*" if r["trial"] == best else "", str(r["trial"]), r["status"], *pct,
-                      _cell(r["epoch"]), _cell(r["epochs"]), *(_cell(r[k]) for k in HP_COLUMNS)])
+                      _cell(r["epoch"]), _cell(r["epochs"]), _cell(r.get("worker")),
+                      *(_cell(r[k]) for k in HP_COLUMNS)])
     keep = [i for i in range(len(columns)) if i < 8 or any(line[i] for line in lines[1:])]
     widths = [max(len(line[i]) for line in lines) for i in keep]
     return "\n".join("  ".join(line[i].ljust(w) for i, w in zip(keep, widths)).rstrip() for line in lines)
@@ -587,7 +804,8 @@ def format_summary(rows, objective):
 def write_summary(rows, output_dir, objective):
     """Writes ``trials.csv`` (scores as fractions) and ``trials.png`` (the
     objective per trial, the running best and the best trial marked)."""
-    columns = ["trial", "status", "score", "rank1", "mAP", "epoch", "epochs", *HP_COLUMNS, "message"]
+    columns = ["trial", "status", "score", "rank1", "mAP", "epoch", "epochs", "worker", "runs", *HP_COLUMNS,
+               "message"]
     text = io.StringIO()
     writer = csv.DictWriter(text, columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
