@@ -158,15 +158,6 @@ class NeighbourIndex:
         self.keys, self.vectors, self._norms = self.keys[~gone], self.vectors[~gone], None
         return int(gone.sum())
 
-    def rows_of(self, keys):
-        """Row positions of held keys (ValueError naming the first key not held)."""
-        keys = np.asarray(keys, np.int64)
-        rows = np.searchsorted(self.keys, keys)
-        bad = (rows >= len(self.keys)) | (self.keys[np.minimum(rows, len(self.keys) - 1)] != keys)
-        if bad.any():
-            raise ValueError(f"key {int(keys[bad][0])} is not in the index")
-        return rows
-
     def _distances(self, queries, rows):
         """Exact distances of each query to the vectors of its rows ((n, m) rows, -1 = none)."""
         candidates = self.vectors[np.maximum(rows, 0)]
