@@ -171,7 +171,7 @@ def annotate_video(spec, path, boxes_by_frame, *, fps=None, last=None, progress=
     scale = max(0.4, height / 720)
     with VideoWriter(path, fps or reader.fps, width, height) as writer:
         for frame in reader:
-            image = np.ascontiguousarray(frame.image[:height, :width])
+            image = np.array(frame.image[:height, :width])  # a copy: frames read from image files are read-only
             for identity, (left, top, w, h) in boxes_by_frame.get(frame.index, ()):
                 colour = id_colour(identity)
                 p1, p2 = (int(left), int(top)), (int(left + w), int(top + h))
