@@ -294,6 +294,13 @@ def test_cache_key_covers_everything_that_changes_features(tmp_path, hand_root):
     }
     for what, other in changed.items():
         assert other != base, what
+    # Frames rewritten under the same names (re-cropped, regenerated): another test set, no cache hit.
+    frame = tracklets[1].frames[0]
+    with open(frame, "rb") as f:
+        data = f.read()
+    with open(frame, "wb") as f:
+        f.write(data + b"\0")
+    assert key() != base
     # The model's content, at the same path, size and modification time.
     stat = os.stat(model)
     model.write_bytes(b"weights B" * 10)

@@ -163,5 +163,5 @@ def test_a_folder_dataset_that_gains_an_identity_refuses_a_resume_listing_the_ch
     with pytest.raises(loop.ConfigMismatch) as refused:
         loop.train(grown, str(out))
     message = str(refused.value)
-    assert "dataset identities: 4 in the run, 5 now" in message
-    assert "dataset tracklets: 8 in the run, 10 now" in message and "dataset digest" in message
+    assert "dataset.identities: 4 in the run, 5 now" in message
+    assert "dataset.tracklets: 8 in the run, 10 now" in message and "dataset.digest" in message

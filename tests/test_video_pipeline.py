@@ -175,6 +175,47 @@ def test_report_loads_in_headless_chromium_without_console_errors(run, tmp_path)
     assert not console, console
 
 
+def _stored_model(seed, path):
+    """The tiny model's architecture with the weights of ``seed``, as a
+    .keras archive stored uncompressed (so every seed gives the same size)."""
+    import zipfile
+
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((4, 32, 16, 3))
+    x = keras.layers.GlobalAveragePooling3D()(keras.layers.Conv3D(8, (1, 3, 3), activation="relu")(inputs))
+    keras.Model(inputs, keras.layers.Dense(16)(x)).save(path + ".tmp.keras")
+    with zipfile.ZipFile(path + ".tmp.keras") as zin, zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zout:
+        for name in sorted(zin.namelist()):
+            info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+            zout.writestr(info, zin.read(name))
+    os.remove(path + ".tmp.keras")
+    return path
+
+
+def test_a_model_overwritten_at_the_same_size_and_time_embeds_again(world, run, tmp_path):
+    from nvan_tf.cli import track
+
+    out = str(tmp_path / "resumed")
+    shutil.copytree(run, out)
+    model = _stored_model(0, str(tmp_path / "model.keras"))
+    other = _stored_model(1, str(tmp_path / "other.keras"))
+    assert track.main(_argv(world, out, model, "--threshold", "0.4", "--min-length", "6", "--no-video")) == 0
+    embeddings = os.path.join(out, "embeddings.npz")
+    with np.load(embeddings) as data:
+        before = {k: data[k] for k in data.files}
+    stat = os.stat(model)
+    assert os.path.getsize(other) == stat.st_size
+    shutil.copyfile(other, model)  # another model: the same size, and the same modification time
+    os.utime(model, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert track.main(_argv(world, out, model, "--threshold", "0.4", "--min-length", "6", "--no-video")) == 0
+    with np.load(embeddings) as data:
+        after = {k: data[k] for k in data.files}
+    changed = [k for k in before if before[k].dtype.kind == "f" and not np.array_equal(before[k], after[k])]
+    assert changed, "the embeddings of the old model were reused"
+
+
 def test_resume_skips_finished_stages(world, tiny_model, run, tmp_path):
     from nvan_tf.cli import track
 

@@ -16,6 +16,8 @@ import logging
 import os
 import sys
 
+from nvan_tf.core.progress import progress_verbosity  # noqa: F401  (the command lines' name for it)
+
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Shows every option's default and keeps the description's line breaks.
@@ -92,17 +94,3 @@ def fail(parser, error, code=2):
     """Reports ``error`` as ``prog: error: ...`` on stderr; returns ``code``."""
     print(f"{parser.prog}: error: {error}", file=sys.stderr)
     return code
-
-
-def progress_verbosity(verbose, stream=None):
-    """The ``keras.utils.Progbar`` verbosity for ``verbose`` (0 or 1).
-
-    Keras' bar redraws itself with backspaces, carriage returns and ANSI
-    bold codes even when stdout is a file (it treats any POSIX system as
-    interactive). When ``stream`` (default: stdout) is not a terminal, the
-    bar is replaced by Keras' one-line summary at the end (verbose 2).
-    """
-    if not verbose:
-        return 0
-    stream = sys.stdout if stream is None else stream
-    return 1 if getattr(stream, "isatty", lambda: False)() else 2

@@ -37,7 +37,8 @@ import zipfile
 import numpy as np
 
 from nvan_tf.choices import SAMPLING_MODES
-from nvan_tf.cli import progress_verbosity
+from nvan_tf.core.digests import content_digest, frames_digest
+from nvan_tf.core.progress import progress_verbosity
 from nvan_tf.evaluation import distance
 from nvan_tf.io.atomic import atomic_path
 
@@ -55,9 +56,8 @@ __all__ = [
     "tracklets_digest",
 ]
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: the test set's digest covers the frames' content (size, st_mtime_ns)
 CACHE_ARRAYS = ("features", "pids", "camids", "query_index", "gallery_index")
-_CHUNK = 1 << 20
 
 
 class FeatureExtractor:
@@ -172,35 +172,18 @@ def extract_features(extractor, tracklets, *, sampling="rrs", batch_size=16,
 # ----------------------------------------------------------------------------
 # Fingerprints
 # ----------------------------------------------------------------------------
-def _update_with_file(digest, path):
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(chunk)
-
-
-def file_digest(path):
-    """sha256 (hex) of a file's content, or of a folder's (a SavedModel):
-    every file's path relative to the folder and its content, in sorted
-    order; read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    if not os.path.isdir(path):
-        _update_with_file(digest, path)
-        return digest.hexdigest()
-    for folder, subfolders, files in os.walk(path):
-        subfolders.sort()
-        for name in sorted(files):
-            full = os.path.join(folder, name)
-            digest.update(os.path.relpath(full, path).encode() + b"\0")
-            _update_with_file(digest, full)
-    return digest.hexdigest()
+file_digest = content_digest  # the model's fingerprint: nvan_tf.core.digests
 
 
 def tracklets_digest(tracklets, query_index, gallery_index):
-    """sha256 (hex) of what a test set is: every tracklet's frames, pid and
-    camid in order, and the query and gallery indices."""
+    """sha256 (hex) of what a test set is: every tracklet's frames (their
+    paths, and their size and ``st_mtime_ns``: frames rewritten under the same
+    names are another test set), pid and camid in order, and the query and
+    gallery indices."""
     digest = hashlib.sha256()
     for t in tracklets:
-        digest.update(json.dumps([list(t.frames), int(t.pid), int(t.camid)]).encode() + b"\n")
+        digest.update(json.dumps([list(t.frames), int(t.pid), int(t.camid), frames_digest(t.frames)]).encode()
+                      + b"\n")
     for index in (query_index, gallery_index):
         digest.update(np.asarray(index, dtype=np.int64).tobytes() + b"|")
     return digest.hexdigest()

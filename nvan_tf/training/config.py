@@ -9,7 +9,6 @@ flag; ``OUTPUT_DIR/config.json`` records it, and a resumed run must match it
 from __future__ import annotations
 
 import dataclasses
-import json
 
 from nvan_tf.choices import OPTIMIZERS, PK_REPLACEMENT, PRECISIONS, STRATEGIES, TRAIN_DATASETS, VARIANT_NAMES
 
@@ -172,14 +171,11 @@ class TrainConfig:
         return cls(**values)
 
     def differences(self, other):
-        """``[(field, self value, other value)]`` of the fields that matter for a resume."""
-        mine, theirs = self.to_dict(), other.to_dict()
-        return [(name, theirs[name], mine[name]) for name in mine
-                if name not in RESUMABLE_CHANGES and _jsonable(mine[name]) != _jsonable(theirs[name])]
+        """``[(field, other's value, self's value)]`` of the fields that matter
+        for a resume (:func:`nvan_tf.core.records.differences`)."""
+        from nvan_tf.core.records import differences
 
-
-def _jsonable(value):
-    return json.loads(json.dumps(value))
+        return differences(other.to_dict(), self.to_dict(), ignore=RESUMABLE_CHANGES)
 
 
 PRESETS = {

@@ -36,6 +36,7 @@ import time
 
 import keras
 
+from nvan_tf.core import records
 from nvan_tf.io import atomic
 from nvan_tf.training.checkpoints import Checkpointer, CheckpointError
 from nvan_tf.training.config import PRECISIONS, PRESETS, STRATEGIES, ConfigMismatch, TrainConfig
@@ -335,12 +336,10 @@ def _decide(config, output_dir, resume, checkpoint_folder, dataset=None):
     elif record is not None and os.path.exists(path):
         differences = config.differences(_read_recorded_config(path))
     if record is not None and dataset is not None and record.get("dataset") is not None:
-        differences += [(f"dataset {key}", record["dataset"].get(key), value) for key, value in dataset.items()
-                        if record["dataset"].get(key) != value]
+        differences += records.differences({"dataset": record["dataset"]}, {"dataset": dataset})
     if differences:
-        listing = "\n".join(f"  {name}: {old!r} in the run, {new!r} now" for name, old, new in differences)
         raise ConfigMismatch(
-            f"{output_dir} holds a run of another configuration:\n{listing}\n"
+            f"{output_dir} holds a run of another configuration:\n{records.format_differences(differences)}\n"
             "Use another --output-dir, or --no-resume to start over in this one."
         )
     if resume is True and number < 0:

@@ -52,6 +52,7 @@ import time
 import numpy as np
 
 from nvan_tf.choices import DISTANCE_METRICS, SAMPLING_MODES
+from nvan_tf.core.digests import content_digest, stat_key
 from nvan_tf.io.atomic import atomic_path, remove_stale, write_json, write_text
 from nvan_tf.video import association, embedding, report
 from nvan_tf.video.mot import MOTBoxes, read_mot, write_aicity, write_mot
@@ -148,11 +149,15 @@ class TrackConfig:
                              f"{self.max_gap}")
 
 
-def _file_key(path):
+def _file_key(path, content=False):
+    """What an input of a stage is (``nvan_tf.core.digests``): its path and
+    size and ``st_mtime_ns`` (a folder: every file's), and with ``content``
+    the sha256 of its bytes (the model: overwritten in the same second at the
+    same size, it is still another model)."""
     if path is None or path in embedding.BASELINES:
         return path
-    stat = os.stat(path)
-    return [os.path.abspath(path), int(stat.st_mtime), int(stat.st_size) if not os.path.isdir(path) else 0]
+    key = [os.path.abspath(path), stat_key(path)]
+    return key + [content_digest(path)] if content else key
 
 
 def _digest(value):
@@ -182,7 +187,7 @@ def _progress(target, verbose, unit):
     """A Keras progress bar (one line at the end when stdout is not a terminal)."""
     import keras
 
-    from nvan_tf.cli import progress_verbosity
+    from nvan_tf.core.progress import progress_verbosity
 
     bar = keras.utils.Progbar(max(int(target), 1), unit_name=unit, verbose=progress_verbosity(verbose))
     return lambda current: bar.update(min(int(current), bar.target))
@@ -588,7 +593,8 @@ def run_tracking(config):
         camera_keys[spec.camid] = key
     sampling = config.sampling or (embedding.evaluated_sampling(config.model)
                                    if config.model not in embedding.BASELINES else "rrs")
-    key = {"cameras": camera_keys, "model": _file_key(config.model), "sampling": sampling, "flip": config.flip}
+    key = {"cameras": camera_keys, "model": _file_key(config.model, content=True), "sampling": sampling,
+           "flip": config.flip}
     for stage, params in (
             ("embed", {}),
             ("associate", {"threshold": config.threshold, "calibrate": _file_key(config.calibrate),

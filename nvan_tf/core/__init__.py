@@ -1,0 +1,16 @@
+"""The bottom layer every other layer uses; it imports nothing else of nvan_tf.
+
+- ``digests``: what a file, a folder or a list of frames is, by content
+  (size, modification time in nanoseconds, and a content hash where cheap);
+- ``records``: the run record, the one rule for "resume (or reuse a cache)
+  only if the settings and the inputs' contents match", with one message
+  format that lists the differences.
+
+Plain Python.
+"""
+
+from nvan_tf.core.digests import content_digest, frames_digest, stat_key
+from nvan_tf.core.records import RECORD_VERSION, RecordMismatch, differences, format_differences, require_match
+
+__all__ = ["content_digest", "frames_digest", "stat_key", "RECORD_VERSION", "RecordMismatch", "differences",
+           "format_differences", "require_match"]
