@@ -165,3 +165,36 @@ def test_a_folder_dataset_that_gains_an_identity_refuses_a_resume_listing_the_ch
     message = str(refused.value)
     assert "dataset.identities: 4 in the run, 5 now" in message
     assert "dataset.tracklets: 8 in the run, 10 now" in message and "dataset.digest" in message
+
+
+@pytest.mark.slow
+def test_a_dataset_whose_bad_frames_exceed_the_limit_stops_the_run_naming_them(tmp_path, capsys):
+    """A tenth of the training frames truncated: the run stops at the first
+    epoch end, naming files, instead of training on their neighbours."""
+    import glob
+
+    root = synthetic.generate(str(tmp_path / "broken"), num_ids=8, cameras=2, seed=0, height=64, width=32,
+                              frames=(4, 6))
+    frames = sorted(glob.glob(os.path.join(root, "bbox_train", "*", "*.jpg")))
+    broken = frames[::10]
+    for path in broken:
+        with open(path, "rb") as f:
+            data = f.read()
+        with open(path, "wb") as f:
+            f.write(data[: len(data) // 3])
+    argv = ["--dataset", "mars", "--root", root, "--variant", "baseline", "--seq-len", "4", "--height", "64",
+            "--width", "32", "--p", "2", "--k", "2", "--steps-per-epoch", "8", "--epochs", "2",
+            "--eval-every", "0", "--checkpoint-every", "0", "--progress", "0", "--output-dir", str(tmp_path / "run")]
+    assert train_cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "above the limit of 1% (--max-bad-frames)" in err
+    assert any(path in err for path in broken), err
+    assert not os.path.exists(tmp_path / "run" / "checkpoints" / "checkpoint")  # nothing was saved
+    # a limit that allows them: the run trains, and the history counts them
+    from nvan_tf.data import pipeline
+
+    pipeline.DEFAULT_CHECKER.__init__()  # this process's count starts again
+    assert train_cli.main(argv + ["--max-bad-frames", "0.5", "--no-resume"]) == 0
+    history = (tmp_path / "run" / "history.csv").read_text().splitlines()
+    column = history[0].split(",").index("bad_frames")
+    assert int(history[-1].split(",")[column]) > 0

@@ -41,6 +41,8 @@ HELP = {
     "random_erasing": "per-frame random erasing probability",
     "colour_jitter": "per-clip colour jitter: RGB gains exp(U(-c, c)) (0: off, as the reference)",
     "steps_per_epoch": "steps per epoch (default: identities // P)",
+    "max_bad_frames": "share of the frames read that may be bad (unreadable, truncated; each replaced by its "
+                      "tracklet's nearest good frame) before the run stops, naming them",
     "val_ids": "training identities held out as a validation split that chooses the best epoch "
                "(0: none; then the test split chooses, as the reference does)",
     "val_fraction": "the validation split as a share of the training identities (instead of --val-ids)",

@@ -58,6 +58,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "FrameChecker",
+    "TooManyBadFrames",
     "bad_frame_report",
     "decode_frame",
     "normalize",
@@ -131,10 +132,13 @@ class FrameChecker:
         self.bad: dict[str, str] = {}
         self.substitutions = 0
         self.empty_tracklets = 0
+        self.frames_read = 0
         self._lock = threading.Lock()
 
     def _good_bytes(self, path: str) -> bytes | None:
         """The bytes of ``path`` if it is a good frame, else ``None`` (recorded)."""
+        with self._lock:
+            self.frames_read += 1
         if path in self.bad:
             return None
         data, reason = _read_frame(path)
@@ -174,14 +178,34 @@ class FrameChecker:
         return out
 
     def report(self) -> dict:
-        """``{"bad_frames", "substitutions", "empty_tracklets", "examples"}``."""
+        """``{"bad_frames", "frames_read", "substitutions", "empty_tracklets", "examples"}``."""
         with self._lock:
             return {
                 "bad_frames": len(self.bad),
+                "frames_read": self.frames_read,
                 "substitutions": self.substitutions,
                 "empty_tracklets": self.empty_tracklets,
                 "examples": dict(list(self.bad.items())[:10]),
             }
+
+    def check_share(self, limit: float) -> None:
+        """Raises :class:`TooManyBadFrames`, naming the bad files, when the
+        sampled frames that had to be replaced exceed the share ``limit`` of
+        the frames read (a dataset that is partly broken must not train or
+        evaluate "successfully")."""
+        with self._lock:
+            read, replaced, bad = self.frames_read, self.substitutions, dict(list(self.bad.items())[:10])
+            count = len(self.bad)
+        if read and replaced / read > limit:
+            listing = "\n".join(f"  {path}: {reason}" for path, reason in bad.items())
+            raise TooManyBadFrames(
+                f"{replaced} of {read} frames read ({100 * replaced / read:.1f}%) were bad and replaced by "
+                f"their neighbours, above the limit of {100 * limit:g}% (--max-bad-frames); {count} bad files, "
+                f"the first:\n{listing}\nRepair or remove them, or raise --max-bad-frames.")
+
+
+class TooManyBadFrames(ValueError):
+    """More bad frames than the allowed share of the frames read."""
 
 
 DEFAULT_CHECKER = FrameChecker()

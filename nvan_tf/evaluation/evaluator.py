@@ -417,8 +417,17 @@ def _results(config, model, result, test_set, features, cache_path, from_cache, 
         },
         "features": {"path": os.path.abspath(cache_path), "shape": list(features.shape),
                      "from_cache": from_cache},
+        # frames replaced by a neighbour while extracting (none read when the features came from the cache)
+        "bad_frames": _bad_frames(),
         "seconds": seconds,
     }
+
+
+def _bad_frames():
+    from nvan_tf.data import pipeline
+
+    report = pipeline.bad_frame_report()
+    return {key: report[key] for key in ("bad_frames", "frames_read", "substitutions", "examples")}
 
 
 def run_evaluation(config):

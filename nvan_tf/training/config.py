@@ -19,7 +19,7 @@ __all__ = ["TrainConfig", "PRESETS", "PRECISIONS", "STRATEGIES", "OPTIMIZERS", "
 # what is computed at a given step (how it is run, how often it is saved or
 # evaluated, or how long it goes on).
 RESUMABLE_CHANGES = ("epochs", "strategy", "jit", "eval_every", "eval_batch_size",
-                     "checkpoint_every", "init", "progress")
+                     "checkpoint_every", "init", "progress", "max_bad_frames")
 
 
 @dataclasses.dataclass
@@ -44,6 +44,7 @@ class TrainConfig:
     random_erasing: float = 0.0
     colour_jitter: float = 0.0
     steps_per_epoch: int | None = None  # default: identities // p
+    max_bad_frames: float = 0.01  # share of the frames read that may be bad (replaced) before the run stops
     # validation: training identities held out to choose the model (0: none, the test split chooses)
     val_ids: int = 0
     val_fraction: float = 0.0
@@ -98,6 +99,8 @@ class TrainConfig:
             fail("random_erasing", "in [0, 1]")
         if not 0.0 <= self.colour_jitter <= 1.0:
             fail("colour_jitter", "in [0, 1]")
+        if isinstance(self.max_bad_frames, bool) or not 0.0 <= self.max_bad_frames <= 1.0:
+            fail("max_bad_frames", "in [0, 1]")
         if isinstance(self.val_fraction, bool) or not 0.0 <= self.val_fraction < 1.0:
             fail("val_fraction", "in [0, 1)")
         if self.val_ids and self.val_fraction:

@@ -54,8 +54,8 @@ __all__ = [
 # row: the scale has then fallen by 2^40 and no update gets through.
 MAX_CONSECUTIVE_SKIPS = 40
 # rank1 / mAP are scored on the split named in "split", the one that chooses the best epoch
-HISTORY_COLUMNS = ("epoch", "step", "lr", "loss", "triplet", "identity", "skipped", "split", "rank1", "mAP",
-                   "seconds")
+HISTORY_COLUMNS = ("epoch", "step", "lr", "loss", "triplet", "identity", "skipped", "bad_frames", "split",
+                   "rank1", "mAP", "seconds")
 _OUTPUTS = ("model.keras", "last.keras", "history.csv", "training.png", "results.json")
 
 
@@ -296,6 +296,16 @@ class _RunState(keras.callbacks.Callback):
             # a resumed, part-done epoch adds to the skips counted before the kill
             earlier = next((r.get("skipped", 0) for r in run.history if r["epoch"] == epoch + 1), 0)
             row["skipped"] = self._epoch_skipped + (earlier or 0)
+        from nvan_tf.data import pipeline
+
+        row["bad_frames"] = pipeline.bad_frame_report()["bad_frames"]  # this process's, so far
+        error = None
+        try:
+            pipeline.DEFAULT_CHECKER.check_share(run.config.max_bad_frames)
+        except pipeline.TooManyBadFrames as err:
+            error = err
+        if _any_worker(run.strategy, error is not None):  # every worker stops, before anything is saved
+            raise error or pipeline.TooManyBadFrames("another worker read too many bad frames (see its log)")
         if run.should_evaluate(epoch + 1):
             row.update(run.evaluate(epoch + 1))
             if logs is not None:
