@@ -421,3 +421,32 @@ def test_labelled_purity_counts_the_labelled_tracklets():
     assert scores["span_purity"] == pytest.approx(10 / (10 + 30 + 10))
     with pytest.raises(ValueError, match="label 'maybe' .* not one of one, switch, drift"):
         labelled_purity(run, [{**labels[0], "label": "maybe"}])
+
+
+def test_rerank_association_uses_one_scale_for_pairs_and_groups():
+    """With rerank=True the threshold is on re-ranked distances everywhere: a
+    pair whose re-ranked distance is under it and whose raw distance is over
+    it is linked (the raw-metric centre check refused it before), and the
+    threshold choose_threshold picks scores in associate as in its table."""
+    from nvan_tf.evaluation import distance as distance_lib
+    from nvan_tf.video import association
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(6, 16))
+    features = np.array([c + 1.3 * rng.normal(size=16) for c in centres for _ in range(2)], np.float32)
+    camids = np.tile([1, 2], 6)
+    truth = np.repeat(np.arange(1, 7), 2)
+    starts = np.arange(12, dtype=float)
+    ends = starts + 0.5
+    raw = distance_lib.pairwise_distance(features, metric="cosine")
+    reranked = association.reranked_distances(features)
+    threshold = 0.25
+    assert reranked[4, 5] < threshold < raw[4, 5] - 0.3  # the two scales disagree about this pair
+    linked = association.associate(features, camids, starts, ends, threshold=threshold, rerank=True)
+    assert linked.ids[4] == linked.ids[5]
+    plain = association.associate(features, camids, starts, ends, threshold=threshold, rerank=False)
+    assert plain.ids[4] != plain.ids[5]  # on the raw scale they are far apart
+    chosen, table = association.choose_threshold(features, truth, camids, starts, ends, rerank=True)
+    best = dict(table)[chosen]
+    again = association.associate(features, camids, starts, ends, threshold=chosen, rerank=True)
+    assert association.association_scores(again.ids, truth) == best

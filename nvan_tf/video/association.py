@@ -84,16 +84,30 @@ def time_conflicts(camids_a, starts_a, ends_a, camids_b, starts_b, ends_b):
             & (np.asarray(starts_b)[None, :] <= np.asarray(ends_a)[:, None]))
 
 
+def reranked_distances(features, metric="cosine"):
+    """The ``N x N`` k-reciprocal re-ranked distances of ``features`` (refused
+    above ``RERANK_LIMIT`` tracklets): the one scale of a re-ranked association,
+    for its candidate pairs and its merge checks alike."""
+    n = len(features)
+    if n > RERANK_LIMIT:
+        raise ValueError(f"--rerank builds the {n} x {n} distance matrix; it is limited to "
+                         f"{RERANK_LIMIT} tracklets. Associate without re-ranking")
+    everything = np.arange(n)
+    return k_reciprocal_rerank(distance_lib.pairwise_distance(features, metric=metric), everything,
+                               everything, k1=min(20, n - 1), k2=min(6, n - 1)).astype(np.float64)
+
+
 def candidate_pairs(features, camids, starts, ends, *, metric="cosine", k=20, max_distance=np.inf,
-                    rerank=False, exact=None):
+                    rerank=False, exact=None, reranked=None):
     """The sparse candidate graph: pairs ``(i, j)``, ``i < j``, each among the
     other's ``k`` nearest allowed tracklets, no further than ``max_distance``.
 
     The neighbours come from :class:`nvan_tf.deploy.index.NeighbourIndex`
     (the Gallery's search): exact below its ``EXACT_BELOW`` tracklets, an
     HNSW graph above (``exact`` True / False forces one). With ``rerank``
-    the re-ranked ``N x N`` matrix is searched exactly, a block of rows at a
-    time (refused above ``RERANK_LIMIT`` tracklets).
+    the re-ranked ``N x N`` matrix (``reranked``, or
+    :func:`reranked_distances`) is searched exactly (refused above
+    ``RERANK_LIMIT`` tracklets).
 
     Returns:
         (pairs (M, 2) int64, distances (M,) float64), sorted by distance.
@@ -108,13 +122,9 @@ def candidate_pairs(features, camids, starts, ends, *, metric="cosine", k=20, ma
         return ~((camids[rows] == camids[query_rows][:, None]) & (starts[rows] <= ends[query_rows][:, None])
                  & (starts[query_rows][:, None] <= ends[rows]))
 
-    if rerank:
-        if n > RERANK_LIMIT:
-            raise ValueError(f"--rerank builds the {n} x {n} distance matrix; it is limited to "
-                             f"{RERANK_LIMIT} tracklets. Associate without re-ranking")
+    if rerank or reranked is not None:
         everything = np.arange(n)
-        full = k_reciprocal_rerank(distance_lib.pairwise_distance(features, metric=metric), everything,
-                                   everything, k1=min(20, n - 1), k2=min(6, n - 1)).astype(np.float32)
+        full = (reranked_distances(features, metric) if reranked is None else reranked).astype(np.float32)
         full[~allowed(everything, everything[None, :])] = np.inf
         cols = distance_lib.stable_argsort(full, stop=k)
         dists = np.take_along_axis(full, cols, axis=1)
@@ -135,9 +145,13 @@ def candidate_pairs(features, camids, starts, ends, *, metric="cosine", k=20, ma
     return pairs[order].astype(np.int64), dists[order]
 
 
-def _merge(pairs, dists, features, camids, starts, ends, threshold, metric):
-    """Union-find over the candidate pairs (see the module docstring); returns group roots."""
+def _merge(pairs, dists, features, camids, starts, ends, threshold, metric, reranked=None):
+    """Union-find over the candidate pairs (see the module docstring); returns
+    group roots. Two groups' distance is their centres' on the raw metric, or,
+    re-ranked (``reranked``: the pairs' own scale), the mean re-ranked
+    distance between their members."""
     n = len(features)
+    members = {i: [i] for i in range(n)}
     parent = list(range(n))
     sums = (distance_lib.l2_normalize(features) if metric == "cosine" else features).astype(np.float64)
     squares = np.einsum("ij,ij->i", sums, sums).tolist()
@@ -154,6 +168,8 @@ def _merge(pairs, dists, features, camids, starts, ends, threshold, metric):
         return root
 
     def centre_distance(a, b):
+        if reranked is not None:
+            return float(reranked[np.ix_(members[a], members[b])].mean())
         dot = float(sums[a] @ sums[b])
         if metric == "cosine":
             return 1.0 - dot / max(math.sqrt(squares[a] * squares[b]), 1e-12)
@@ -180,12 +196,14 @@ def _merge(pairs, dists, features, camids, starts, ends, threshold, metric):
         sums[a] += sums[b]
         squares[a] = float(sums[a] @ sums[a])
         sizes[a] += sizes[b]
+        members[a].extend(members.pop(b))
         for cam, intervals in spans.pop(b).items():
             spans[a].setdefault(cam, []).extend(intervals)
     return np.array([find(i) for i in range(n)])
 
 
-def associate(features, camids, starts, ends, *, threshold, metric="cosine", rerank=False, k=20, pairs=None):
+def associate(features, camids, starts, ends, *, threshold, metric="cosine", rerank=False, k=20, pairs=None,
+              reranked=None):
     """Global identities of tracklets (see the module docstring).
 
     Args:
@@ -196,9 +214,12 @@ def associate(features, camids, starts, ends, *, threshold, metric="cosine", rer
         threshold: the largest distance at which two tracklets (and two
             groups' centres) are one person.
         metric: ``cosine`` or ``euclidean``.
-        rerank: k-reciprocal re-ranking of the distances first.
+        rerank: k-reciprocal re-ranking of the distances first; the threshold
+            then applies to re-ranked distances everywhere (pairs, group
+            checks, centre distances), one scale.
         k: candidates per tracklet.
         pairs: precomputed ``candidate_pairs(...)`` (threshold searches reuse them).
+        reranked: precomputed :func:`reranked_distances` (with ``rerank``).
 
     Returns:
         an :class:`Association`.
@@ -206,10 +227,12 @@ def associate(features, camids, starts, ends, *, threshold, metric="cosine", rer
     features, camids, starts, ends = _check(features, camids, starts, ends, metric)
     if not np.isfinite(threshold) or threshold < 0:
         raise ValueError(f"the association threshold must be a non-negative distance. Received: {threshold!r}")
+    if rerank and reranked is None:
+        reranked = reranked_distances(features, metric)
     if pairs is None:
         pairs = candidate_pairs(features, camids, starts, ends, metric=metric, k=k, max_distance=threshold,
-                                rerank=rerank)
-    roots = _merge(*pairs, features, camids, starts, ends, float(threshold), metric)
+                                reranked=reranked)
+    roots = _merge(*pairs, features, camids, starts, ends, float(threshold), metric, reranked)
     groups, inverse = np.unique(roots, return_inverse=True)
     first_seen = np.full(len(groups), np.inf)
     np.minimum.at(first_seen, inverse, starts)
@@ -221,7 +244,12 @@ def associate(features, camids, starts, ends, *, threshold, metric="cosine", rer
     centres = np.zeros((len(groups), features.shape[1]), np.float64)
     np.add.at(centres, inverse, vectors)
     centres /= np.bincount(inverse)[:, None]
-    if metric == "cosine":
+    if reranked is not None:  # the mean re-ranked distance to the other members (0 alone)
+        same = inverse[:, None] == inverse[None, :]
+        np.fill_diagonal(same, False)
+        counts = same.sum(axis=1)
+        centre_distance = np.where(counts > 0, (reranked * same).sum(axis=1) / np.maximum(counts, 1), 0.0)
+    elif metric == "cosine":
         centre_distance = 1.0 - np.einsum("ij,ij->i", vectors, distance_lib.l2_normalize(centres)[inverse])
     else:
         centre_distance = np.linalg.norm(vectors - centres[inverse], axis=1)
@@ -243,7 +271,8 @@ def choose_threshold(features, truth, camids, starts, ends, *, metric="cosine", 
     truth = np.asarray(truth)
     if not np.any(truth > 0):
         raise ValueError("choosing a threshold needs labelled tracklets (identities > 0); none has one")
-    pairs = candidate_pairs(features, camids, starts, ends, metric=metric, k=k, rerank=rerank)
+    reranked = reranked_distances(features, metric) if rerank else None
+    pairs = candidate_pairs(features, camids, starts, ends, metric=metric, k=k, reranked=reranked)
     if candidates is None:
         distances = pairs[1][np.isfinite(pairs[1])]
         if not len(distances):
@@ -251,7 +280,8 @@ def choose_threshold(features, truth, camids, starts, ends, *, metric="cosine", 
         candidates = np.unique(np.quantile(distances, np.linspace(0.01, 0.99, 40)))
     table = []
     for threshold in np.asarray(candidates, np.float64):
-        result = associate(features, camids, starts, ends, threshold=float(threshold), metric=metric, pairs=pairs)
+        result = associate(features, camids, starts, ends, threshold=float(threshold), metric=metric, pairs=pairs,
+                           rerank=rerank, reranked=reranked)
         table.append((float(threshold), association_scores(result.ids, truth)))
     best = max(table, key=lambda row: (row[1]["pairwise_f1"], row[0]))
     logger.info("association threshold %.4f chosen on %d labelled tracklets (pairwise F1 %.3f)",

@@ -464,7 +464,7 @@ def _associate(config, out, extractor, sampling):
     ids = result.ids
     gallery = Gallery.load(config.gallery) if config.gallery and os.path.isfile(config.gallery) else Gallery()
     if len(gallery):
-        ids = _match_gallery(gallery, features, ids, threshold, config.metric)
+        ids = _match_gallery(gallery, features, ids, threshold, config.metric, config.rerank)
     seconds = time.perf_counter() - started
     sources = {c.camid: os.path.abspath(c.source) for c in config.cameras}  # a tracklet is held once per footage
     gallery.add(features, ids, camids, tracklets=[f"{sources[r['camera']]}#{r['tracklet']}" for r in rows])
@@ -498,9 +498,11 @@ def _write_global_tracks(out, cameras, ids):
     write_aicity(os.path.join(out, "tracks", "mtmc.txt"), per_camera)
 
 
-def _match_gallery(gallery, features, ids, threshold, metric):
+def _match_gallery(gallery, features, ids, threshold, metric, rerank=False):
     """Identities matched to an existing gallery keep its ids (each gallery id
-    claimed once, closest first); the others get new ids after its largest."""
+    claimed once, closest first); the others get new ids after its largest.
+    With ``rerank`` the centres are matched on re-ranked distances, the scale
+    the threshold is on."""
     from nvan_tf.evaluation.distance import l2_normalize
 
     if gallery.ids.dtype.kind == "U":
@@ -508,7 +510,7 @@ def _match_gallery(gallery, features, ids, threshold, metric):
     groups = np.unique(ids)
     vectors = l2_normalize(features) if metric == "cosine" else features
     centres = np.stack([vectors[ids == g].mean(axis=0) for g in groups])
-    matches = gallery.query(centres, k=1, metric=metric)
+    matches = gallery.query(centres, k=1, metric=metric, rerank=rerank)
     order = np.argsort([m.distances[0] if len(m.distances) else np.inf for m in matches])
     mapping, claimed, next_id = {}, set(), int(gallery.ids.max()) + 1
     for i in order:
