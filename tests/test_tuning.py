@@ -238,8 +238,10 @@ def test_search_is_killed_and_resumed(tmp_path, capsys, synth_root):
             return None
 
     deadline = time.time() + 240
-    # the second trial has begun once it is RUNNING and the first is COMPLETED
-    while (status(second) != "RUNNING" or status(first_json) != "COMPLETED") \
+    # the second trial has begun once it is RUNNING, the first is COMPLETED and the tuner runs it (its
+    # worker.json: after keras-tuner's oracle.json, which a kill while it is written would leave empty)
+    began = out / "trials" / "trial_1" / tuning.WORKER_JSON
+    while (status(second) != "RUNNING" or status(first_json) != "COMPLETED" or not began.exists()) \
             and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     if proc.poll() is not None:
