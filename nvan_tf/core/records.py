@@ -19,13 +19,19 @@ from __future__ import annotations
 
 import json
 
-__all__ = ["RECORD_VERSION", "RecordMismatch", "differences", "format_differences", "require_match"]
+__all__ = ["RECORD_VERSION", "RecordMismatch", "stamped", "differences", "format_differences", "require_match"]
 
 RECORD_VERSION = 1
 
 
 class RecordMismatch(ValueError):
     """A recorded run, cache or stage does not match the settings or inputs now."""
+
+
+def stamped(record):
+    """``record`` with :data:`RECORD_VERSION`: what a writer stores, so that a
+    record written under another meaning never matches."""
+    return {"record_version": RECORD_VERSION, **record}
 
 
 def _plain(value):

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import hashlib
 import io
 import json
 import logging
@@ -52,6 +51,7 @@ import time
 import numpy as np
 
 from nvan_tf.choices import DISTANCE_METRICS, SAMPLING_MODES
+from nvan_tf.core import records
 from nvan_tf.core.digests import content_digest, stat_key
 from nvan_tf.io.atomic import atomic_path, remove_stale, write_json, write_text
 from nvan_tf.video import association, embedding, report
@@ -160,12 +160,10 @@ def _file_key(path, content=False):
     return key + [content_digest(path)] if content else key
 
 
-def _digest(value):
-    return hashlib.sha1(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 class _Stages:
-    """Records of finished stages (``stages/<name>.json``: key and result)."""
+    """Records of finished stages (``stages/<name>.json``: the run record of
+    its settings and inputs, ``nvan_tf.core.records``, and its result). A
+    stage whose record differs runs again, the log naming what changed."""
 
     def __init__(self, root):
         self.folder = os.path.join(root, "stages")
@@ -176,10 +174,14 @@ class _Stages:
             return None
         with open(path, encoding="utf-8") as f:
             record = json.load(f)
-        return record["result"] if record.get("key") == _digest(key) else None
+        changed = records.differences(record.get("key"), records.stamped(key))
+        if changed:
+            logger.info("stage %s runs again:\n%s", name, records.format_differences(changed, "when it ran"))
+            return None
+        return record["result"]
 
     def finish(self, name, key, result):
-        write_json(os.path.join(self.folder, f"{name}.json"), {"key": _digest(key), "result": result})
+        write_json(os.path.join(self.folder, f"{name}.json"), {"key": records.stamped(key), "result": result})
         return result
 
 
