@@ -10,8 +10,9 @@ $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch is pinned: 2.13.0 is the CPU build here; unpinned pulls GBs of CUDA packages.
-	# [export]: ONNX export and ONNX Runtime; [video]: nvan-track (PyAV, trackers, OpenCV).
-	$(PY) -m pip install -q -e ".[dev,torch,export,video]"
+	# [export]: ONNX export and ONNX Runtime; [video]: nvan-track (PyAV, trackers, OpenCV, SSDLite);
+	# [tune-distributed]: grpcio and protobuf pinned for nvan-tune across machines.
+	$(PY) -m pip install -q -e ".[dev,torch,export,video,tune-distributed]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -24,7 +24,7 @@ from nvan_tf.data.datasets import synthetic
 from nvan_tf.training.loop import TrainConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SIZE = ["--seq-len", "4", "--height", "64", "--width", "32", "--p", "2", "--k", "2",
+SIZE = ["--seq-len", "4", "--height", "64", "--width", "32", "--p", "2", "--k", "2", "--val-ids", "2",
         "--steps-per-epoch", "1", "--epochs", "1"]
 SPACE = ["--non-local", "0,0,1,0", "--stripes", "2", "4", "--margin", "soft", "0.3"]
 
@@ -280,6 +280,9 @@ def test_search_is_killed_and_resumed(tmp_path, capsys, synth_root):
     assert best["trial"] == int(best_row["trial"]) and best["mAP"] == float(best_row["score"])
     assert best_config.lr == float(best_row["lr"])
     assert best_config.model_overrides["stripes"] == int(best_row["stripes"])
+    # chosen on the validation split; the test split scored once, for that configuration, reported apart
+    assert best["selection"] == "validation" and best["validation"]["mAP"] == float(best_row["mAP"])
+    assert set(best["test"]) == {"rank1", "mAP"} and "test split, once, for the best configuration" in printed
 
     # the objective is the training evaluation of the trial's best weights
     from nvan_tf.data.datasets import build_dataset
@@ -287,7 +290,7 @@ def test_search_is_killed_and_resumed(tmp_path, capsys, synth_root):
 
     dataset = build_dataset("mars", synth_root, verbose=False)
     config = TrainConfig.preset("ste-nvan", dataset="mars", root=synth_root, seq_len=4, height=64, width=32,
-                                p=2, k=2, steps_per_epoch=1, epochs=1, progress=0)
+                                p=2, k=2, steps_per_epoch=1, epochs=1, progress=0, val_ids=2)
     space = tuning.SearchSpace(non_local=("0,0,1,0",), stripes=(2, 4), margin=("soft", 0.3), seq_len=(4,))
     hypermodel = tuning.ReIDHyperModel(config, space.resolve("ste-nvan", 64), dataset)
     tuner = tuning.build_tuner(hypermodel, str(out), max_trials=2)
@@ -297,7 +300,11 @@ def test_search_is_killed_and_resumed(tmp_path, capsys, synth_root):
     tuner_best = next(r for r in rows if int(r["trial"]) == int(tuner.oracle.get_best_trials(1)[0].trial_id))
     assert float(tuner_best["score"]) == float(best_row["score"])
     assert model.config.stripes == int(tuner_best["stripes"])
-    scores = evaluate_model(model, dataset.test_set())
+    from nvan_tf.training import ReIDTask
+
+    # the trials are scored on the validation split (the same held-out identities for the seed)
+    assert {r["split"] for r in rows} == {"validation"}
+    scores = evaluate_model(model, ReIDTask(config, dataset=dataset).validation_set)
     assert scores["mAP"] == pytest.approx(float(tuner_best["mAP"]), abs=1e-6)
     assert scores["rank1"] == pytest.approx(float(tuner_best["rank1"]), abs=1e-6)
 
@@ -314,10 +321,10 @@ def test_hyperband_tuner(tmp_path, synth_root):
     from nvan_tf.data.datasets import build_dataset
 
     config = TrainConfig.preset("nvan", dataset="mars", root=synth_root, seq_len=4, height=64, width=32,
-                                p=2, k=2, epochs=9, progress=0)
+                                p=2, k=2, epochs=9, progress=0, val_ids=2)
     space = tuning.SearchSpace(non_local=("0,0,1,0",), seq_len=(4,)).resolve("nvan", 64)
     hypermodel = tuning.ReIDHyperModel(config, space, build_dataset("mars", synth_root, verbose=False))
-    assert hypermodel.steps_per_epoch == 5 // 2  # training identities // P
+    assert hypermodel.steps_per_epoch == (5 - 2) // 2  # (training identities - validation) // P
     tuner = tuning.build_tuner(hypermodel, str(tmp_path), algorithm="hyperband", objective="rank1",
                                max_trials=7, factor=3)
     assert isinstance(tuner, kt.Hyperband)
@@ -349,7 +356,7 @@ def test_hyperband_runs_two_brackets_and_a_continuation_keeps_its_training_state
     out = tmp_path / "hyperband"
     args = ["--dataset", "mars", "--root", synth_root, "--variant", "baseline", "--algorithm", "hyperband",
             "--epochs", "2", "--factor", "2", "--objective", "rank1", "--output-dir", str(out), "--quiet",
-            "--seq-len", "4", "--height", "64", "--width", "32", "--p", "2", "--k", "2", "--steps-per-epoch", "1",
+            "--seq-len", "4", "--height", "64", "--width", "32", "--p", "2", "--k", "2", "--val-ids", "2", "--steps-per-epoch", "1",
             "--mixed-precision", "mixed_bfloat16", "--init", init]
     done = subprocess.run([sys.executable, "-m", "nvan_tf.cli.tune", *args], capture_output=True, text=True,
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=900)
@@ -396,7 +403,7 @@ def test_a_continuation_whose_trial_state_is_missing_trains_that_trial_again(tmp
 
     base = ["--dataset", "mars", "--root", synth_root, "--variant", "baseline", "--algorithm", "hyperband",
             "--epochs", "2", "--factor", "2", "--objective", "mAP", "--quiet", "--deterministic",
-            "--seq-len", "4", "--height", "64", "--width", "32", "--p", "2", "--k", "2", "--steps-per-epoch", "1"]
+            "--seq-len", "4", "--height", "64", "--width", "32", "--p", "2", "--k", "2", "--val-ids", "2", "--steps-per-epoch", "1"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     intact, copy = tmp_path / "intact", tmp_path / "copy"
 
@@ -445,3 +452,14 @@ def test_a_continuation_whose_trial_state_is_missing_trains_that_trial_again(tmp
     with open(copy / "trials.csv", newline="") as f:
         rows = {r["trial"]: r for r in csv.DictReader(f)}
     assert (rows["2"]["status"], rows["2"]["epoch"], rows["2"]["epochs"]) == ("COMPLETED", "2", "2")
+
+
+def test_a_search_without_a_validation_split_is_refused_saying_how_to_add_one(synth_root, tmp_path, capsys):
+    argv = ["--dataset", "mars", "--root", synth_root, "--variant", "baseline", "--max-trials", "1", "--epochs", "1",
+            "--seq-len", "4", "--height", "64", "--width", "32", "--p", "2", "--k", "2",
+            "--output-dir", str(tmp_path / "search")]
+    assert tune_cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "a search chooses on a validation split, never on the test split" in err
+    assert "--val-ids N" in err and "--val-fraction F" in err
+    assert not (tmp_path / "search").exists()

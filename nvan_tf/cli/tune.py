@@ -40,6 +40,11 @@ def build_parser(prog="nvan-tune"):
     recipe.add_argument("--p", type=int, default=8, help="identities per batch (P)")
     recipe.add_argument("--k", type=int, default=4, help="tracklets per identity (K)")
     recipe.add_argument("--steps-per-epoch", type=int, help="steps per epoch (default: identities // P)")
+    recipe.add_argument("--val-ids", type=int, default=0,
+                        help="training identities held out as the validation split every trial is scored on "
+                             "(a search needs it, or --val-fraction: it never chooses on the test split)")
+    recipe.add_argument("--val-fraction", type=float, default=0.0,
+                        help="the validation split as a share of the training identities (instead of --val-ids)")
     recipe.add_argument("--eval-batch-size", type=int, default=16, help="clips per evaluation batch")
     recipe.add_argument("--seed", type=int, default=0, help="seed of the search, data and initialisation")
     recipe.add_argument("--init", help="starting weights of every trial (any file nvan-train --init takes)")
@@ -84,6 +89,7 @@ def config_from_args(args, space):
     return tuning.TrainConfig.preset(
         args.variant, dataset=args.dataset, root=args.root, seq_len=space.seq_len[0], height=args.height,
         width=args.width, p=args.p, k=args.k, steps_per_epoch=args.steps_per_epoch, epochs=args.epochs,
+        val_ids=args.val_ids, val_fraction=args.val_fraction,
         eval_batch_size=args.eval_batch_size, seed=args.seed, mixed_precision=args.mixed_precision,
         init=args.init, deterministic=args.deterministic, strategy=args.strategy,
         progress=0,
@@ -117,6 +123,11 @@ def main(argv=None, prog="nvan-tune"):
     best = result["best"]
     print(f"\n{len(result['trials'])} trials ({len(result['new'])} run now); best: trial {best['trial']}, "
           f"{args.objective} {100 * best['score']:.2f}%")
+    test = result.get("test")
+    if test:
+        print(f"test split, once, for the best configuration (trial {best['trial']}): rank-1 "
+              f"{100 * test['rank1']:.2f}%, mAP {100 * test['mAP']:.2f}% (the trials were scored on the "
+              "validation split)")
     print(f"summary: {result['summary']}\nplot: {result['plot']}\nbest config: {result['best_config']} "
           "(nvan-train --config FILE trains it)")
     return 0

@@ -1,18 +1,20 @@
 """Hyper-parameter search: keras-tuner trials of the training recipe, scored by rank-1 or mAP.
 
 Examples:
-    nvan-tune --variant ste-nvan --dataset mars --root data/MARS \\
+    nvan-tune --variant ste-nvan --dataset mars --root data/MARS --val-ids 60 \\
         --algorithm bayesian --objective mAP --max-trials 20 --epochs 20 --output-dir runs/search
-    nvan-tune --dataset synthetic --algorithm hyperband --epochs 9 \\
+    nvan-tune --dataset synthetic --val-ids 3 --algorithm hyperband --epochs 9 \\
         --seq-len 4 8 --height 128 --width 64 --lr 1e-5 1e-3 --margin soft 0.3
-    nvan-train --tune --dataset synthetic --max-trials 4 --seq-len 4 --height 64 --width 32
+    nvan-train --tune --dataset synthetic --val-ids 3 --max-trials 4 --seq-len 4 --height 64 --width 32
     # across machines: one chief (the oracle), any number of workers, one shared --output-dir
     KERASTUNER_TUNER_ID=chief  KERASTUNER_ORACLE_IP=10.0.0.1 KERASTUNER_ORACLE_PORT=8000 nvan-tune ARGS
     KERASTUNER_TUNER_ID=tuner0 KERASTUNER_ORACLE_IP=10.0.0.1 KERASTUNER_ORACLE_PORT=8000 nvan-tune ARGS
 
 Every trial trains the recipe of nvan-train with one draw of the search space
-and is scored by the training evaluation (rank-1 / mAP on the query / gallery
-split after every epoch; the best epoch counts). A search-space flag with one
+and is scored by the training evaluation on a validation split held out from
+the training identities (--val-ids / --val-fraction, required; rank-1 / mAP
+after every epoch; the best epoch counts). The test split scores the best
+configuration once, at the end. A search-space flag with one
 value fixes it, with several searches them (--lr and --weight-decay take a
 LOW HIGH range, sampled on a log scale). Re-running the command resumes the
 search in --output-dir: finished trials are kept and an interrupted one runs
@@ -37,6 +39,7 @@ import math
 import os
 
 from nvan_tf.choices import TUNING_ALGORITHMS, TUNING_OBJECTIVES
+from nvan_tf.core import records
 from nvan_tf.io import atomic
 from nvan_tf.training.config import PRESETS, ConfigMismatch, TrainConfig
 
@@ -303,8 +306,8 @@ def _make_hypermodel_class():
         def on_epoch_end(self, epoch, logs=None):
             if not self.score:
                 return
-            scores = self.task.evaluate(self.model)
-            logger.info("epoch %d: rank-1 %.2f%%, mAP %.2f%%", epoch + 1, 100 * scores["rank1"],
+            scores = self.task.evaluate(self.model, "validation")  # a search never chooses on the test split
+            logger.info("epoch %d: validation rank-1 %.2f%%, mAP %.2f%%", epoch + 1, 100 * scores["rank1"],
                         100 * scores["mAP"])
             if logs is not None:
                 logs.update(scores)
@@ -591,10 +594,9 @@ def _check_search(config, space, output_dir, settings, overwrite, write=True):
                 previous = json.load(f)
         except (OSError, json.JSONDecodeError) as err:
             raise ConfigMismatch(f"{path} is not a readable search record: {err}") from None
-        mine, theirs = _flatten(json.loads(json.dumps(record))), _flatten(previous)
-        changed = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        changed = records.differences(_comparable(previous), _comparable(record))
         if changed:
-            listing = "\n".join(f"  {k}: {theirs.get(k)!r} in the search, {mine.get(k)!r} now" for k in changed)
+            listing = records.format_differences(changed, "in the search")
             if not write:
                 raise ConfigMismatch(f"{output_dir} holds the chief's search of other settings:\n{listing}\n"
                                      "Start every worker with the chief's arguments.")
@@ -605,17 +607,12 @@ def _check_search(config, space, output_dir, settings, overwrite, write=True):
         atomic.write_json(path, record)
 
 
-def _flatten(record, prefix=""):
-    out = {}
-    for key, value in record.items():
-        if key == "train":
-            # display, evaluation batching and each worker's strategy do not change what a trial computes
-            value = {k: v for k, v in value.items() if k not in ("progress", "eval_batch_size", "strategy")}
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        elif not (prefix == "" and key == "max_trials"):  # the budget may grow
-            out[prefix + key] = value
-    return out
+def _comparable(record):
+    """A search record less what may change between its runs: the budget
+    (``max_trials`` may grow), and the display, evaluation batching and each
+    worker's strategy, which do not change what a trial computes."""
+    train = {k: v for k, v in record.get("train", {}).items() if k not in ("progress", "eval_batch_size", "strategy")}
+    return {**{k: v for k, v in record.items() if k != "max_trials"}, "train": train}
 
 
 def search(config, output_dir, *, space=None, algorithm="bayesian", objective="mAP", max_trials=None,
@@ -672,6 +669,12 @@ def search(config, output_dir, *, space=None, algorithm="bayesian", objective="m
                          f"strategy={config.strategy!r}")
     if oracle_timeout is None or not oracle_timeout > 0:
         raise ValueError(f"oracle_timeout must be a positive number of seconds. Received: {oracle_timeout!r}")
+    if config.selection != "validation":
+        raise ValueError(
+            "a search chooses on a validation split, never on the test split (a result reported on the split "
+            "that chose it is optimistic by construction): hold out training identities with --val-ids N "
+            "(e.g. --val-ids 60 on MARS) or --val-fraction F (val_ids / val_fraction in a TrainConfig); the "
+            "test split then scores the best configuration once")
     role = cluster_role()
     worker = role is not None and not role.chief
     resolved = space.resolve(config.variant, config.height)
@@ -730,9 +733,26 @@ def search(config, output_dir, *, space=None, algorithm="bayesian", objective="m
     paths = write_summary(rows, output_dir, objective)
     best_trial = tuner.oracle.get_trial(best["trial_id"])
     best_config = trial_config(config, best_trial.hyperparameters.values)
+    test = _test_once(tuner, best_config, dataset)
     atomic.write_json(paths["best_config"],
-                      {"train": best_config.to_dict(), "trial": best["trial"], objective: best["score"]})
-    return {"role": "single" if role is None else "chief", "trials": rows, "best": best, "new": new, **paths}
+                      {"train": best_config.to_dict(), "trial": best["trial"], objective: best["score"],
+                       "selection": "validation", "validation": {"rank1": best["rank1"], "mAP": best["mAP"]},
+                       "test": test})
+    return {"role": "single" if role is None else "chief", "trials": rows, "best": best, "new": new,
+            "test": test, **paths}
+
+
+def _test_once(tuner, best_config, dataset):
+    """The test split's rank-1 and mAP of the best trial's best weights, the
+    one time the search looks at it (the trials were scored on the
+    validation split)."""
+    from nvan_tf.training.task import ReIDTask
+
+    model = tuner.get_best_models(1)[0]
+    scores = ReIDTask(best_config, dataset=dataset).evaluate(model, "test")
+    logger.info("test split, once, for the best configuration: rank-1 %.2f%%, mAP %.2f%%",
+                100 * scores["rank1"], 100 * scores["mAP"])
+    return scores
 
 
 # -----------------------------------------------------------------------------
@@ -804,13 +824,14 @@ def format_summary(rows, objective):
 def write_summary(rows, output_dir, objective):
     """Writes ``trials.csv`` (scores as fractions) and ``trials.png`` (the
     objective per trial, the running best and the best trial marked)."""
-    columns = ["trial", "status", "score", "rank1", "mAP", "epoch", "epochs", "worker", "runs", *HP_COLUMNS,
-               "message"]
+    # every score is the validation split's (the "split" column says so): a search never looks at the test split
+    columns = ["trial", "status", "split", "score", "rank1", "mAP", "epoch", "epochs", "worker", "runs",
+               *HP_COLUMNS, "message"]
     text = io.StringIO()
     writer = csv.DictWriter(text, columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for r in rows:
-        writer.writerow({k: "" if r.get(k) is None else r[k] for k in columns})
+        writer.writerow({k: "" if r.get(k) is None else r[k] for k in columns} | {"split": "validation"})
     csv_path = os.path.join(output_dir, SUMMARY_CSV)
     atomic.write_text(csv_path, text.getvalue())
     png_path = os.path.join(output_dir, SUMMARY_PNG)
