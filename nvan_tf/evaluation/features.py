@@ -37,6 +37,7 @@ import zipfile
 import numpy as np
 
 from nvan_tf.choices import SAMPLING_MODES
+from nvan_tf.core import records
 from nvan_tf.core.digests import content_digest, frames_digest
 from nvan_tf.core.progress import progress_verbosity
 from nvan_tf.evaluation import distance
@@ -192,10 +193,6 @@ def tracklets_digest(tracklets, query_index, gallery_index):
 # ----------------------------------------------------------------------------
 # Cache
 # ----------------------------------------------------------------------------
-def _as_json(value):
-    """``value`` as it reads back from JSON (tuples become lists...)."""
-    return json.loads(json.dumps(value, sort_keys=True))
-
 
 def save_feature_cache(path, features, pids, camids, query_index, gallery_index, key=None,
                        about=None):
@@ -263,7 +260,10 @@ def load_feature_cache(path, key=None):
     except ValueError as err:
         logger.warning("%s; recomputing", err)
         return None
-    if key is not None and cache["key"] != _as_json(key):
-        logger.info("feature cache %s was made with other settings; recomputing", path)
-        return None
+    if key is not None:
+        changed = records.differences(cache["key"], key)  # the one "reuse only if it matches" rule
+        if changed:
+            logger.info("feature cache %s was made with other settings; recomputing:\n%s", path,
+                        records.format_differences(changed, "in the cache"))
+            return None
     return cache
