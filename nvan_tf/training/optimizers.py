@@ -75,7 +75,7 @@ def _slot(optimizer, slots, variable):
     on Keras 3.15.1; tests/test_training.py fails if it stops mapping every
     variable to the slot built for it.
     """
-    return slots[optimizer._get_variable_index(variable)]
+    return slots[optimizer._get_variable_index(variable)]  # private: Keras has no public lookup (3.15.1)
 
 
 @keras.saving.register_keras_serializable(package="nvan_tf")
