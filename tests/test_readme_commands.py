@@ -62,7 +62,7 @@ MULTIWORKER_WHY = "two nvan-train processes with TF_CONFIG on 127.0.0.1, this co
 SEARCH_CLUSTER = ("tests/test_tuning_distributed.py::"
                   "test_chief_and_two_workers_share_a_search_through_a_killed_worker")
 SEARCH_CLUSTER_WORDS = ("--dataset synthetic --root data/synthetic --variant baseline --max-trials 4 --epochs 1 "
-                        "--seq-len 4 --height 64 --width 32 --p 2 --k 2 --steps-per-epoch 1 --quiet "
+                        "--seq-len 4 --height 64 --width 32 --p 2 --k 2 --val-ids 2 --steps-per-epoch 1 --quiet "
                         "--output-dir runs/search_cluster")
 RUN_FILES = ("config.json", "history.csv", "model.keras", "last.keras", "training.png", "checkpoints/checkpoint")
 
@@ -77,8 +77,7 @@ TABLE = {
              "\"nvan-profile: error: argument --width: invalid int value: '128]'\""),
     "nvan-profile --all": Run("convert", set=MODEL, expect=("ste-nvan",)),
     "python -m nvan_tf.datasets.synthetic --out data/synthetic --ids 24 --cameras 4 --seed 0":
-        Run("convert", set={"--ids": "8", "--height": "64", "--width": "32"},
-            writes=("data/synthetic/info/query_IDX.mat",)),
+        Run("convert", writes=("data/synthetic/info/query_IDX.mat",)),  # as written: a few seconds
     # training
     TRAIN_LINE: Run("train", set=EVALUATED, needs=("data/MARS", "resnet50-0676ba61.pth"),
                     writes=tuple(f"runs/ste_nvan/{n}" for n in RUN_FILES)),
@@ -91,6 +90,9 @@ TABLE = {
              "resuming needs --output-dir runs/ste_nvan"),
     "nvan-train --dataset folder --root my_footage --epochs 60 --lr-step 20 --strategy mirrored":
         Run("train", set=TRAIN, needs=("my_footage",), cwd="folder", writes=("runs/train/model.keras",)),
+    "nvan-train --variant ste-nvan --dataset mars --root data/MARS --val-ids 60 --output-dir runs/ste_nvan_val":
+        Run("train", set={**EVALUATED, "--val-ids": "2"}, needs=("data/MARS",),  # 2 of the 6 training ids
+            writes=("runs/ste_nvan_val/model.keras", "runs/ste_nvan_val/history.csv")),
     "nvan-train --print-config --variant baseline": Run("train", expect=('"variant": "baseline"',)),
     "nvan-train --dataset synthetic --deterministic --seed 3":
         Run("train", set=TRAIN, cwd="deterministic", writes=("runs/train/synthetic_data", "runs/train/model.keras")),
@@ -109,11 +111,12 @@ TABLE = {
         Elsewhere(MULTIWORKER, MULTIWORKER_WHY),
     "wait": Elsewhere(MULTIWORKER, "it waits for both workers"),
     # hyper-parameter search
-    "nvan-tune --variant ste-nvan --dataset mars --root data/MARS --algorithm bayesian --objective mAP "
+    "nvan-tune --variant ste-nvan --dataset mars --root data/MARS --val-ids 60 --algorithm bayesian --objective mAP "
     "--max-trials 20 --epochs 20 --output-dir runs/search":
-        Run("search", set=TUNE, needs=("data/MARS",),
+        Run("search", set={**TUNE, "--val-ids": "2"}, needs=("data/MARS",),  # 2 of the 6 training ids
             writes=("runs/search/trials.csv", "runs/search/trials.png", "runs/search/best_config.json")),
-    "nvan-train --tune --dataset synthetic --algorithm hyperband --epochs 9 --seq-len 4 8 --height 128 --width 64":
+    "nvan-train --tune --dataset synthetic --val-ids 3 --algorithm hyperband --epochs 9 --seq-len 4 8 --height 128 "
+    "--width 64":
         Run("search", set={**TUNE, "--epochs": "2", "--factor": "2"}, cwd="hyperband",
             writes=("runs/search/trials.csv", "runs/search/best_config.json")),
     # the distributed search (tests/test_tuning_distributed.py runs these words, on a free port)
