@@ -10,7 +10,7 @@ command line. ``tests/test_readme_commands.py`` maps each line to one of:
   words, then the line's program started in a fresh process (``run_line``);
 - ``Elsewhere``: another test already runs it as a user starts it;
 - ``CannotRun``: it cannot run on this machine, with the reason;
-- ``Todo``: the README line is wrong; the coverage test fails until it is fixed.
+- ``Todo``: the README line is wrong; a test fails until it is fixed.
 """
 
 from __future__ import annotations

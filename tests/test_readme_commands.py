@@ -4,7 +4,7 @@ README.md is parsed when the tests run (``tests/readme_commands.py``), and
 ``TABLE`` maps each command line, by its exact text (continuations joined,
 comments dropped), to how it runs here:
 
-- ``Run(group, set, drop, needs, cwd, writes, expect)``: the line's program
+- ``Run(group, set, drop, needs, cwd, instead, writes, expect)``: the line's program
   (the console script beside ``sys.executable``; ``python``:
   ``sys.executable``) started in a fresh process, in a working folder under
   pytest's ``tmp_path`` where the README's relative paths (``data/MARS``,
@@ -13,7 +13,8 @@ comments dropped), to how it runs here:
   clips of 4 frames of 64x32, 4 stripes, P=4 x K=2, 1 step, 1 epoch) and those
   of ``drop`` go. It must exit 0, write ``writes`` and print ``expect``.
   ``needs`` names the inputs and the README lines it runs after (once each);
-  ``cwd`` gives alternatives that write the same default folder their own.
+  ``cwd`` gives alternatives that write the same default folder their own;
+  ``instead`` is what a ``make`` target's recipe runs.
 - ``Elsewhere(test, reason)``: another test runs it as a user starts it.
 - ``CannotRun(reason)``: not on this machine.
 - ``Todo(reason)``: the README line is wrong; ``test_no_readme_command_is_wrong``
