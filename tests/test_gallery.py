@@ -342,3 +342,14 @@ def test_the_benchmark_prints_its_table():
     refused = subprocess.run([sys.executable, "-m", "nvan_tf.benchmarks.gallery", "--libraries", "annoy"], cwd=ROOT,
                              env=env, capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and "--libraries: unknown ['annoy']" in refused.stderr
+
+
+def test_onnxruntime_still_imports_after_the_graph_is_built():
+    pytest.importorskip("onnxruntime", reason="needs the [export] or [video] extra")
+    # usearch 2.26.6 loaded first crashed `import onnxruntime` (a segfault): the index loads onnxruntime first
+    script = ("import numpy as np\nfrom nvan_tf.deploy.index import NeighbourIndex\n"
+              "index = NeighbourIndex(4, exact_below=0)\nindex.add([0, 1], np.eye(4)[:2])\n"
+              "assert not index.exact\nimport onnxruntime\nprint('ok')")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

@@ -57,6 +57,10 @@ _BLOCK_ROWS = 1024
 
 
 def _usearch():
+    try:  # usearch 2.26.6's compiled module loaded before onnxruntime (1.31.1) makes `import onnxruntime`
+        import onnxruntime  # noqa: F401  crash the process (a segfault); loaded the other way round, both work
+    except ImportError:
+        pass
     try:
         from usearch.index import Index
     except ImportError as err:  # a core dependency (setup.py); said plainly where it is missing
