@@ -214,14 +214,14 @@ def calibration_clips(tracklets, *, seq_len: int, height: int, width: int, batch
                          "check on; give a dataset with more tracklets or fewer check clips")
     rng = np.random.default_rng(seed)
     count = min(len(tracklets) - held_out, batches * batch_size)
-    order = rng.permutation(len(tracklets))
-    chosen = [tracklets[i] for i in sorted(order[:count])]
+    drawn = rng.choice(len(tracklets), count + held_out, replace=False)  # the first count calibrate
+    chosen = [tracklets[i] for i in sorted(drawn[:count])]
     stream = pipeline.eval_dataset(chosen, seq_len=seq_len, batch_size=batch_size,
                                    height=height, width=width)
     calibration = [clips.numpy() for clips, *_ in stream]
     if not held_out:
         return calibration
-    others = [tracklets[i] for i in sorted(order[count:count + held_out])]
+    others = [tracklets[i] for i in sorted(drawn[count:])]
     check = pipeline.eval_dataset(others, seq_len=seq_len, batch_size=held_out, height=height, width=width)
     return calibration, np.concatenate([clips.numpy() for clips, *_ in check])
 
