@@ -73,9 +73,8 @@ TABLE = {
                            "python -m nvan_tf.demo, what make demo runs once installed, at its smallest"),
     "nvan-convert --torch ckpt_best.pth --variant ste-nvan --out ste_nvan.weights.h5":
         Run("convert", set=MODEL, needs=("ckpt_best.pth",), writes=("ste_nvan.weights.h5",)),
-    "nvan-profile --variant ste-nvan [--seq-len 8 --height 256 --width 128] [--json]":
-        Todo("the brackets (optional parts) reach nvan-profile as words: as written it exits 2 with "
-             "\"nvan-profile: error: argument --width: invalid int value: '128]'\""),
+    "nvan-profile --variant ste-nvan --seq-len 8 --height 256 --width 128 --json":
+        Run("convert", set=MODEL, expect=("ste-nvan",)),
     "nvan-profile --all": Run("convert", set=MODEL, expect=("ste-nvan",)),
     "python -m nvan_tf.datasets.synthetic --out data/synthetic --ids 24 --cameras 4 --seed 0":
         Run("convert", writes=("data/synthetic/info/query_IDX.mat",)),  # as written: a few seconds
@@ -86,9 +85,7 @@ TABLE = {
     "--jit": Run("train", set=NO_STRIPES, needs=("data/DukeMTMC-VideoReID",), cwd="dukev",
                  writes=("runs/train/model.keras",)),
     "nvan-train --config runs/ste_nvan/config.json":
-        Todo("it does not resume runs/ste_nvan: config.json records no output folder, so the run goes to the "
-             "default --output-dir runs/train and starts over there (\"model: runs/train/model.keras\"); "
-             "resuming needs --output-dir runs/ste_nvan"),
+        Run("train", needs=(TRAIN_LINE,), expect=("resumed", "runs/ste_nvan/model.keras")),
     "nvan-train --dataset folder --root my_footage --epochs 60 --lr-step 20 --strategy mirrored":
         Run("train", set=TRAIN, needs=("my_footage",), cwd="folder", writes=("runs/train/model.keras",)),
     "nvan-train --variant ste-nvan --dataset mars --root data/MARS --val-ids 60 --output-dir runs/ste_nvan_val":

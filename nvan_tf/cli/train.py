@@ -103,7 +103,8 @@ def build_parser():
     run = parser.add_argument_group("run")
     run.add_argument("--config", metavar="FILE.json",
                      help="options from a JSON file (a run's config.json or a flat dict); flags override it")
-    run.add_argument("--output-dir", default="runs/train", help="where the run is written")
+    run.add_argument("--output-dir", default=None,
+                     help="where the run is written (default: the folder a run's --config records, else runs/train)")
     run.add_argument("--resume", action=argparse.BooleanOptionalAction, default=None,
                      help="resume the run in --output-dir (default: when its configuration matches)")
     run.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
@@ -136,7 +137,9 @@ def build_parser():
 
 
 def config_from_args(args):
-    """Preset of the variant < --config file < explicit flags."""
+    """Preset of the variant < --config file < explicit flags. Without
+    --output-dir, a run's own config.json (--config) gives its folder, so the
+    run resumes there."""
     values = {}
     if args.config:
         try:
@@ -147,11 +150,15 @@ def config_from_args(args):
         values = loaded.get("train", loaded) if isinstance(loaded, dict) else None
         if not isinstance(values, dict):
             raise ValueError(f"--config {args.config}: expected a JSON object of training options")
+        if args.output_dir is None and isinstance(loaded.get("output_dir"), str):
+            args.output_dir = loaded["output_dir"]
     flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
     variant = flags.get("variant", values.get("variant", "ste-nvan"))
     merged = {**PRESETS.get(variant, {"variant": variant}), **values, **flags}
     if hasattr(args, "stripes"):
         merged["model_overrides"] = {**merged.get("model_overrides", {}), "stripes": args.stripes}
+    if args.output_dir is None:
+        args.output_dir = "runs/train"
     return TrainConfig.from_dict(merged, source=args.config or "flags")
 
 
