@@ -426,7 +426,7 @@ def test_cli_end_to_end_and_config_file(synth_root, tmp_path, capsys):
             "--output-dir", out]
     assert train_cli.main(argv) == 0
     printed = capsys.readouterr().out
-    assert "best: epoch 1, rank-1" in printed and "model:" in printed
+    assert "best: epoch 1, test rank-1" in printed and "chosen on the test split" in printed and "model:" in printed
     with open(os.path.join(out, "config.json")) as f:
         recorded = json.load(f)["train"]
     assert recorded["variant"] == "ste-nvan" and recorded["model_overrides"] == {"stripes": 4}
