@@ -298,10 +298,11 @@ class _RunState(keras.callbacks.Callback):
             row["skipped"] = self._epoch_skipped + (earlier or 0)
         from nvan_tf.data import pipeline
 
-        row["bad_frames"] = pipeline.bad_frame_report()["bad_frames"]  # this process's, so far
+        checker = run.task.frame_checker
+        row["bad_frames"] = checker.report()["bad_frames"]  # this run's training reads, so far
         error = None
         try:
-            pipeline.DEFAULT_CHECKER.check_share(run.config.max_bad_frames)
+            checker.check_share(run.config.max_bad_frames)
         except pipeline.TooManyBadFrames as err:
             error = err
         if _any_worker(run.strategy, error is not None):  # every worker stops, before anything is saved

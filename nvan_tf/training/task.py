@@ -185,6 +185,10 @@ class ReIDTask:
         self._copy = None
         self._test_set = None
         self._validation = None
+        from nvan_tf.data import pipeline
+
+        # the training stream's own counts: --max-bad-frames judges this run's reads only
+        self.frame_checker = pipeline.FrameChecker()
         self.model_config(num_identities=1)  # validates the model options now
 
     # -- the model -------------------------------------------------------------
@@ -334,7 +338,7 @@ class ReIDTask:
         return pipeline.train_dataset(
             self.train_tracklets, p=c.p, k=c.k, seq_len=c.seq_len, height=c.height, width=c.width,
             flip_prob=c.flip_prob, random_erasing=c.random_erasing, colour_jitter=c.colour_jitter, seed=c.seed,
-            replacement=c.pk_replacement, start_step=int(start_batch), shard=shard,
+            replacement=c.pk_replacement, start_step=int(start_batch), shard=shard, checker=self.frame_checker,
         )
 
     def distributed_inputs(self, strategy, start_batch=0):
