@@ -10,8 +10,8 @@ Plain Python.
 """
 
 from nvan_tf.core.digests import content_digest, frames_digest, stat_key
-from nvan_tf.core.records import (RECORD_VERSION, RecordMismatch, differences, format_differences, require_match,
-                                  stamped)
+from nvan_tf.core.records import (FEATURE_CACHE_VERSION, RECORD_VERSION, RecordMismatch, differences,
+                                  format_differences, require_match, stamped)
 
-__all__ = ["content_digest", "frames_digest", "stat_key", "RECORD_VERSION", "RecordMismatch", "differences",
-           "format_differences", "require_match", "stamped"]
+__all__ = ["content_digest", "frames_digest", "stat_key", "FEATURE_CACHE_VERSION", "RECORD_VERSION",
+           "RecordMismatch", "differences", "format_differences", "require_match", "stamped"]

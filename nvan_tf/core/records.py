@@ -12,16 +12,20 @@ one format (:func:`format_differences`)::
     dataset.tracklets: 8 in the run, 10 now
 
 Bump :data:`RECORD_VERSION` when what a record means changes: every older
-record then differs, and nothing is reused across the change.
+record then differs, and nothing is reused across the change. The feature
+cache's file version (:data:`FEATURE_CACHE_VERSION`) lives here too, so that
+every "reuse only if it is still valid" rule has one home.
 """
 
 from __future__ import annotations
 
 import json
 
-__all__ = ["RECORD_VERSION", "RecordMismatch", "stamped", "differences", "format_differences", "require_match"]
+__all__ = ["RECORD_VERSION", "FEATURE_CACHE_VERSION", "RecordMismatch", "stamped", "differences", "format_differences", "require_match"]
 
 RECORD_VERSION = 1
+# the evaluation's feature cache (.npz); 3: the test set's digest covers the frames' content
+FEATURE_CACHE_VERSION = 3
 
 
 class RecordMismatch(ValueError):

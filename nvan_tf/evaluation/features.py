@@ -57,7 +57,7 @@ __all__ = [
     "tracklets_digest",
 ]
 
-CACHE_VERSION = 3  # 3: the test set's digest covers the frames' content (size, st_mtime_ns)
+CACHE_VERSION = records.FEATURE_CACHE_VERSION  # kept with the run records' version (nvan_tf.core.records)
 CACHE_ARRAYS = ("features", "pids", "camids", "query_index", "gallery_index")
 
 
