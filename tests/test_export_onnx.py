@@ -133,8 +133,8 @@ def test_int8_for_tensorrt_is_symmetric(fp32, dataset, tmp_path):
     assert zero_points and all(z.data_type == TensorProto.INT8 for z in zero_points)
     assert all(not numpy_helper.to_array(z).any() for z in zero_points)
     clips = calibration[0]
-    assert cosine(deploy_onnx._run_onnx(export.onnx_session(path), clips),
-                  deploy_onnx._run_onnx(export.onnx_session(fp32), clips)).min() > 0.98
+    assert cosine(deploy_onnx.run_onnx(export.onnx_session(path), clips),
+                  deploy_onnx.run_onnx(export.onnx_session(fp32), clips)).min() > 0.98
 
 
 def test_quantize_onnx_refuses_bad_arguments(fp32, tmp_path):
@@ -154,8 +154,8 @@ def test_fp16_graph(fp32, tmp_path):
     assert model.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
     assert model.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
     clips = np.random.default_rng(1).normal(size=(2, T, H, W, 3)).astype("float32")
-    half = deploy_onnx._run_onnx(export.onnx_session(path), clips)
-    full = deploy_onnx._run_onnx(export.onnx_session(fp32), clips)
+    half = deploy_onnx.run_onnx(export.onnx_session(path), clips)
+    full = deploy_onnx.run_onnx(export.onnx_session(fp32), clips)
     assert cosine(half, full).min() > 0.999
     np.testing.assert_allclose(np.linalg.norm(half, axis=1), 1.0, atol=1e-5)  # normalised in float32
 

@@ -16,7 +16,7 @@ from nvan_tf.benchmarks.gallery import ClusteredEmbeddings
 from nvan_tf.deploy import gallery as gallery_module
 from nvan_tf.deploy.index import EXACT_BELOW, NeighbourIndex
 from nvan_tf.deploy.serving import Gallery
-from nvan_tf.io.atomic import TEMP_PREFIX, remove_stale
+from nvan_tf.core.atomic import TEMP_PREFIX, remove_stale
 from nvan_tf.video import association
 from nvan_tf.video.metrics import association_scores
 

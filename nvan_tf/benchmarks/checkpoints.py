@@ -48,16 +48,17 @@ def run(variant="ste-nvan", repeats=3, folder=None, precision="fp32"):
 
 
 def main(argv=None):
-    from nvan_tf import choices, cli
+    from nvan_tf import choices
+    from nvan_tf.core import console
 
-    parser = cli.make_parser("python -m nvan_tf.benchmarks.checkpoints", __doc__)
+    parser = console.make_parser("python -m nvan_tf.benchmarks.checkpoints", __doc__)
     parser.add_argument("--variant", default="ste-nvan", choices=choices.VARIANT_NAMES, help="model variant")
     parser.add_argument("--precision", default="fp32", choices=choices.PRECISIONS, help="training precision")
     parser.add_argument("--repeats", type=int, default=3, help="writes and restores timed (the median is shown)")
     parser.add_argument("--folder", help="where to write (default: the system's temporary folder)")
     parser.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args(argv)
-    cli.quiet_tensorflow(args.verbose)
+    console.quiet_tensorflow(args.verbose)
     row = run(args.variant, args.repeats, args.folder, args.precision)
     if args.json:
         print(json.dumps(row))

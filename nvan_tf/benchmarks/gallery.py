@@ -314,9 +314,9 @@ def table(figures, rows):
 
 
 def main(argv=None):
-    from nvan_tf import cli
+    from nvan_tf.core import console
 
-    parser = cli.make_parser("python -m nvan_tf.benchmarks.gallery", __doc__)
+    parser = console.make_parser("python -m nvan_tf.benchmarks.gallery", __doc__)
     parser.add_argument("--sizes", default="10000,100000,1000000", help="gallery sizes, comma-separated")
     parser.add_argument("--dim", type=int, default=2048, help="dimension the vectors are drawn in")
     parser.add_argument("--pca", type=int, default=128, help="PCA-reduced dimension indexed (0: none)")

@@ -53,9 +53,9 @@ def _runner(runtime, artifact, threads):
     """``run(clips)`` for one runtime; ``artifact``: the .keras / .onnx file,
     or ``variant:num_identities[:stripes]`` for the PyTorch reference."""
     if runtime == "keras":
-        from nvan_tf import cli
+        from nvan_tf.core import console
 
-        cli.quiet_tensorflow()
+        console.quiet_tensorflow()
         import keras
         import tensorflow as tf
 
@@ -132,9 +132,9 @@ def _evaluate(paths, dataset, seq_len, height, width):
 
 
 def main(argv=None) -> int:
-    from nvan_tf import cli
+    from nvan_tf.core import console
 
-    parser = cli.make_parser("python -m nvan_tf.benchmarks.inference", __doc__.split("\n\nClips")[0])
+    parser = console.make_parser("python -m nvan_tf.benchmarks.inference", __doc__.split("\n\nClips")[0])
     parser.add_argument("--variant", help="default ste-nvan (with --model: what the file records)")
     parser.add_argument("--model", help="a trained model (.keras, .weights.h5, checkpoint) instead "
                                         "of a random initialisation")
@@ -153,7 +153,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.worker:
         return _worker(args)
-    cli.quiet_tensorflow(args.verbose)
+    console.quiet_tensorflow(args.verbose)
 
     import keras
 

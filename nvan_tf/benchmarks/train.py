@@ -151,9 +151,9 @@ def _names(allowed):
 
 
 def main(argv=None):
-    from nvan_tf import cli
+    from nvan_tf.core import console
 
-    parser = cli.make_parser("python -m nvan_tf.benchmarks.train", __doc__)
+    parser = console.make_parser("python -m nvan_tf.benchmarks.train", __doc__)
     parser.add_argument("--variants", type=_names(VARIANTS), default=list(VARIANTS), help="comma-separated")
     parser.add_argument("--size", type=_size, default=(128, 64), help="training frame size HxW")
     parser.add_argument("--seq-len", type=int, default=8, help="training frames per clip")
@@ -170,7 +170,7 @@ def main(argv=None):
     parser.add_argument("--seconds", type=float, default=10.0, help="inference timing per variant and batch")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
-    cli.quiet_tensorflow(args.verbose)
+    console.quiet_tensorflow(args.verbose)
     import keras
 
     height, width = args.size

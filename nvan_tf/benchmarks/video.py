@@ -44,7 +44,7 @@ import time
 
 import numpy as np
 
-from nvan_tf import cli
+from nvan_tf.core import console
 
 
 def _mean_tracking(tracking):
@@ -62,8 +62,8 @@ def quality(out, models, config):
     gt_paths = {c["camid"]: os.path.join(world_root, c["gt"]) for c in world["cameras"]}
     results, first = {}, None
     for name, model in models.items():
-        run = track_world(world_root, os.path.join(out, "quality", f"run_{name}"), model, "--calibrate", labelled,
-                          "--crop-size", "128", "64", "--no-video", "--quiet", reuse=first)
+        run = track_world(world_root, os.path.join(out, "quality", f"run_{name}"), model, calibrate=labelled,
+                          crop_size=(128, 64), videos=False, verbose=0, reuse=first)
         first = first or run
         scores = score_run(world_root, run)
         with open(os.path.join(run, "association.json"), encoding="utf-8") as f:
@@ -109,8 +109,7 @@ def throughput(out, model, *, frames=60, onnx=None, hog_frames=30):
     for _ in range(5):
         track_boxes(detections, frames, make_tracker("bytetrack", frame_rate=10))
     rates["track"] = 5 * frames / (time.perf_counter() - started)
-    run = track_world(root, os.path.join(out, "throughput", "run"), model, "--threshold", "0.3", "--no-video",
-                      "--quiet")
+    run = track_world(root, os.path.join(out, "throughput", "run"), model, threshold=0.3, videos=False, verbose=0)
     # embedding timed again after a warm-up call (the first one traces the model)
     tracklets = [row["record"] for row in read_tracklets(run)]
     extractor = load_embedder(model)
@@ -127,8 +126,9 @@ def purity(out, vtest, labels_path):
     """Tracklet purity on vtest.avi for each (detector, tracker, match IoU) labelled in ``labels_path``."""
     import csv
 
-    from nvan_tf.cli import track
     from nvan_tf.video.metrics import labelled_purity
+    from nvan_tf.video.pipeline import TrackConfig, run_tracking
+    from nvan_tf.video.sources import CameraSpec
 
     with open(labels_path, newline="", encoding="utf-8") as f:
         labels = list(csv.DictReader(line for line in f if not line.startswith("#")))
@@ -136,10 +136,9 @@ def purity(out, vtest, labels_path):
     settings = lambda r: (r["detector"], r["tracker"], r["match_iou"])  # noqa: E731
     for detector, tracker, iou in dict.fromkeys(settings(r) for r in labels):
         run = os.path.join(out, "vtest", f"{detector}_{tracker}" + (f"_iou{iou}" if iou else ""))
-        if track.main(["--camera", vtest, "--model", "colour-histogram", "--threshold", "0.3", "--detector", detector,
-                       "--tracker", tracker, *(["--match-iou", iou] if iou else []), "--no-video", "--quiet",
-                       "--out", run]) != 0:
-            raise RuntimeError(f"nvan-track failed on {vtest} (output {run})")
+        run_tracking(TrackConfig(cameras=[CameraSpec(1, vtest)], output_dir=run, model="colour-histogram",
+                                 threshold=0.3, detector=detector, tracker=tracker,
+                                 match_iou=float(iou) if iou else None, videos=False, verbose=0))
         with open(os.path.join(run, "crops", "c1", "tracklets.csv"), newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
         mine = [r for r in labels if settings(r) == (detector, tracker, iou)]
@@ -189,7 +188,7 @@ def main(argv=None):
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
     args = parser.parse_args(argv)
-    cli.quiet_tensorflow()
+    console.quiet_tensorflow()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for path in (args.model, args.untrained) if not (args.skip_quality and args.skip_throughput) else ():
         if not os.path.exists(path):

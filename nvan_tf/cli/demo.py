@@ -69,7 +69,7 @@ def main(argv=None):
 
     from nvan_tf.data.datasets import build_dataset
     from nvan_tf.data.datasets.synthetic import generate
-    from nvan_tf.io.atomic import write_json
+    from nvan_tf.core.atomic import write_json
     from nvan_tf.io.loading import save_model
     from nvan_tf.training import ReIDTask, TrainConfig, train
 

@@ -1,5 +1,9 @@
 """The bottom layer every other layer uses; it imports nothing else of nvan_tf.
 
+- ``atomic``: the one atomic writer every file and folder goes through;
+- ``console``: what every command line starts with (a quiet TensorFlow
+  start-up, one parser style, one error line);
+- ``progress``: the verbosity of progress bars;
 - ``digests``: what a file, a folder or a list of frames is, by content
   (size, modification time in nanoseconds, and a content hash where cheap);
 - ``records``: the run record, the one rule for "resume (or reuse a cache)

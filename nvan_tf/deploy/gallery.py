@@ -19,7 +19,7 @@ changes nothing and the ids held are kept; entries without a key are always
 added. ``remove`` takes ids or ``(camera, tracklet)`` pairs.
 
 **File.** An uncompressed ``.npz`` (no pickles), written atomically
-(``nvan_tf.io.atomic``): a kill during ``save`` leaves the previous file.
+(``nvan_tf.core.atomic``): a kill during ``save`` leaves the previous file.
 Format 2 (``format``: 2) holds ``embeddings`` (float32), ``ids``,
 ``cameras``, ``tracklets`` (strings; "" for none), ``keys`` (the index's
 int64 keys), ``options`` (JSON: metric and index settings) and, once built,
@@ -44,7 +44,7 @@ import numpy as np
 from nvan_tf.deploy.index import EXACT_BELOW, RERANK_LIMIT, NeighbourIndex
 from nvan_tf.evaluation import distance
 from nvan_tf.evaluation import reranking
-from nvan_tf.io.atomic import atomic_path
+from nvan_tf.core.atomic import atomic_path
 
 __all__ = ["FORMAT", "Gallery", "Match"]
 
@@ -182,7 +182,7 @@ class Gallery:
     # -- file -------------------------------------------------------------------------
 
     def save(self, path):
-        """Writes the ``.npz`` (format 2) atomically (``nvan_tf.io.atomic``)."""
+        """Writes the ``.npz`` (format 2) atomically (``nvan_tf.core.atomic``)."""
         path = os.path.abspath(os.fspath(path))
         if not path.endswith(".npz"):
             raise ValueError(f"A gallery is saved as .npz. Received: {path}")

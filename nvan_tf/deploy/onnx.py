@@ -7,7 +7,7 @@ L2-normalised BN-neck feature). :func:`quantize_onnx` makes the int8 model
 for ONNX Runtime on CPU (static quantization, calibrated on clips of a
 dataset) or the Q/DQ model TensorRT takes; :func:`convert_onnx_fp16` the
 float16 graph TensorRT builds an fp16 engine from. Files are written
-atomically (``nvan_tf.io.atomic``).
+atomically (``nvan_tf.core.atomic``).
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import warnings
 
 import numpy as np
 
-from nvan_tf.io.atomic import atomic_path
+from nvan_tf.core.atomic import atomic_path
 from nvan_tf.deploy.saved_model import EMBEDDING
+from nvan_tf.io.onnx_runtime import onnx_session, require, run_onnx
 
 logger = logging.getLogger(__name__)
 
@@ -28,18 +29,6 @@ __all__ = ["ONNX_OPSET", "QUANTIZATION_TARGETS", "export_onnx", "onnx_session", 
 
 QUANTIZATION_TARGETS = ("cpu", "tensorrt")
 ONNX_OPSET = 17
-
-
-def _require(module, extra="export"):
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as err:
-        raise ImportError(
-            f"{module} is needed for this; install the optional dependencies with "
-            f"pip install 'nvan-tf[{extra}]' ({err})"
-        ) from err
 
 
 def _fuse_stem_pool(graph):
@@ -91,8 +80,8 @@ def export_onnx(model, path, *, opset: int = ONNX_OPSET, overwrite: bool = False
     """
     import tensorflow as tf
 
-    onnx = _require("onnx")
-    _require("tf2onnx")
+    onnx = require("onnx")
+    require("tf2onnx")
     from nvan_tf.models.model import config_of, float32_copy
 
     config = config_of(model)
@@ -133,22 +122,6 @@ def _embedding_tail(graph) -> list:
     return [node.name for node in graph.node[pools[-1] + 1:]]
 
 
-def onnx_session(path, *, threads: int | None = None, providers=("CPUExecutionProvider",)):
-    """An ``onnxruntime.InferenceSession`` for ``path`` (``threads``: intra-op)."""
-    ort = _require("onnxruntime")
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = int(threads)
-    return ort.InferenceSession(os.fspath(path), options, providers=list(providers))
-
-
-def _run_onnx(session, clips, batch_size=4):
-    name = session.get_inputs()[0].name
-    clips = np.asarray(clips, np.float32)
-    return np.concatenate([session.run(None, {name: clips[i:i + batch_size]})[0]
-                           for i in range(0, len(clips), batch_size)])
-
-
 def compare_onnx(model, path, clips, *, batch_size: int = 4) -> dict:
     """Runs ``path`` in ONNX Runtime (CPU) and ``model`` in Keras on ``clips``.
 
@@ -162,7 +135,7 @@ def compare_onnx(model, path, clips, *, batch_size: int = 4) -> dict:
         for i in range(0, len(clips), batch_size)
     ])
     reference /= np.maximum(np.linalg.norm(reference, axis=1, keepdims=True), 1e-12)
-    output = _run_onnx(onnx_session(path), clips, batch_size)
+    output = run_onnx(onnx_session(path), clips, batch_size)
     cosine = np.sum(output * reference, axis=1) / np.maximum(np.linalg.norm(output, axis=1), 1e-12)
     return {
         "cosine_min": float(cosine.min()),
@@ -240,8 +213,8 @@ def quantize_onnx(onnx_path, out_path, calibration, *, target: str = "cpu",
             symmetric int8 activations and weights, the explicit
             quantization a TensorRT >= 11 engine is built from.
     """
-    onnx = _require("onnx")
-    quantization = _require("onnxruntime.quantization")
+    onnx = require("onnx")
+    quantization = require("onnxruntime.quantization")
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if target not in QUANTIZATION_TARGETS:
@@ -278,7 +251,7 @@ def convert_onnx_fp16(onnx_path, out_path, *, overwrite: bool = False) -> str:
     scale, L2 normalisation: a sum of 2048 squares can overflow float16)
     stays float32. A TensorRT >= 11 engine built from it is an fp16 engine.
     """
-    onnx = _require("onnx")
+    onnx = require("onnx")
     from onnx import TensorProto, helper, numpy_helper
 
     model = onnx.load(os.fspath(onnx_path))

@@ -19,7 +19,7 @@ shape, and every signature checks its input in the graph, so a malformed
 request (wrong rank, ``T``, channels, an undecodable frame) fails with a
 message that says what was expected: TF Serving does not check shapes
 against a signature and would otherwise fail deep inside the network.
-The folder is written atomically (``nvan_tf.io.atomic``).
+The folder is written atomically (``nvan_tf.core.atomic``).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import os
 
 import numpy as np
 
-from nvan_tf.io.atomic import atomic_path
+from nvan_tf.core.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
 

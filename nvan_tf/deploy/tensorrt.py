@@ -11,7 +11,7 @@ import ctypes
 import logging
 import os
 
-from nvan_tf.io.atomic import atomic_path
+from nvan_tf.core.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ from nvan_tf.evaluation.features import (
     save_feature_cache,
     tracklets_digest,
 )
-from nvan_tf.io.atomic import write_json
+from nvan_tf.core.atomic import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -204,7 +204,7 @@ def _onnx_extractor(spec):
     what = f"ONNX model {spec.path}"
     _refuse_build_options(spec, what)
     try:
-        from nvan_tf.deploy.onnx import onnx_session
+        from nvan_tf.io.onnx_runtime import onnx_session
 
         session = onnx_session(spec.path)
     except ImportError as err:

@@ -22,7 +22,7 @@ The cache (``save_feature_cache`` / ``read_feature_cache`` /
 ``load_feature_cache``) is an ``.npz`` with the features, the labels, the
 query / gallery indices and a JSON ``key`` that says what produced them
 (``nvan_tf.evaluation.evaluator.feature_cache_key``); it is written
-atomically (``nvan_tf.io.atomic``), so two evaluations writing the same
+atomically (``nvan_tf.core.atomic``), so two evaluations writing the same
 file leave one complete cache, never a mixture.
 """
 
@@ -41,7 +41,7 @@ from nvan_tf.core import records
 from nvan_tf.core.digests import content_digest, frames_digest
 from nvan_tf.core.progress import progress_verbosity
 from nvan_tf.evaluation import distance
-from nvan_tf.io.atomic import atomic_path
+from nvan_tf.core.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ composed with PIL so their pixel size is exact:
   ranked lists and histograms take good / junk from
   ``nvan_tf.evaluation.metrics.match_masks``, the rule the metrics use.
 
-Every picture is written atomically (``nvan_tf.io.atomic``): two runs into
+Every picture is written atomically (``nvan_tf.core.atomic``): two runs into
 one folder leave complete PNGs.
 """
 
@@ -31,7 +31,7 @@ from PIL import Image, ImageDraw  # noqa: E402
 
 from nvan_tf.evaluation import distance as distance_lib  # noqa: E402
 from nvan_tf.evaluation.metrics import match_masks  # noqa: E402
-from nvan_tf.io.atomic import atomic_path  # noqa: E402
+from nvan_tf.core.atomic import atomic_path  # noqa: E402
 
 logger = logging.getLogger(__name__)
 

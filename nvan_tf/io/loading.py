@@ -40,7 +40,7 @@ import os
 import zipfile
 
 from nvan_tf.io import convert
-from nvan_tf.io.atomic import atomic_path
+from nvan_tf.core.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
 

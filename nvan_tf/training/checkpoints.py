@@ -40,7 +40,7 @@ import tempfile
 
 import numpy as np
 
-from nvan_tf.io.atomic import remove_stale
+from nvan_tf.core.atomic import remove_stale
 
 logger = logging.getLogger(__name__)
 

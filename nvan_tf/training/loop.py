@@ -36,8 +36,7 @@ import time
 
 import keras
 
-from nvan_tf.core import records
-from nvan_tf.io import atomic
+from nvan_tf.core import atomic, records
 from nvan_tf.training.checkpoints import Checkpointer, CheckpointError
 from nvan_tf.training.config import PRECISIONS, PRESETS, STRATEGIES, ConfigMismatch, TrainConfig
 from nvan_tf.training.task import ReIDTask, compile_model, evaluate_model, load_dataset

@@ -40,7 +40,7 @@ import os
 
 from nvan_tf.choices import TUNING_ALGORITHMS, TUNING_OBJECTIVES
 from nvan_tf.core import records
-from nvan_tf.io import atomic
+from nvan_tf.core import atomic
 from nvan_tf.training.config import PRESETS, ConfigMismatch, TrainConfig
 
 logger = logging.getLogger(__name__)

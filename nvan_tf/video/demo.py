@@ -23,27 +23,23 @@ import sys
 
 import numpy as np
 
-from nvan_tf import cli
+from nvan_tf.core import console
 
 __all__ = ["prepare_worlds", "track_world", "score_run", "main"]
 
 
-def _track_argv(world, root, out, model, extra):
-    cameras = [f"{c['camid']}={os.path.join(root, c['video'])}@{c['start_time']}" for c in world["cameras"]]
-    detections = [f"{c['camid']}={os.path.join(root, c['det'])}" for c in world["cameras"]]
-    return ["--camera", *cameras, "--detections", *detections, "--model", model, "--out", out, *extra]
-
-
-def track_world(root, out, model, *extra, reuse=None):
-    """Runs ``nvan-track`` on the world at ``root`` from its det.txt files.
+def track_world(root, out, model, reuse=None, **options):
+    """Runs nvan-track (``run_tracking``) on the world at ``root`` from its
+    det.txt files; ``options``: further ``TrackConfig`` fields (``threshold``,
+    ``calibrate``, ``crop_size``, ``videos``, ``verbose``, ...).
 
     ``reuse``: another run's folder on the same world whose detection,
     tracking and tracklet stages are copied first (so they are not run again).
     """
-    from nvan_tf.cli import track
+    from nvan_tf.video.pipeline import TrackConfig, run_tracking
     from nvan_tf.video.world import read_world
 
-    world, _ = read_world(root)
+    world, cameras = read_world(root)
     if reuse is not None and not os.path.isdir(os.path.join(out, "stages")):
         for name in ("detections", "tracks", "crops"):
             shutil.copytree(os.path.join(reuse, name), os.path.join(out, name), dirs_exist_ok=True)
@@ -51,8 +47,8 @@ def track_world(root, out, model, *extra, reuse=None):
         for name in os.listdir(os.path.join(reuse, "stages")):
             if name.split("-")[0] in ("detect", "track", "tracklets"):
                 shutil.copy2(os.path.join(reuse, "stages", name), os.path.join(out, "stages", name))
-    if track.main(_track_argv(world, root, out, model, list(extra))) != 0:
-        raise RuntimeError(f"nvan-track failed on {root} (output {out})")
+    detections = {c["camid"]: os.path.join(root, c["det"]) for c in world["cameras"]}
+    run_tracking(TrackConfig(cameras=cameras, output_dir=out, model=model, detections=detections, **options))
     return out
 
 
@@ -69,8 +65,8 @@ def prepare_worlds(out, config, *, calibration_seed=1, model="colour-histogram")
     if not os.path.isdir(labelled):
         if not os.path.isfile(os.path.join(calibration_root, "world.json")):
             generate_world(calibration_root, dataclasses.replace(config, seed=calibration_seed))
-        run = track_world(calibration_root, os.path.join(out, "calibration_run"), model, "--threshold", "0.5",
-                          "--no-video", "--quiet", "--crop-size", "128", "64")
+        run = track_world(calibration_root, os.path.join(out, "calibration_run"), model, threshold=0.5,
+                          videos=False, verbose=0, crop_size=(128, 64))
         rows, labels = label_run(calibration_root, run)
         keep = labels > 0
         write_folder_layout(labelled, [r for r, k in zip(rows, keep) if k], labels[keep])
@@ -108,7 +104,7 @@ def format_scores(scores):
 def main(argv=None):
     from nvan_tf.video.world import WorldConfig
 
-    parser = cli.make_parser("python -m nvan_tf.video.demo", __doc__.split("\n\n")[0])
+    parser = console.make_parser("python -m nvan_tf.video.demo", __doc__.split("\n\n")[0])
     parser.add_argument("--out", default="demo_output/video", help="output folder")
     parser.add_argument("--model", default="demo_output/train/model.keras",
                         help="re-ID model (make demo trains demo_output/train/model.keras)")
@@ -117,17 +113,17 @@ def main(argv=None):
     parser.add_argument("--frames", type=int, default=150)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    cli.quiet_tensorflow(args.verbose)
+    console.quiet_tensorflow(args.verbose)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if not os.path.exists(args.model):
-        return cli.fail(parser, f"--model {args.model} does not exist; run make demo first (it trains it)")
+        return console.fail(parser, f"--model {args.model} does not exist; run make demo first (it trains it)")
     config = WorldConfig(cameras=args.cameras, identities=args.identities, frames=args.frames, seed=args.seed)
     print(f"[1/3] Worlds: {config.cameras} cameras, {config.identities} identities, {config.frames} frames "
           f"of {config.width}x{config.height} at {config.fps:g} fps; a labelled calibration world")
     world_root, labelled = prepare_worlds(args.out, config)
     print(f"[2/3] nvan-track on {world_root} with {args.model}")
-    out = track_world(world_root, os.path.join(args.out, "track"), args.model, "--calibrate", labelled,
-                      "--crop-size", "128", "64")
+    out = track_world(world_root, os.path.join(args.out, "track"), args.model, calibrate=labelled,
+                      crop_size=(128, 64))
     print("[3/3] Against the world's ground truth")
     print(format_scores(score_run(world_root, out)))
     print(f"report: {os.path.join(out, 'report', 'index.html')}")

@@ -206,7 +206,7 @@ class ONNXDetector:
                  batch_size=4, threads=None):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"--detector onnx:{path}: the file does not exist")
-        from nvan_tf.deploy.onnx import onnx_session
+        from nvan_tf.io.onnx_runtime import onnx_session
 
         try:
             self.session = onnx_session(path, threads=threads)
@@ -410,7 +410,7 @@ def export_ssdlite_onnx(path, *, opset=17):
         import tf2onnx
     except ImportError as err:
         raise ImportError(f"the ONNX export needs tf2onnx: pip install 'nvan-tf[export]' ({err})") from err
-    from nvan_tf.io.atomic import atomic_path
+    from nvan_tf.core.atomic import atomic_path
 
     graph_def = tf.compat.v1.GraphDef()
     graph_def.ParseFromString(ssdlite_graph().read_bytes())

@@ -30,7 +30,7 @@ import os
 
 import numpy as np
 
-from nvan_tf.io.atomic import write_text
+from nvan_tf.core.atomic import write_text
 
 logger = logging.getLogger(__name__)
 

@@ -53,7 +53,7 @@ import numpy as np
 from nvan_tf.choices import DISTANCE_METRICS, SAMPLING_MODES
 from nvan_tf.core import records
 from nvan_tf.core.digests import content_digest, stat_key
-from nvan_tf.io.atomic import atomic_path, remove_stale, write_json, write_text
+from nvan_tf.core.atomic import atomic_path, remove_stale, write_json, write_text
 from nvan_tf.video import association, embedding, report
 from nvan_tf.video.mot import MOTBoxes, read_mot, write_aicity, write_mot
 from nvan_tf.video.sources import CameraReader, CameraSpec

@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from nvan_tf.io.atomic import atomic_path, write_text
+from nvan_tf.core.atomic import atomic_path, write_text
 from nvan_tf.video.sources import CameraReader, VideoWriter, require_video_extra
 
 logger = logging.getLogger(__name__)

@@ -31,7 +31,7 @@ import re
 import numpy as np
 
 from nvan_tf.data.datasets.base import list_images
-from nvan_tf.io.atomic import atomic_path
+from nvan_tf.core.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
 

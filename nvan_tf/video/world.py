@@ -38,7 +38,7 @@ import sys
 import numpy as np
 
 from nvan_tf.data.datasets.synthetic import Camera, random_camera, random_identity, render_frame
-from nvan_tf.io.atomic import write_json, write_text
+from nvan_tf.core.atomic import write_json, write_text
 from nvan_tf.video.mot import MOTBoxes, write_mot
 from nvan_tf.video.sources import CameraSpec, VideoWriter
 

@@ -378,7 +378,7 @@ class TwoCameraDataset(VideoDataset):
     def _generated_splits(self, persons: Sequence[str], seed: int, split_file: str | None) -> list[dict]:
         """``num_splits`` random half / half splits of ``persons``: read from
         their record, else generated and recorded; sets ``self.split_file``."""
-        from nvan_tf.io.atomic import write_json
+        from nvan_tf.core.atomic import write_json
 
         path = split_file or splits_cache_path(self.name, self.root, persons, seed)
         if os.path.exists(path):

@@ -42,7 +42,7 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
-from nvan_tf.io.atomic import atomic_path
+from nvan_tf.core.atomic import atomic_path
 
 logger = logging.getLogger(__name__)
 
