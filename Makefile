@@ -42,9 +42,9 @@ TEST_WORKERS ?= 2
 test: $(STAMP) browser footage
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup tests
 
-# The inner loop: unit tests only (no test marked slow).
+# The inner loop: unit tests only (no test marked slow), in the same $(TEST_WORKERS) processes.
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not slow" tests
 
 demo: $(STAMP)
 	$(PY) -m nvan_tf.demo --out demo_output
