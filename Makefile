@@ -40,7 +40,7 @@ footage:
 # processes (README, Tests).
 TEST_WORKERS ?= 2
 test: $(STAMP) browser footage
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=25 tests
 
 # The inner loop: unit tests only (no test marked slow), in the same $(TEST_WORKERS) processes.
 test-fast: $(STAMP)
