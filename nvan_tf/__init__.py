@@ -17,22 +17,28 @@ The plain-Python parts (``data`` without its pipeline, ``evaluation``'s
 metrics, ``choices``) import without TensorFlow; ``build_model`` and the
 layers load Keras on first use.
 
-Saved models load after ``import nvan_tf`` alone: ``nvan_tf.load_model(path)``
-(every format, see ``nvan_tf.loading``), and ``keras.saving.load_model`` for
-``.keras`` files too. The Keras classes are registered with Keras as soon as
-Keras is imported (at once if it already is), so ``import nvan_tf`` does not
-itself import TensorFlow.
+Saved models load with ``nvan_tf.load_model(path)`` after ``import nvan_tf``
+alone (every format, see ``nvan_tf.io.loading``). ``import nvan_tf`` does not
+import TensorFlow or Keras, so it registers nothing with Keras: to load a
+``.keras`` file with Keras directly, call ``nvan_tf.register_keras_objects()``
+first (it imports every module of ``KERAS_MODULES``, whose classes register
+as they are defined), or pass ``custom_objects=nvan_tf.custom_objects()``.
+
+The old flat import paths (``nvan_tf.losses``, ``nvan_tf.metrics``, ...) are
+deprecated aliases of the modules that moved (``_MOVED``), removed in
+nvan-tf 0.3.
 """
 
-import importlib.abc
-import importlib.util
+import importlib
 import sys
+import warnings
 
 __version__ = "0.1.0"
 
-__all__ = ["build_model", "load_model", "VARIANTS", "__version__"]
+__all__ = ["build_model", "load_model", "VARIANTS", "custom_objects", "register_keras_objects", "__version__"]
 
-# Every module that defines Keras-serialisable classes (registered on import).
+# Every module that defines Keras-serialisable classes: each registers its
+# classes with ``keras.saving.register_keras_serializable`` as it is imported.
 KERAS_MODULES = ("nvan_tf.models.layers", "nvan_tf.models.backbone", "nvan_tf.models.model",
                  "nvan_tf.training.losses", "nvan_tf.training.optimizers")
 
@@ -55,57 +61,76 @@ __getattr__ = lazy_exports(__name__, {"build_model": "models.model", "load_model
 
 
 def register_keras_objects():
-    """Imports every Keras part, registering its classes for deserialisation."""
+    """Imports every module of ``KERAS_MODULES`` (and so Keras), registering
+    their classes with Keras: ``keras.saving.load_model("m.keras")`` works
+    after it."""
     for module in KERAS_MODULES:
         importlib.import_module(module)
 
 
-def _initializing(name):
-    module = sys.modules.get(name)
-    return module is not None and getattr(getattr(module, "__spec__", None), "_initializing", False)
-
-
-def _register_after(name):
-    """Called at the end of every Keras module: registers the others once no
-    other Keras module of ours is half imported (``import nvan_tf.backbone``
-    in a fresh interpreter loads Keras from backbone's first lines, before the
-    classes that ``nvan_tf.model`` imports from it exist)."""
-    if not any(_initializing(m) for m in KERAS_MODULES if m != name):
-        register_keras_objects()
-
-
-class _RegisterAfterLoading(importlib.abc.Loader):
-    """Wraps Keras' own loader: runs it, then registers our classes."""
-
-    def __init__(self, loader):
-        self._loader = loader
-
-    def create_module(self, spec):
-        return self._loader.create_module(spec)
-
-    def exec_module(self, module):
-        self._loader.exec_module(module)
-        if not any(_initializing(m) for m in KERAS_MODULES):
-            register_keras_objects()  # else the importing module's _register_after does it
-
-    def __getattr__(self, name):  # resource readers and the like
-        return getattr(self._loader, name)
-
-
-class _KerasImportHook(importlib.abc.MetaPathFinder):
-    """Finds ``keras`` like the other finders, with a registering loader; once."""
-
-    def find_spec(self, fullname, path=None, target=None):
-        if fullname != "keras":
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec("keras")
-        if spec is not None and spec.loader is not None:
-            spec.loader = _RegisterAfterLoading(spec.loader)
-        return spec
-
-
-if "keras" in sys.modules:
+def custom_objects():
+    """``{registered name: class}`` of every Keras class of nvan_tf (the
+    layers, backbone, model, losses, optimizers and schedule), for
+    ``keras.saving.load_model(path, custom_objects=nvan_tf.custom_objects())``
+    and ``keras.saving.custom_object_scope``. Imports Keras."""
     register_keras_objects()
-elif not any(isinstance(finder, _KerasImportHook) for finder in sys.meta_path):
-    sys.meta_path.insert(0, _KerasImportHook())
+    import keras
+
+    found = {}
+    for name in KERAS_MODULES:
+        for obj in vars(sys.modules[name]).values():
+            if isinstance(obj, type) and obj.__module__ == name:
+                registered = keras.saving.get_registered_name(obj)
+                if keras.saving.get_registered_object(registered) is obj:
+                    found[registered] = obj
+    return found
+
+
+# The old flat import paths -> the modules that moved there. Each old path is
+# a file of two lines, ``nvan_tf._alias(__name__, "nvan_tf.OLD")``: importing
+# it warns (DeprecationWarning) and makes the old name the moved module itself.
+ALIAS_REMOVAL = "0.3"
+_MOVED = {
+    "nvan_tf.backbone": "nvan_tf.models.backbone",
+    "nvan_tf.checkpoints": "nvan_tf.training.checkpoints",
+    "nvan_tf.convert": "nvan_tf.io.convert",
+    "nvan_tf.datasets": "nvan_tf.data.datasets",
+    "nvan_tf.demo": "nvan_tf.cli.demo",
+    "nvan_tf.distance": "nvan_tf.evaluation.distance",
+    "nvan_tf.export": "nvan_tf.deploy",
+    "nvan_tf.layers": "nvan_tf.models.layers",
+    "nvan_tf.loading": "nvan_tf.io.loading",
+    "nvan_tf.losses": "nvan_tf.training.losses",
+    "nvan_tf.metrics": "nvan_tf.evaluation",  # evaluate_rank, match_masks, evaluate_indices, ...
+    "nvan_tf.model": "nvan_tf.models.model",
+    "nvan_tf.optimizers": "nvan_tf.training.optimizers",
+    "nvan_tf.pipeline": "nvan_tf.data.pipeline",
+    "nvan_tf.profile": "nvan_tf.models.profile",
+    "nvan_tf.reranking": "nvan_tf.evaluation.reranking",
+    "nvan_tf.sampling": "nvan_tf.data.sampling",
+    "nvan_tf.serving": "nvan_tf.deploy.serving",
+    "nvan_tf.training_config": "nvan_tf.training.config",
+    "nvan_tf.tuning": "nvan_tf.training.tuning",
+    "nvan_tf.visualize": "nvan_tf.evaluation.report",
+}
+# Old paths that are also commands: ``python -m OLD`` runs this module's main().
+_COMMANDS = {"nvan_tf.demo": "nvan_tf.cli.demo", "nvan_tf.export": "nvan_tf.cli.export",
+             "nvan_tf.profile": "nvan_tf.cli.profile", "nvan_tf.tuning": "nvan_tf.cli.tune"}
+
+
+def _alias(name, old):
+    """The body of the old path ``old`` (``__name__`` is ``name``).
+
+    Imported: warns that ``old`` is deprecated (naming the new path and the
+    release that removes it) and puts the moved module in ``sys.modules``
+    under the old name, so ``old`` is the moved module itself. Run as
+    ``python -m old``: runs the command's ``main`` (no warning: the command
+    is documented)."""
+    if name == "__main__":
+        if old not in _COMMANDS:
+            sys.exit(f"{old} is not a command")
+        sys.exit(importlib.import_module(_COMMANDS[old]).main())
+    new = _MOVED[old]
+    warnings.warn(f"{old} is deprecated and will be removed in nvan-tf {ALIAS_REMOVAL}; "
+                  f"import {new} instead", DeprecationWarning, stacklevel=3)
+    sys.modules[old] = importlib.import_module(new)

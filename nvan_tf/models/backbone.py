@@ -15,8 +15,6 @@ the temporal reductions see the video ``(B, T, H, W, C)``.
 import numbers
 
 import keras
-
-import nvan_tf
 from keras import layers, ops
 
 from nvan_tf.data.imagenet import CAFFE_MEAN_BGR, IMAGENET_MEAN, IMAGENET_STD
@@ -378,6 +376,3 @@ def _fold(x):
 def _unfold(x, frames):
     """(B*T, H, W, C) -> (B, T, H, W, C)."""
     return ops.reshape(x, (-1, frames) + tuple(x.shape[1:]))
-
-
-nvan_tf._register_after(__name__)  # the other Keras classes, for deserialisation

@@ -13,8 +13,6 @@ map, so the two have the same weights (up to a transpose) and the same output.
 import numbers
 
 import keras
-
-import nvan_tf
 from keras import layers, ops
 
 BN_EPSILON = 1e-5  # PyTorch's BatchNorm default, used by the reference.
@@ -410,6 +408,3 @@ class FeaturePooling(layers.Layer):
         config = super().get_config()
         config.update({"per_frame": self.per_frame, "sync_batch_norm": self.sync_batch_norm})
         return config
-
-
-nvan_tf._register_after(__name__)  # the other Keras classes, for deserialisation

@@ -17,8 +17,6 @@ import contextlib
 import dataclasses
 
 import keras
-
-import nvan_tf
 from keras import layers, ops
 
 from nvan_tf.choices import VARIANTS
@@ -291,6 +289,3 @@ def float32_copy(model, *, normalize_embedding=None, copy_weights=True):
     if copy_weights:
         copy.set_weights(model.get_weights())
     return copy
-
-
-nvan_tf._register_after(__name__)  # the other Keras classes, for deserialisation

@@ -24,8 +24,6 @@ own anchors, and the replicas' losses add up to the global mean.
 from __future__ import annotations
 
 import keras
-
-import nvan_tf
 from keras import ops
 
 __all__ = [
@@ -185,6 +183,3 @@ class IdentityLoss(keras.losses.Loss):
         config = super().get_config()
         config.update({"label_smoothing": self.label_smoothing})
         return config
-
-
-nvan_tf._register_after(__name__)  # the other Keras classes, for deserialisation

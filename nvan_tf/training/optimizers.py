@@ -28,8 +28,6 @@ from __future__ import annotations
 import math
 
 import keras
-
-import nvan_tf
 from keras import ops
 
 from nvan_tf.choices import OPTIMIZERS
@@ -222,6 +220,3 @@ def build_optimizer(name, learning_rate, weight_decay=0.0, momentum=0.9, beta_1=
     if name == "sgd":
         return TorchSGD(learning_rate, momentum=momentum, l2=weight_decay)
     raise ValueError(f"optimizer must be one of {OPTIMIZERS}. Received: optimizer={name!r}")
-
-
-nvan_tf._register_after(__name__)  # the other Keras classes, for deserialisation
