@@ -1,7 +1,5 @@
-"""``nvan_tf.convert``: kept for code written before the sub-packages; the module is ``nvan_tf.io.convert``."""
+"""``nvan_tf.convert``: deprecated (removed in nvan-tf 0.3), the old path of ``nvan_tf.io.convert``."""
 
-import sys
+import nvan_tf
 
-from nvan_tf.io import convert as _module
-
-sys.modules[__name__] = _module  # the same module object under both names
+nvan_tf._alias(__name__, "nvan_tf.convert")

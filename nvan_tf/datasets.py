@@ -1,8 +1,5 @@
-"""``nvan_tf.datasets``: kept for code written before the sub-packages; the package is
-``nvan_tf.data.datasets`` (so ``python -m nvan_tf.datasets.synthetic`` runs its generator)."""
+"""``nvan_tf.datasets``: deprecated (removed in nvan-tf 0.3), the old path of ``nvan_tf.data.datasets``."""
 
-import sys
+import nvan_tf
 
-from nvan_tf.data import datasets as _module
-
-sys.modules[__name__] = _module  # the same package under both names
+nvan_tf._alias(__name__, "nvan_tf.datasets")

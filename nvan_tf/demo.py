@@ -1,13 +1,6 @@
-"""``nvan_tf.demo``: kept for code written before the sub-packages; the module is ``nvan_tf.cli.demo``.
-``python -m nvan_tf.demo`` runs ``nvan_tf.cli.demo``."""
+"""``nvan_tf.demo``: deprecated (removed in nvan-tf 0.3), the old path of ``nvan_tf.cli.demo``.
+``python -m nvan_tf.demo`` runs its command line."""
 
-import sys
+import nvan_tf
 
-if __name__ == "__main__":
-    from nvan_tf.cli.demo import main
-
-    sys.exit(main())
-
-from nvan_tf.cli import demo as _module  # noqa: E402
-
-sys.modules[__name__] = _module  # the same module object under both names
+nvan_tf._alias(__name__, "nvan_tf.demo")

@@ -1,7 +1,5 @@
-"""``nvan_tf.distance``: kept for code written before the sub-packages; the module is ``nvan_tf.evaluation.distance``."""
+"""``nvan_tf.distance``: deprecated (removed in nvan-tf 0.3), the old path of ``nvan_tf.evaluation.distance``."""
 
-import sys
+import nvan_tf
 
-from nvan_tf.evaluation import distance as _module
-
-sys.modules[__name__] = _module  # the same module object under both names
+nvan_tf._alias(__name__, "nvan_tf.distance")

@@ -1,7 +1,5 @@
-"""``nvan_tf.layers``: kept for code written before the sub-packages; the module is ``nvan_tf.models.layers``."""
+"""``nvan_tf.layers``: deprecated (removed in nvan-tf 0.3), the old path of ``nvan_tf.models.layers``."""
 
-import sys
+import nvan_tf
 
-from nvan_tf.models import layers as _module
-
-sys.modules[__name__] = _module  # the same module object under both names
+nvan_tf._alias(__name__, "nvan_tf.layers")

@@ -1,13 +1,6 @@
-"""``nvan_tf.profile``: kept for code written before the sub-packages; the module is ``nvan_tf.models.profile``.
-``python -m nvan_tf.profile`` runs ``nvan_tf.cli.profile``."""
+"""``nvan_tf.profile``: deprecated (removed in nvan-tf 0.3), the old path of ``nvan_tf.models.profile``.
+``python -m nvan_tf.profile`` runs its command line."""
 
-import sys
+import nvan_tf
 
-if __name__ == "__main__":
-    from nvan_tf.cli.profile import main
-
-    sys.exit(main())
-
-from nvan_tf.models import profile as _module  # noqa: E402
-
-sys.modules[__name__] = _module  # the same module object under both names
+nvan_tf._alias(__name__, "nvan_tf.profile")

@@ -1,7 +1,5 @@
-"""``nvan_tf.sampling``: kept for code written before the sub-packages; the module is ``nvan_tf.data.sampling``."""
+"""``nvan_tf.sampling``: deprecated (removed in nvan-tf 0.3), the old path of ``nvan_tf.data.sampling``."""
 
-import sys
+import nvan_tf
 
-from nvan_tf.data import sampling as _module
-
-sys.modules[__name__] = _module  # the same module object under both names
+nvan_tf._alias(__name__, "nvan_tf.sampling")
