@@ -5,9 +5,10 @@
 Runs ``nvan_tf.training.train`` on a synthetic MARS tree (48 identities at
 128x64, written once under ``--data``) with clips of 4 frames at 128x64,
 P=4 x K=4, one checkpoint per epoch and no evaluation, and prints the
-clips/s of each epoch after the first (the first traces the step). It uses
-only the documented import paths of every release (``nvan_tf.training.train``,
-``nvan_tf.datasets.synthetic``), so the same file times an older checkout:
+clips/s of each epoch after the first (the first traces the step). It
+imports the current paths and falls back to the old flat ones
+(``nvan_tf.model``, ``nvan_tf.datasets``) where those are missing, so the
+same file times an older checkout:
 ``PYTHONPATH=OLD_CHECKOUT python nvan_tf/benchmarks/loop.py``.
 """
 
@@ -22,7 +23,10 @@ import tempfile
 
 def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from nvan_tf.model import VARIANTS  # the documented path of every release, as below
+    try:
+        from nvan_tf.choices import VARIANTS
+    except ImportError:  # a checkout before the sub-packages
+        from nvan_tf.model import VARIANTS
 
     parser = argparse.ArgumentParser(prog="python -m nvan_tf.benchmarks.loop", description=__doc__.split("\n\n")[0])
     parser.add_argument("--variant", default="ste-nvan", choices=sorted(VARIANTS), help="model variant")
@@ -34,7 +38,10 @@ def main(argv=None):
     parser.add_argument("--json", action="store_true", help="print JSON")
     args = parser.parse_args(argv)
 
-    from nvan_tf.datasets import synthetic
+    try:
+        from nvan_tf.data.datasets import synthetic
+    except ImportError:  # a checkout before the sub-packages
+        from nvan_tf.datasets import synthetic
     from nvan_tf.training import TrainConfig, train
 
     if not os.path.isdir(os.path.join(args.data, "info")):
