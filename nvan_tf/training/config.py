@@ -1,18 +1,31 @@
 """The training configuration (plain Python: no TensorFlow import).
 
 :class:`TrainConfig` defaults are the authors' recipe (``docs/training.md``);
-:data:`PRESETS` holds each variant's. ``nvan-train`` turns every field into a
-flag; ``OUTPUT_DIR/config.json`` records it, and a resumed run must match it
+:data:`PRESETS` holds each variant's. ``nvan-train`` and ``nvan-tune`` turn
+every field into a flag (``nvan_tf.cli.flags``: a field's help is its
+metadata's; the model-shape fields' are ``ModelShape``'s);
+``OUTPUT_DIR/config.json`` records it, and a resumed run must match it
 (:meth:`TrainConfig.differences`).
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 
 from nvan_tf.choices import OPTIMIZERS, PK_REPLACEMENT, PRECISIONS, STRATEGIES, TRAIN_DATASETS, VARIANT_NAMES
 
 __all__ = ["TrainConfig", "PRESETS", "PRECISIONS", "STRATEGIES", "OPTIMIZERS", "ConfigMismatch"]
+
+
+def parse_margin(text):
+    """The triplet margin of a command line: ``'soft'`` or a number."""
+    if text == "soft":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'soft' or a number, got {text!r}") from None
 
 
 # Fields that may change between a run and its resumption: they do not alter
@@ -28,51 +41,93 @@ class TrainConfig:
     models on MARS; :data:`PRESETS` holds each variant's (the baseline's own
     script decays 1e-5 over 300 epochs)."""
 
-    # model
+    # model (the flags of variant, seq_len, height and width: nvan_tf.cli.flags.ModelShape's)
     variant: str = "ste-nvan"
     seq_len: int = 8
     height: int = 256
     width: int = 128
-    model_overrides: dict = dataclasses.field(default_factory=dict)
+    model_overrides: dict = dataclasses.field(default_factory=dict, metadata={
+        "help": 'other model options as JSON, e.g. \'{"non_local": [0, 1, 1, 0]}\'', "metavar": "JSON"})
     # data
-    dataset: str = "synthetic"
-    root: str | None = None
-    p: int = 8
-    k: int = 4
-    pk_replacement: str = "always"  # the reference draws an identity's K tracklets with replacement
-    flip_prob: float = 0.5
-    random_erasing: float = 0.0
-    colour_jitter: float = 0.0
-    steps_per_epoch: int | None = None  # default: identities // p
-    max_bad_frames: float = 0.01  # share of the frames read that may be bad (replaced) before the run stops
+    dataset: str = dataclasses.field(default="synthetic", metadata={
+        "help": "dataset reader; synthetic is generated under --root", "choices": TRAIN_DATASETS})
+    root: str | None = dataclasses.field(default=None, metadata={
+        "help": "dataset folder (synthetic: default OUTPUT_DIR/synthetic_data)"})
+    p: int = dataclasses.field(default=8, metadata={
+        "help": "identities per batch (P)"})
+    k: int = dataclasses.field(default=4, metadata={
+        "help": "tracklets per identity (K)"})
+    pk_replacement: str = dataclasses.field(default="always", metadata={
+        "help": "how an identity's K tracklets are drawn: always with replacement (the reference) or only "
+                "when it has fewer than K", "choices": PK_REPLACEMENT})
+    flip_prob: float = dataclasses.field(default=0.5, metadata={
+        "help": "whole-clip horizontal flip probability"})
+    random_erasing: float = dataclasses.field(default=0.0, metadata={
+        "help": "per-frame random erasing probability"})
+    colour_jitter: float = dataclasses.field(default=0.0, metadata={
+        "help": "per-clip colour jitter: RGB gains exp(U(-c, c)) (0: off, as the reference)"})
+    steps_per_epoch: int | None = dataclasses.field(default=None, metadata={
+        "help": "steps per epoch (default: identities // P)"})
+    max_bad_frames: float = dataclasses.field(default=0.01, metadata={
+        "help": "share of the frames read that may be bad (unreadable, truncated; each replaced by its "
+                "tracklet's nearest good frame) before the run stops, naming them"})
     # validation: training identities held out to choose the model (0: none, the test split chooses)
-    val_ids: int = 0
-    val_fraction: float = 0.0
+    val_ids: int = dataclasses.field(default=0, metadata={
+        "help": "training identities held out as a validation split that chooses the best epoch (0: none; "
+                "then the test split chooses, as the reference does)"})
+    val_fraction: float = dataclasses.field(default=0.0, metadata={
+        "help": "the validation split as a share of the training identities (instead of --val-ids)"})
     # losses
-    margin: str | float = "soft"
-    triplet_weight: float = 1.0
-    identity_weight: float = 1.0
-    label_smoothing: float = 0.0
+    margin: str | float = dataclasses.field(default="soft", metadata={
+        "help": "triplet margin: 'soft' or a number (hinge)", "type": parse_margin})
+    triplet_weight: float = dataclasses.field(default=1.0, metadata={
+        "help": "weight of the triplet loss"})
+    identity_weight: float = dataclasses.field(default=1.0, metadata={
+        "help": "weight of the identity (cross-entropy) loss"})
+    label_smoothing: float = dataclasses.field(default=0.0, metadata={
+        "help": "label smoothing of the identity loss"})
     # optimizer and schedule (epochs)
-    optimizer: str = "adam"
-    lr: float = 1e-4
-    weight_decay: float = 5e-5
-    momentum: float = 0.9
-    epochs: int = 200
-    lr_step: int = 50
-    lr_gamma: float = 0.1
-    warmup_epochs: int = 0
+    optimizer: str = dataclasses.field(default="adam", metadata={
+        "help": "adam (torch's, L2 decay), adamw (decoupled decay) or sgd (momentum, L2 decay)",
+        "choices": OPTIMIZERS})
+    lr: float = dataclasses.field(default=1e-4, metadata={
+        "help": "learning rate"})
+    weight_decay: float = dataclasses.field(default=5e-5, metadata={
+        "help": "L2 decay added to every gradient (adam, sgd) or decoupled (adamw)"})
+    momentum: float = dataclasses.field(default=0.9, metadata={
+        "help": "SGD momentum"})
+    epochs: int = dataclasses.field(default=200, metadata={
+        "help": "epochs"})
+    lr_step: int = dataclasses.field(default=50, metadata={
+        "help": "multiply the learning rate by --lr-gamma every this many epochs (0: never)"})
+    lr_gamma: float = dataclasses.field(default=0.1, metadata={
+        "help": "learning-rate decay factor"})
+    warmup_epochs: int = dataclasses.field(default=0, metadata={
+        "help": "linear learning-rate warm-up epochs"})
     # evaluation, checkpoints, run
-    eval_every: int = 10
-    eval_batch_size: int = 16
-    checkpoint_every: int = 200  # steps; epoch ends are always saved
-    init: str | None = None
-    seed: int = 0
-    deterministic: bool = False
-    mixed_precision: str = "fp32"
-    jit: bool = False
-    strategy: str = "default"
-    progress: int = 1  # 0 silent, 1 progress bar, 2 a line per epoch
+    eval_every: int = dataclasses.field(default=10, metadata={
+        "help": "evaluate every N epochs (0: never) on the validation split, or without one on the test "
+                "split; the best rank-1 is kept"})
+    eval_batch_size: int = dataclasses.field(default=16, metadata={
+        "help": "clips per evaluation batch"})
+    checkpoint_every: int = dataclasses.field(default=200, metadata={
+        "help": "also checkpoint every N steps inside epochs (0: epoch ends only)"})
+    init: str | None = dataclasses.field(default=None, metadata={
+        "help": "starting weights: torchvision ResNet-50 .pth, Keras-applications .h5, or any checkpoint "
+                "nvan-convert / nvan-evaluate reads"})
+    seed: int = dataclasses.field(default=0, metadata={
+        "help": "seed of the data stream and the initialisation"})
+    deterministic: bool = dataclasses.field(default=False, metadata={
+        "help": "bit-identical runs for one seed on one machine (TensorFlow's deterministic kernels; slower);"
+                " recorded, so a resumed run keeps it"})
+    mixed_precision: str = dataclasses.field(default="fp32", metadata={
+        "help": "training precision (losses, softmax and BN neck stay float32)", "choices": PRECISIONS})
+    jit: bool = dataclasses.field(default=False, metadata={
+        "help": "compile the training step with XLA"})
+    strategy: str = dataclasses.field(default="default", metadata={
+        "help": "tf.distribute strategy (multiworker reads TF_CONFIG)", "choices": STRATEGIES})
+    progress: int = dataclasses.field(default=1, metadata={
+        "help": "0 silent, 1 progress bar (one line per epoch when not a terminal), 2 one line per epoch"})
 
     def __post_init__(self):
         def fail(name, expected):
