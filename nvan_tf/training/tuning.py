@@ -45,7 +45,7 @@ from nvan_tf.training.config import PRESETS, ConfigMismatch, TrainConfig
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SearchSpace", "ReIDHyperModel", "EvaluationCallback", "ALGORITHMS", "OBJECTIVES",
+__all__ = ["SearchSpace", "SearchConfig", "ReIDHyperModel", "EvaluationCallback", "ALGORITHMS", "OBJECTIVES",
            "ClusterRole", "cluster_role", "wait_for_oracle", "search", "build_tuner", "trial_rows",
            "format_summary", "main"]
 
@@ -74,14 +74,25 @@ class SearchSpace:
     ``(2, 4, 8, 16)`` that divide the feature heights at the frame height.
     """
 
-    lr: tuple = (3e-5, 3e-4)
-    weight_decay: tuple = (1e-6, 1e-4)
-    margin: tuple = ("soft", 0.3)
-    identity_weight: tuple = (0.5, 1.0)
-    label_smoothing: tuple = (0.0, 0.1)
-    non_local: tuple | None = None
-    stripes: tuple | None = None
-    seq_len: tuple = (4, 8)
+    # The metadata's help: nvan-tune's flags (nvan_tf.cli.flags); one value fixes a field.
+    lr: tuple = dataclasses.field(default=(3e-5, 3e-4), metadata={
+        "help": "learning rate: LOW HIGH (log scale) or one value", "type": float, "nargs": "+", "metavar": "LR"})
+    weight_decay: tuple = dataclasses.field(default=(1e-6, 1e-4), metadata={
+        "help": "L2 decay: LOW HIGH (log scale) or one value", "type": float, "nargs": "+", "metavar": "WD"})
+    margin: tuple = dataclasses.field(default=("soft", 0.3), metadata={
+        "help": "triplet margins: 'soft' and/or numbers (hinge)", "nargs": "+"})
+    identity_weight: tuple = dataclasses.field(default=(0.5, 1.0), metadata={
+        "help": "weights of the identity loss", "type": float, "nargs": "+"})
+    label_smoothing: tuple = dataclasses.field(default=(0.0, 0.1), metadata={
+        "help": "label smoothing of the identity loss", "type": float, "nargs": "+"})
+    non_local: tuple | None = dataclasses.field(default=None, metadata={
+        "help": "non-local placement tables, blocks in res2,res3,res4,res5 (default: 0,2,3,0 0,1,1,0 0,0,2,0; "
+                "not for the baseline)", "nargs": "+", "metavar": "TABLE"})
+    stripes: tuple | None = dataclasses.field(default=None, metadata={
+        "help": "stripe counts (nvan-stripe, ste-nvan; default: those of 2 4 8 16 dividing the feature heights)",
+        "type": int, "nargs": "+"})
+    seq_len: tuple = dataclasses.field(default=(4, 8), metadata={
+        "help": "frames per clip (T); ste-nvan and nvan-temporal need multiples of 4", "type": int, "nargs": "+"})
 
     DEFAULT_NON_LOCAL = ((0, 2, 3, 0), (0, 1, 1, 0), (0, 0, 2, 0))
     DEFAULT_STRIPES = (2, 4, 8, 16)
@@ -464,6 +475,30 @@ ENV_TUNER_ID, ENV_ORACLE_IP, ENV_ORACLE_PORT = (
     "KERASTUNER_TUNER_ID", "KERASTUNER_ORACLE_IP", "KERASTUNER_ORACLE_PORT")
 ORACLE_TIMEOUT = 600.0  # seconds a worker waits for the chief's oracle to answer
 SEARCH_STRATEGIES = ("default", "mirrored")  # a trial's strategy; the search spreads trials over machines
+
+
+@dataclasses.dataclass
+class SearchConfig:
+    """How a search runs (the options of :func:`search`; ``nvan-tune``'s flags,
+    the metadata's help theirs)."""
+
+    algorithm: str = dataclasses.field(default="bayesian", metadata={
+        "help": "Bayesian optimisation or Hyperband", "choices": TUNING_ALGORITHMS, "group": "search"})
+    objective: str = dataclasses.field(default="mAP", metadata={
+        "help": "maximised evaluation score", "choices": TUNING_OBJECTIVES, "group": "search"})
+    max_trials: int | None = dataclasses.field(default=None, metadata={
+        "help": "trials in all, earlier runs' included (default: 10 for bayesian; hyperband's own budget)",
+        "group": "search"})
+    factor: int = dataclasses.field(default=3, metadata={"help": "hyperband's reduction factor", "group": "search"})
+    output_dir: str = dataclasses.field(default="runs/search", metadata={
+        "help": "the search folder (resumed when re-run)"})
+    overwrite: bool = dataclasses.field(default=False, metadata={
+        "help": "delete an earlier search in --output-dir", "group": "search"})
+    quiet: bool = dataclasses.field(default=False, metadata={
+        "help": "no per-trial progress display", "group": "search"})
+    oracle_timeout: float = dataclasses.field(default=ORACLE_TIMEOUT, metadata={
+        "help": "seconds a worker waits for the chief's oracle (KERASTUNER_ORACLE_IP:PORT) to answer",
+        "group": "search"})
 
 
 @dataclasses.dataclass(frozen=True)
