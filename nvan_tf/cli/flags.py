@@ -15,6 +15,8 @@ Metadata keys besides ``help``:
   config file may give it;
 - ``negate`` (with ``flag``): a ``store_true`` flag meaning ``not`` the field
   (``--recompute`` for ``reuse_features``, ``--quiet`` for ``verbose``);
+- ``dest``: the option's name in the parsed arguments and in ``--print-config``
+  (default: the field's; with ``negate``: the flag's);
 - any ``add_argument`` keyword: ``choices``, ``nargs``, ``metavar``, ``type``,
   ``action``.
 
@@ -36,7 +38,7 @@ import json
 from nvan_tf import choices
 
 __all__ = ["ModelShape", "MODEL", "SAMPLING_AND_RANKING", "RUN", "SHAPE_NAMES", "help_of", "flag_of",
-           "add_fields", "field_values", "add_model_group", "add_sampling_and_ranking", "add_run_group",
+           "group_of", "add_fields", "field_values", "add_model_group", "add_sampling_and_ranking", "add_run_group",
            "parse_args", "options", "print_config", "read_json", "json_dict"]
 
 MODEL = "model (default: what the model file records, else the variant's preset: 8 frames of 256x128)"
@@ -108,7 +110,7 @@ def _default(field):
     return None
 
 
-def _group(parser, title):
+def group_of(parser, title):
     """The argument group ``title`` of ``parser`` (made on first use)."""
     if title is None:
         return parser
@@ -119,8 +121,11 @@ def _group(parser, title):
 
 
 def _dest(field):
-    return field.metadata.get("dest", flag_of(field).lstrip("-").replace("-", "_")) \
-        if field.metadata.get("negate") else field.name
+    if "dest" in field.metadata:
+        return field.metadata["dest"]
+    if field.metadata.get("negate"):
+        return flag_of(field).lstrip("-").replace("-", "_")
+    return field.name
 
 
 def add_field(parser, field, *, default=dataclasses.MISSING, group=None, help=None, **kwargs):
@@ -151,12 +156,12 @@ def add_field(parser, field, *, default=dataclasses.MISSING, group=None, help=No
                 options["type"] = float
             elif "int" in annotation:
                 options["type"] = int
-        options["dest"] = field.name
+        options["dest"] = _dest(field)
         if isinstance(value, tuple):
             value = list(value)
     options.update(kwargs)
     if not isinstance(parser, argparse._ArgumentGroup):
-        parser = _group(parser, meta.get("group", group))
+        parser = group_of(parser, meta.get("group", group))
     action = parser.add_argument(flag_of(field), default=value, help=meta.get("help") if help is None else help,
                                  **options)
     action.required_after_config = bool(meta.get("required"))  # parse_args checks it
@@ -199,7 +204,7 @@ def field_values(args, cls, names=None):
 def add_model_group(parser, names=SHAPE_NAMES, *, defaults=None):
     """The shared ``model`` group: ``ModelShape``'s flags ``names`` (one set of
     defaults, ``None``: the file's, else the preset's). Returns the group."""
-    group = _group(parser, MODEL)
+    group = group_of(parser, MODEL)
     add_fields(group, ModelShape, names, defaults=defaults)
     return group
 
@@ -215,7 +220,7 @@ def add_sampling_and_ranking(parser, defaults_from=None):
     ``TrackConfig``), else theirs. Returns the group."""
     from nvan_tf.evaluation.evaluator import EvaluationConfig, RankingConfig
 
-    group = _group(parser, SAMPLING_AND_RANKING)
+    group = group_of(parser, SAMPLING_AND_RANKING)
     for name in SHARED_SAMPLING:
         cls = RankingConfig if name in ("metric", "rerank") else EvaluationConfig
         field = _field(cls, name)
@@ -231,7 +236,7 @@ def add_run_group(parser, cls=None, *, output_help=None, output_default=dataclas
     ``output_dir``, else ``output_help`` / ``output_default``) with ``--out``,
     its alias hidden from the help. ``record``: what else ``--config`` reads
     (e.g. "a run's config.json"). Returns the group."""
-    group = _group(parser, RUN)
+    group = group_of(parser, RUN)
     also = f", {record}" if record else ""
     group.add_argument("--config", metavar="FILE.json",
                        help=f"options from a JSON file (what --print-config prints{also}); flags override it")

@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from nvan_tf.choices import DISTANCE_METRICS, PROTOCOLS, SAMPLING_MODES
+from nvan_tf.choices import DATASETS, DISTANCE_METRICS, PROTOCOLS, SAMPLING_MODES
 from nvan_tf.evaluation import metrics, ranking
 from nvan_tf.evaluation.features import (
     FeatureExtractor,
@@ -68,30 +68,41 @@ ONNX_SUFFIX = ".onnx"
 @dataclasses.dataclass
 class ModelSpec:
     """Where the model comes from, and what it must be (``loading.load_model``
-    checks these against the file; ``None`` takes them from the file)."""
+    checks these against the file; ``None`` takes them from the file). The
+    flags of the model fields: ``nvan_tf.cli.flags.ModelShape``'s."""
 
-    path: str
+    path: str = dataclasses.field(metadata={
+        "flag": "--model", "dest": "model",
+        "help": ".keras file, .weights.h5, SavedModel folder, ONNX file (fp32 or int8, from nvan-export) or "
+                "PyTorch checkpoint (.pth/.pt/.tar/.ckpt); omit to reuse --features"})
     variant: str | None = None
     num_identities: int | None = None
     seq_len: int | None = None    # None: the model's own, else 8
     height: int | None = None     # None: the model's own, else 256
     width: int | None = None      # None: the model's own, else 128
-    overrides: dict = dataclasses.field(default_factory=dict)
+    overrides: dict = dataclasses.field(default_factory=dict, metadata={"cli": False})
 
 
 @dataclasses.dataclass
 class RankingConfig:
-    """How tracklets are compared and scored (the options of ``ranking.evaluate_indices``)."""
+    """How tracklets are compared and scored (the options of ``ranking.evaluate_indices``;
+    the metadata's help: ``nvan-evaluate``'s flags, ``metric`` and ``rerank`` also ``nvan-track``'s)."""
 
-    protocol: str = "mars"
-    metric: str = "cosine"
-    max_rank: int = 20
-    rank_size: int | None = None
-    rerank: bool = False
-    k1: int = 20
-    k2: int = 6
-    lambda_value: float = 0.3
-    query_expansion: int = 0
+    protocol: str = dataclasses.field(default="mars", metadata={
+        "help": "mars: official MARS rule; market: torchreid's rule", "choices": PROTOCOLS})
+    metric: str = dataclasses.field(default="cosine", metadata={
+        "help": "distance between features (cosine, as the reference)", "choices": DISTANCE_METRICS})
+    max_rank: int = dataclasses.field(default=20, metadata={"help": "CMC length"})
+    rank_size: int | None = dataclasses.field(default=None, metadata={
+        "help": "rank cut for AP/CMC; default: 10000 for mars, none for market"})
+    rerank: bool = dataclasses.field(default=False, metadata={
+        "help": "k-reciprocal re-ranking (nvan-track: before linking)"})
+    k1: int = dataclasses.field(default=20, metadata={"help": "re-ranking k1"})
+    k2: int = dataclasses.field(default=6, metadata={"help": "re-ranking k2"})
+    lambda_value: float = dataclasses.field(default=0.3, metadata={
+        "help": "re-ranking weight of the original distance", "flag": "--lambda"})
+    query_expansion: int = dataclasses.field(default=0, metadata={
+        "help": "average query expansion with the top K gallery items (0: off)", "metavar": "K"})
 
     def __post_init__(self):
         if self.protocol not in PROTOCOLS:
@@ -104,22 +115,33 @@ class RankingConfig:
 
 @dataclasses.dataclass
 class EvaluationConfig:
-    """One evaluation run (see ``nvan-evaluate --help``)."""
+    """One evaluation run. The metadata's help: ``nvan-evaluate``'s flags
+    (``nvan_tf.cli.flags``); ``sampling``, ``batch_size`` and ``flip`` are
+    also ``nvan-track``'s."""
 
-    model: ModelSpec | None
-    dataset: str = "mars"
-    root: str | None = None
-    dataset_kwargs: dict = dataclasses.field(default_factory=dict)
-    output_dir: str = "evaluation"
-    sampling: str = "rrs"
-    batch_size: int = 16
-    flip: bool = False
-    ranking: RankingConfig = dataclasses.field(default_factory=RankingConfig)
-    features: str | None = None       # cache path; default output_dir/features.npz
-    reuse_features: bool = True
-    visualize: bool = False
-    num_visualize: int = 8
-    verbose: int = 1
+    model: ModelSpec | None = dataclasses.field(metadata={"cli": False})
+    dataset: str = dataclasses.field(default="mars", metadata={
+        "help": "dataset reader", "choices": DATASETS, "group": "data"})
+    root: str | None = dataclasses.field(default=None, metadata={
+        "help": "dataset folder", "required": True, "group": "data"})
+    dataset_kwargs: dict = dataclasses.field(default_factory=dict, metadata={"cli": False})
+    output_dir: str = dataclasses.field(default="evaluation", metadata={
+        "help": "where results.json, features.npz and pictures go"})
+    sampling: str = dataclasses.field(default="rrs", metadata={
+        "help": "test-time clip sampling (rrs: the reference's; nvan-track's default: what the model was "
+                "evaluated with, else rrs)", "choices": SAMPLING_MODES})
+    batch_size: int = dataclasses.field(default=16, metadata={"help": "clips per batch"})
+    flip: bool = dataclasses.field(default=False, metadata={"help": "average with horizontally flipped clips"})
+    ranking: RankingConfig = dataclasses.field(default_factory=RankingConfig, metadata={"cli": False})
+    features: str | None = dataclasses.field(default=None, metadata={   # cache path; default output_dir/features.npz
+        "help": "feature cache (.npz); default: OUTPUT_DIR/features.npz", "group": "output"})
+    reuse_features: bool = dataclasses.field(default=True, metadata={
+        "help": "ignore a matching feature cache", "flag": "--recompute", "negate": True, "group": "output"})
+    visualize: bool = dataclasses.field(default=False, metadata={
+        "help": "write the CMC curve, ranked lists and distance histograms", "group": "output"})
+    num_visualize: int = dataclasses.field(default=8, metadata={"help": "ranked lists to draw", "group": "output"})
+    verbose: int = dataclasses.field(default=1, metadata={
+        "help": "no progress bar", "flag": "--quiet", "negate": True, "group": "output"})
 
     def __post_init__(self):
         if self.sampling not in SAMPLING_MODES:
