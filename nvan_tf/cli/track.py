@@ -16,58 +16,32 @@ and OUT/tracks/mtmc.txt (global ids; MOTChallenge per camera, AI City multi-came
 layout) and OUT/report/index.html.
 """
 
+import dataclasses
 import json
 import logging
 import sys
 
 from nvan_tf import cli
+from nvan_tf.cli import flags
 
 
 def build_parser():
-    from nvan_tf.choices import DETECTORS, DISTANCE_METRICS, EMBEDDING_BASELINES, SAMPLING_MODES, TRACKERS, listing
+    """TrackConfig's flags (their help is its fields'), the sampling-and-ranking
+    group shared with nvan-evaluate and the run group."""
+    from nvan_tf.video.pipeline import TrackConfig
 
     parser = cli.make_parser("nvan-track", __doc__)
-    parser.add_argument("--camera", nargs="+", action="extend", required=True, metavar="[ID=]PATH[@START]",
-                        help="a camera's video file or frame folder (repeat or list several)")
-    parser.add_argument("--out", required=True, help="output folder (a run there is resumed)")
-    parser.add_argument("--model", required=True,
-                        help=f"re-ID model: .keras, .weights.h5, SavedModel folder, ONNX; or {listing(EMBEDDING_BASELINES)}")
-    group = parser.add_argument_group("detection")
-    group.add_argument("--detections", nargs="+", action="extend", metavar="[ID=]DET.TXT",
-                       help="MOTChallenge det.txt per camera (in --camera order, or ID=PATH); skips detection")
-    group.add_argument("--detector", help=f"when no --detections: {listing(DETECTORS)} (default: ssdlite when "
-                                          f"its package is installed, else hog)")
-    group.add_argument("--detect-threshold", type=float,
-                       help="ssdlite, onnx: person score below which boxes are dropped (default 0.3, onnx 0.25)")
-    group.add_argument("--upscale", type=float, default=1.0, help="hog: scale frames by this first")
-    group.add_argument("--detect-batch", type=int, default=8, help="frames per detector batch")
-    group.add_argument("--fps", type=float, help="frame rate of frame folders (default 25)")
-    group.add_argument("--max-frames", type=int, help="only the first N frames of every camera (default: all)")
-    group = parser.add_argument_group("tracking")
-    group.add_argument("--tracker", default="bytetrack", choices=TRACKERS,
-                       help="multi-object tracker (Roboflow's trackers library)")
-    group.add_argument("--lost-track-buffer", type=int, default=30, help="frames (at 30 fps) a lost track is kept")
-    group.add_argument("--track-threshold", type=float, help="detection score that starts a track "
-                                                             "(default: the tracker's)")
-    group.add_argument("--match-iou", type=float, help="least IoU of a box with a track's predicted box to "
-                                                       "continue it (default: the tracker's; ByteTrack 0.1)")
-    group.add_argument("--min-length", type=int, default=8, help="tracklets with fewer boxes are dropped")
-    group.add_argument("--max-gap", type=int, default=10, help="a track missing more frames is cut in two")
-    group.add_argument("--crop-size", type=int, nargs=2, default=(256, 128), metavar=("HEIGHT", "WIDTH"),
-                       help="size of the tracklet crops written (padded to the person aspect ratio)")
-    group = parser.add_argument_group("embedding and association")
-    group.add_argument("--sampling", choices=SAMPLING_MODES,
-                       help="test-time clip sampling (default: what the model was evaluated with, else rrs)")
-    group.add_argument("--batch-size", type=int, default=16, help="clips per batch")
-    group.add_argument("--flip", action="store_true", help="average with horizontally flipped clips")
-    group.add_argument("--metric", default="cosine", choices=DISTANCE_METRICS, help="distance between tracklet embeddings")
-    group.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking before linking")
-    group.add_argument("--threshold", type=float, help="distance under which tracklets are one person")
-    group.add_argument("--calibrate", metavar="FOLDER_DATASET",
-                       help="choose --threshold on this labelled folder dataset (best pairwise F1)")
-    group.add_argument("--gallery", help="a gallery .npz to continue: its ids are kept for those it holds")
-    group.add_argument("--no-video", action="store_true", help="no annotated videos in the report")
-    group.add_argument("--quiet", action="store_true", help="no progress bars")
+    flags.add_fields(parser, TrackConfig, ["cameras"])
+    flags.add_run_group(parser, TrackConfig)
+    flags.add_fields(parser, TrackConfig, ["model"])
+    for name, field in ((f.name, f) for f in dataclasses.fields(TrackConfig)):
+        if name == "max_frames":  # --fps: how a frame folder is read (nvan_tf.video.sources.parse_camera)
+            flags.group_of(parser, "detection").add_argument(
+                "--fps", type=float, help="frame rate of frame folders (default 25)")
+        if name == "sampling":
+            flags.add_sampling_and_ranking(parser, defaults_from=TrackConfig)
+        if name not in ("cameras", "output_dir", "model", *flags.SHARED_SAMPLING):
+            flags.add_field(parser, field)
     return parser
 
 
@@ -87,23 +61,21 @@ def build_config(args):
     from nvan_tf.video.pipeline import TrackConfig
     from nvan_tf.video.sources import parse_camera
 
-    cameras = [parse_camera(text, i, fps=args.fps) for i, text in enumerate(args.camera, start=1)]
+    values = flags.field_values(args, TrackConfig)
+    cameras = [parse_camera(text, i, fps=args.fps) for i, text in enumerate(values.pop("cameras"), start=1)]
     detections = _per_camera(args.detections, cameras, "--detections") if args.detections else None
-    return TrackConfig(
-        cameras=cameras, output_dir=args.out, model=args.model, threshold=args.threshold,
-        calibrate=args.calibrate, detections=detections, detector=args.detector,
-        detect_threshold=args.detect_threshold, max_frames=args.max_frames, upscale=args.upscale,
-        detect_batch=args.detect_batch, tracker=args.tracker, lost_track_buffer=args.lost_track_buffer,
-        track_threshold=args.track_threshold, match_iou=args.match_iou, min_length=args.min_length, max_gap=args.max_gap,
-        crop_size=tuple(args.crop_size), sampling=args.sampling, batch_size=args.batch_size, flip=args.flip,
-        metric=args.metric, rerank=args.rerank, gallery=args.gallery, videos=not args.no_video,
-        verbose=0 if args.quiet else 1)
+    return TrackConfig(**{**values, "cameras": cameras, "detections": detections,
+                          "crop_size": tuple(values["crop_size"])})
 
 
 def main(argv=None):
     parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    args = flags.parse_args(parser, argv)
+    if args.print_config:
+        flags.print_config(flags.options(args, parser))
+        return 0
+    quiet = args.quiet and args.log_level == "INFO"  # --quiet: warnings only, unless a level is given
+    logging.basicConfig(level=logging.WARNING if quiet else args.log_level, format="%(message)s")
     try:
         config = build_config(args)
         cli.quiet_tensorflow(args.verbose)

@@ -50,7 +50,7 @@ import time
 
 import numpy as np
 
-from nvan_tf.choices import DISTANCE_METRICS, SAMPLING_MODES
+from nvan_tf.choices import DETECTORS, DISTANCE_METRICS, EMBEDDING_BASELINES, SAMPLING_MODES, listing
 from nvan_tf.core import records
 from nvan_tf.core.digests import content_digest, stat_key
 from nvan_tf.core.atomic import atomic_path, remove_stale, write_json, write_text
@@ -63,6 +63,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["STAGES", "TrackConfig", "run_tracking", "read_tracklets", "read_identities"]
 
+ASSOCIATION = "embedding and association"  # the group of nvan-track's flags of the last stages
 STAGES = ("detect", "track", "tracklets", "embed", "associate", "report")
 TRACKLET_COLUMNS = ("camera", "tracklet", "track_id", "first_frame", "last_frame", "start_time", "end_time",
                     "frames")
@@ -71,34 +72,67 @@ IDENTITY_COLUMNS = ("global_id", "camera", "tracklet", "start_time", "end_time",
 
 @dataclasses.dataclass
 class TrackConfig:
-    """One ``nvan-track`` run (``nvan-track --help`` describes every field)."""
+    """One ``nvan-track`` run. The metadata's help: ``nvan-track``'s flags
+    (``nvan_tf.cli.flags``); ``sampling``, ``batch_size``, ``flip``,
+    ``metric`` and ``rerank`` are the sampling-and-ranking flags it shares
+    with ``nvan-evaluate`` (their help: ``EvaluationConfig``'s and
+    ``RankingConfig``'s)."""
 
-    cameras: list
-    output_dir: str
-    model: str | None = None
-    threshold: float | None = None
-    calibrate: str | None = None
-    detections: dict | None = None
-    detector: str | None = None
-    detect_threshold: float | None = None
-    upscale: float = 1.0
-    detect_batch: int = 8
-    max_frames: int | None = None
-    tracker: str = "bytetrack"
-    lost_track_buffer: int = 30
-    track_threshold: float | None = None
-    match_iou: float | None = None
-    min_length: int = 8
-    max_gap: int = 10
-    crop_size: tuple = (256, 128)
-    sampling: str | None = None
+    cameras: list = dataclasses.field(metadata={
+        "help": "a camera's video file or frame folder (repeat or list several)", "flag": "--camera",
+        "nargs": "+", "action": "extend", "metavar": "[ID=]PATH[@START]", "required": True})
+    output_dir: str = dataclasses.field(metadata={
+        "help": "output folder (a run there is resumed)", "required": True})
+    model: str | None = dataclasses.field(default=None, metadata={
+        "help": "re-ID model: .keras, .weights.h5, SavedModel folder, ONNX; or "
+                f"{listing(EMBEDDING_BASELINES)}", "required": True})
+    threshold: float | None = dataclasses.field(default=None, metadata={
+        "help": "distance under which tracklets are one person", "group": ASSOCIATION})
+    calibrate: str | None = dataclasses.field(default=None, metadata={
+        "help": "choose --threshold on this labelled folder dataset (best pairwise F1)",
+        "metavar": "FOLDER_DATASET", "group": ASSOCIATION})
+    detections: dict | None = dataclasses.field(default=None, metadata={
+        "help": "MOTChallenge det.txt per camera (in --camera order, or ID=PATH); skips detection",
+        "nargs": "+", "action": "extend", "metavar": "[ID=]DET.TXT", "group": "detection"})
+    detector: str | None = dataclasses.field(default=None, metadata={
+        "help": f"when no --detections: {listing(DETECTORS)} (default: ssdlite when its package is installed, "
+                "else hog)", "group": "detection"})
+    detect_threshold: float | None = dataclasses.field(default=None, metadata={
+        "help": "ssdlite, onnx: person score below which boxes are dropped (default 0.3, onnx 0.25)",
+        "group": "detection"})
+    upscale: float = dataclasses.field(default=1.0, metadata={
+        "help": "hog: scale frames by this first", "group": "detection"})
+    detect_batch: int = dataclasses.field(default=8, metadata={
+        "help": "frames per detector batch", "group": "detection"})
+    max_frames: int | None = dataclasses.field(default=None, metadata={
+        "help": "only the first N frames of every camera (default: all)", "group": "detection"})
+    tracker: str = dataclasses.field(default="bytetrack", metadata={
+        "help": "multi-object tracker (Roboflow's trackers library)", "choices": TRACKERS, "group": "tracking"})
+    lost_track_buffer: int = dataclasses.field(default=30, metadata={
+        "help": "frames (at 30 fps) a lost track is kept", "group": "tracking"})
+    track_threshold: float | None = dataclasses.field(default=None, metadata={
+        "help": "detection score that starts a track (default: the tracker's)", "group": "tracking"})
+    match_iou: float | None = dataclasses.field(default=None, metadata={
+        "help": "least IoU of a box with a track's predicted box to continue it (default: the tracker's; "
+                "ByteTrack 0.1)", "group": "tracking"})
+    min_length: int = dataclasses.field(default=8, metadata={
+        "help": "tracklets with fewer boxes are dropped", "group": "tracking"})
+    max_gap: int = dataclasses.field(default=10, metadata={
+        "help": "a track missing more frames is cut in two", "group": "tracking"})
+    crop_size: tuple = dataclasses.field(default=(256, 128), metadata={
+        "help": "size of the tracklet crops written (padded to the person aspect ratio)", "type": int,
+        "nargs": 2, "metavar": ("HEIGHT", "WIDTH"), "group": "tracking"})
+    sampling: str | None = None  # None: what the model was evaluated with, else rrs
     batch_size: int = 16
     flip: bool = False
     metric: str = "cosine"
     rerank: bool = False
-    gallery: str | None = None
-    videos: bool = True
-    verbose: int = 1
+    gallery: str | None = dataclasses.field(default=None, metadata={
+        "help": "a gallery .npz to continue: its ids are kept for those it holds", "group": ASSOCIATION})
+    videos: bool = dataclasses.field(default=True, metadata={
+        "help": "annotated videos in the report (--no-video: none)", "flag": "--video", "group": ASSOCIATION})
+    verbose: int = dataclasses.field(default=1, metadata={
+        "help": "no progress bars", "flag": "--quiet", "negate": True, "group": ASSOCIATION})
 
     def __post_init__(self):
         from nvan_tf.video.detection import default_detector
