@@ -1,6 +1,7 @@
 """The package layout: documented import paths, entry points, one source per choice list."""
 
 import ast
+import json
 import os
 import re
 import subprocess
@@ -67,16 +68,45 @@ def test_every_documented_import_path_works_in_a_fresh_interpreter():
     assert result.stdout.strip() == "ok"
 
 
-def test_old_paths_are_the_moved_modules_themselves():
-    """A moved module and its old path are one object: monkeypatching or
-    private names reach the same code."""
-    import nvan_tf.datasets
-    import nvan_tf.distance
-    import nvan_tf.sampling
-    from nvan_tf.data import datasets, sampling
-    from nvan_tf.evaluation import distance
+def test_every_old_path_is_the_moved_module_and_warns_naming_its_new_path():
+    """In a fresh interpreter, importing each old path warns once
+    (DeprecationWarning, attributed to the importing line, naming the new
+    path and the release that removes it), and the old name is the moved
+    module itself: monkeypatching or private names reach the same code."""
+    import nvan_tf
 
-    assert nvan_tf.distance is distance and nvan_tf.sampling is sampling and nvan_tf.datasets is datasets
+    code = (
+        "import importlib, json, sys, warnings\n"
+        "import nvan_tf\n"
+        "out = {}\n"
+        "for old, new in nvan_tf._MOVED.items():\n"
+        "    with warnings.catch_warnings(record=True) as caught:\n"
+        "        warnings.simplefilter('always')\n"
+        "        __import__(old)  # the warning's line is this one, as for an import statement\n"
+        "    module = sys.modules[old]\n"
+        "    out[old] = [module is sys.modules[old] is sys.modules[new] is importlib.import_module(new),\n"
+        "                [(w.category.__name__, str(w.message), w.filename) for w in caught]]\n"
+        "print(json.dumps(out))\n"
+    )
+    result = run(["-c", code])
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = json.loads(result.stdout)
+    assert set(seen) == set(nvan_tf._MOVED) and len(seen) == 21
+    for old, (same, caught) in seen.items():
+        new = nvan_tf._MOVED[old]
+        assert same, old
+        assert caught == [["DeprecationWarning", f"{old} is deprecated and will be removed in nvan-tf 0.3; "
+                           f"import {new} instead", "<string>"]], (old, caught)
+
+
+def test_old_paths_warn_where_they_are_imported():
+    """``import`` and ``from nvan_tf import`` of an old path warn at the
+    user's line (stacklevel past the alias and the import system), which
+    Python shows by default in __main__."""
+    result = run(["-c", "from nvan_tf import losses\nimport nvan_tf.sampling"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "<string>:1: DeprecationWarning: nvan_tf.losses is deprecated" in result.stderr
+    assert "<string>:2: DeprecationWarning: nvan_tf.sampling is deprecated" in result.stderr
 
 
 @pytest.mark.parametrize("module", DOCUMENTED_MAINS)
@@ -84,22 +114,43 @@ def test_documented_python_m_commands_run(module):
     result = run(["-m", module, "--help"])
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.startswith("usage: ")
+    assert "DeprecationWarning" not in result.stderr
 
 
-def test_top_level_modules_are_only_re_exports():
+@pytest.mark.parametrize("module", ["nvan_tf.demo", "nvan_tf.export", "nvan_tf.profile", "nvan_tf.tuning"])
+def test_old_command_paths_run_their_command_without_a_warning(module):
+    """``python -m nvan_tf.demo`` (what make demo runs) is a command, not an
+    import of the old path: it runs the command's main and warns of nothing,
+    even with DeprecationWarnings as errors."""
+    import nvan_tf
+
+    result = run(["-W", "error::DeprecationWarning", "-m", module, "--help"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.startswith("usage: ") and "DeprecationWarning" not in result.stderr
+    assert nvan_tf._COMMANDS[module].startswith("nvan_tf.cli.")
+
+
+def test_top_level_modules_are_only_aliases():
     """Outside the sub-packages, nvan_tf holds its __init__, the choice lists
-    and the old paths, each a two-line alias of the module that moved, or
-    (nvan_tf.metrics, whose names now live in two modules) imports alone."""
-    for name in sorted(os.listdir(PACKAGE)):
-        path = os.path.join(PACKAGE, name)
-        if not name.endswith(".py") or name in ("__init__.py", "choices.py"):
-            continue
-        code = [line for line in open(path, encoding="utf-8").read().split('"""')[-1].splitlines()
-                if line.strip() and not line.lstrip().startswith("#")]
-        assert "sys.modules[__name__] = _module  # the same module object under both names" in code or \
-            "sys.modules[__name__] = _module  # the same package under both names" in code or \
-            all(line.startswith(("from nvan_tf.", "__all__ = ")) for line in code), name
-        assert len(code) <= 8, f"{name} holds more than an alias"
+    and the old paths, each the same two lines naming itself: the alias
+    mechanism is written once (nvan_tf._alias, the table nvan_tf._MOVED)."""
+    import nvan_tf
+
+    files = sorted(name for name in os.listdir(PACKAGE) if name.endswith(".py"))
+    assert set(files) - {"__init__.py", "choices.py"} == {f"{old.split('.')[1]}.py" for old in nvan_tf._MOVED}
+    for old in nvan_tf._MOVED:
+        source = open(os.path.join(PACKAGE, old.split(".")[1] + ".py"), encoding="utf-8").read()
+        code = [line for line in source.split('"""')[-1].splitlines() if line.strip()]
+        assert code == ["import nvan_tf", f"nvan_tf._alias(__name__, {old!r})".replace("'", '"')], old
+
+
+def test_readme_table_of_old_paths_is_the_alias_table():
+    import nvan_tf
+
+    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    rows = dict(re.findall(r"^\| `(nvan_tf\.\w+)` \| `(nvan_tf[\w.]*)` \|", readme, flags=re.M))
+    assert rows == nvan_tf._MOVED
+    assert f"nvan-tf {nvan_tf.ALIAS_REMOVAL}" in readme
 
 
 def test_no_top_level_train_or_evaluate_module_is_installed():
