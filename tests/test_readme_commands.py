@@ -76,7 +76,7 @@ TABLE = {
     "nvan-profile --variant ste-nvan --seq-len 8 --height 256 --width 128 --json":
         Run("convert", set=MODEL, expect=("ste-nvan",)),
     "nvan-profile --all": Run("convert", set=MODEL, expect=("ste-nvan",)),
-    "python -m nvan_tf.datasets.synthetic --out data/synthetic --ids 24 --cameras 4 --seed 0":
+    "python -m nvan_tf.data.datasets.synthetic --out data/synthetic --ids 24 --cameras 4 --seed 0":
         Run("convert", writes=("data/synthetic/info/query_IDX.mat",)),  # as written: a few seconds
     # training
     TRAIN_LINE: Run("train", set=EVALUATED, needs=("data/MARS", "resnet50-0676ba61.pth"),
