@@ -7,31 +7,53 @@ Example:
     nvan-convert --torch ckpt_best.pth --variant ste-nvan --out ste_nvan.weights.h5
 """
 
+import dataclasses
+import logging
 import sys
 
-from nvan_tf import choices, cli
+from nvan_tf import cli
+from nvan_tf.cli import flags
+
+MODEL_FLAGS = ("variant", "num_identities", "seq_len", "height", "width", "stripes")
+
+
+@dataclasses.dataclass
+class ConvertConfig:
+    """One conversion (``nvan_tf.io.loading.load_model`` + ``save_model`` /
+    ``save_weights``). The metadata's help: nvan-convert's flags; the model
+    fields' flags are the shared ``ModelShape``'s. ``out`` is a file, not an
+    output folder, so it keeps its name."""
+
+    torch: str | None = dataclasses.field(default=None, metadata={
+        "help": "the authors' PyTorch state_dict (.pth, .pt, .tar, .ckpt)", "metavar": "CKPT", "required": True})
+    out: str | None = dataclasses.field(default=None, metadata={
+        "help": "output: NAME.weights.h5 (weights + config) or NAME.keras (whole model)", "required": True})
+    variant: str | None = None  # required: a PyTorch checkpoint does not record it
+    num_identities: int | None = None
+    seq_len: int | None = None
+    height: int | None = None
+    width: int | None = None
+    stripes: int | None = None
 
 
 def build_parser():
+    """ConvertConfig's flags, the shared model and run groups."""
     parser = cli.make_parser("nvan-convert", __doc__)
-    parser.add_argument("--torch", required=True, metavar="CKPT",
-                        help="the authors' PyTorch state_dict (.pth, .pt, .tar, .ckpt)")
-    parser.add_argument("--variant", required=True, choices=choices.VARIANT_NAMES, help="model variant")
-    parser.add_argument("--num-identities", type=int, default=None,
-                        help="classifier size; default: read from the checkpoint")
-    parser.add_argument("--out", required=True,
-                        help="output: NAME.weights.h5 (weights + config) or NAME.keras (whole model)")
-    parser.add_argument("--seq-len", type=int, default=8, help="frames per clip")
-    parser.add_argument("--height", type=int, default=256, help="frame height")
-    parser.add_argument("--width", type=int, default=128, help="frame width")
-    parser.add_argument("--stripes", type=int, default=None,
-                        help="override the stripe count (small inputs need fewer than 16)")
+    flags.add_fields(parser, ConvertConfig, ["torch", "out"])
+    flags.add_model_group(parser, MODEL_FLAGS)
+    flags.add_run_group(parser, output=False)
     return parser
 
 
 def main(argv=None):
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = flags.parse_args(parser, argv)
+    if args.variant is None:
+        parser.error("the following arguments are required: --variant")
+    if args.print_config:
+        flags.print_config(flags.options(args, parser))
+        return 0
+    logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
     if not (args.out.endswith(".weights.h5") or args.out.endswith(".keras")):
         parser.error(f"--out must end with .weights.h5 or .keras. Received: {args.out}")
     cli.quiet_tensorflow(args.verbose)

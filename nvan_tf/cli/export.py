@@ -10,44 +10,28 @@ Examples:
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
 import numpy as np
 
-from nvan_tf import choices, cli
+from nvan_tf import cli
+from nvan_tf.cli import flags
+from nvan_tf.deploy.config import ExportConfig
+
+MODEL_FLAGS = ("variant", "num_identities", "seq_len", "height", "width", "stripes")
 
 
 def build_parser():
+    """ExportConfig's flags (their help is its fields'), the shared model and run groups."""
     parser = cli.make_parser("nvan-export", __doc__)
-    parser.add_argument("--model", required=True,
-                        help=".keras file, .weights.h5 or an authors' PyTorch checkpoint "
-                             "(with --variant)")
-    parser.add_argument("--out", required=True,
-                        help="output folder: the SavedModel itself (TF Serving: MODEL_BASE/VERSION), "
-                             "or the folder for model*.onnx and model.PRECISION.plan")
-    parser.add_argument("--format", choices=choices.EXPORT_FORMATS, default="savedmodel",
-                        help="SavedModel for TF Serving, ONNX (+ ONNX Runtime int8), TensorRT engine")
-    parser.add_argument("--precision", choices=choices.EXPORT_PRECISIONS, default="fp32",
-                        help="onnx and tensorrt; a SavedModel is fp32")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    model = parser.add_argument_group("model (checked against what the file records)")
-    model.add_argument("--variant", choices=choices.VARIANT_NAMES, help="checked against the file")
-    model.add_argument("--num-identities", type=int, help="classifier size (default: from the file)")
-    model.add_argument("--seq-len", type=int, help="frames per clip (default: recorded, else 8)")
-    model.add_argument("--height", type=int, help="frame height (default: recorded, else 256)")
-    model.add_argument("--width", type=int, help="frame width (default: recorded, else 128)")
-    calibration = parser.add_argument_group("int8 calibration")
-    calibration.add_argument("--calibration-data", help="dataset root; clips of its train split")
-    calibration.add_argument("--calibration-dataset", default="mars", choices=choices.DATASETS,
-                             help="reader for --calibration-data")
-    calibration.add_argument("--calibration-batches", type=int, default=8, help="batches of clips calibrated on")
-    calibration.add_argument("--calibration-batch-size", type=int, default=4, help="clips per calibration batch")
-    calibration.add_argument("--check-clips", type=int, default=8,
-                             help="clips of other tracklets, never calibrated on, that int8 is checked on")
-    engine = parser.add_argument_group("tensorrt")
-    engine.add_argument("--opt-batch", type=int, default=4, help="batch the engine is tuned for")
-    engine.add_argument("--max-batch", type=int, default=16, help="largest batch the engine takes")
+    flags.add_fields(parser, ExportConfig, ["model"])
+    flags.add_run_group(parser, ExportConfig)
+    flags.add_fields(parser, ExportConfig, ["format", "precision", "overwrite"])
+    flags.add_model_group(parser, MODEL_FLAGS)
+    flags.add_fields(parser, ExportConfig, exclude=("model", "output_dir", "format", "precision", "overwrite",
+                                                    *MODEL_FLAGS))
     return parser
 
 
@@ -82,15 +66,15 @@ def _export(args) -> list[str]:
     from nvan_tf.io.loading import load_model
     from nvan_tf.models.model import config_of
 
-    sizes = {k: getattr(args, k) for k in ("seq_len", "height", "width") if getattr(args, k)}
+    sizes = {k: getattr(args, k) for k in ("seq_len", "height", "width", "stripes") if getattr(args, k)}
     model = load_model(args.model, variant=args.variant, num_identities=args.num_identities, **sizes)
     if args.format == "savedmodel":
-        return [export_saved_model(model, args.out, overwrite=args.overwrite)]
+        return [export_saved_model(model, args.output_dir, overwrite=args.overwrite)]
     config = config_of(model)
     calibration, check = _calibration(args, config) if args.precision == "int8" else (None, None)
 
     def out(name):
-        return os.path.join(args.out, name)
+        return os.path.join(args.output_dir, name)
 
     written = [export_onnx(model, out("model.onnx"), overwrite=args.overwrite)]
     fp32 = written[0]
@@ -120,7 +104,11 @@ def _export(args) -> list[str]:
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = flags.parse_args(parser, argv)
+    if args.print_config:
+        flags.print_config(flags.options(args, parser))
+        return 0
+    logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
     cli.quiet_tensorflow(args.verbose)
     try:
         written = _export(args)

@@ -5,29 +5,55 @@ Examples:
     nvan-profile --all          # the table of the five variants
 """
 
+import dataclasses
 import json
+import logging
 import sys
 
 from nvan_tf import choices, cli
+from nvan_tf.cli import flags
+
+SHAPE_DEFAULTS = {"seq_len": 8, "height": 256, "width": 128}  # a new model's: the presets'
+
+
+@dataclasses.dataclass
+class ProfileConfig:
+    """What nvan-profile counts (``nvan_tf.models.profile.profile_variant``).
+    The metadata's help: its flags; the model fields' flags are the shared
+    ``ModelShape``'s (``None``: 8 frames of 256x128)."""
+
+    all: bool = dataclasses.field(default=False, metadata={
+        "help": "profile the five variants (instead of --variant)", "action": "store_true"})
+    variant: str | None = None
+    seq_len: int | None = None
+    height: int | None = None
+    width: int | None = None
+    stripes: int | None = None
+    json: bool = dataclasses.field(default=False, metadata={
+        "help": "print JSON instead of a table", "action": "store_true"})
 
 
 def build_parser():
+    """ProfileConfig's flags, the shared model and run groups."""
     parser = cli.make_parser("nvan-profile", __doc__)
-    which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--variant", choices=choices.VARIANT_NAMES, help="the variant to profile")
-    which.add_argument("--all", action="store_true", help="profile the five variants")
-    parser.add_argument("--seq-len", type=int, default=8, help="frames per clip")
-    parser.add_argument("--height", type=int, default=256, help="frame height")
-    parser.add_argument("--width", type=int, default=128, help="frame width")
-    parser.add_argument("--stripes", type=int, default=None,
-                        help="override the stripe count (small inputs need fewer than 16)")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    flags.add_model_group(parser)
+    flags.add_fields(parser, ProfileConfig, ["all", "json"])
+    flags.add_run_group(parser, output=False)
     return parser
 
 
 def main(argv=None):
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = flags.parse_args(parser, argv)
+    if (args.variant is None) == (not args.all):
+        parser.error("give one of --variant and --all")
+    if args.print_config:
+        flags.print_config(flags.options(args, parser))
+        return 0
+    for name, default in SHAPE_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+    logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
     cli.quiet_tensorflow(args.verbose)
     from nvan_tf.models.profile import format_table, profile_variant
 

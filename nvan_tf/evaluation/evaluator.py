@@ -128,7 +128,7 @@ class EvaluationConfig:
     output_dir: str = dataclasses.field(default="evaluation", metadata={
         "help": "where results.json, features.npz and pictures go"})
     sampling: str = dataclasses.field(default="rrs", metadata={
-        "help": "test-time clip sampling (rrs: the reference's; nvan-track's default: what the model was "
+        "help": "test-time clip sampling (rrs: the reference's; nvan-track, when not given: what the model was "
                 "evaluated with, else rrs)", "choices": SAMPLING_MODES})
     batch_size: int = dataclasses.field(default=16, metadata={"help": "clips per batch"})
     flip: bool = dataclasses.field(default=False, metadata={"help": "average with horizontally flipped clips"})
