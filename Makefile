@@ -47,13 +47,13 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not slow" tests
 
 demo: $(STAMP)
-	$(PY) -m nvan_tf.demo --out demo_output
+	$(PY) -m nvan_tf.demo --output-dir demo_output
 
 # nvan-track on a synthetic multi-camera world, with the STE-NVAN `make demo` trained
 # (it runs the demo first when its model is missing); report in demo_output/video/track/report/.
 demo-video: $(STAMP)
-	test -f demo_output/train/model.keras || $(PY) -m nvan_tf.demo --out demo_output
-	$(PY) -m nvan_tf.video.demo --out demo_output/video --model demo_output/train/model.keras
+	test -f demo_output/train/model.keras || $(PY) -m nvan_tf.demo --output-dir demo_output
+	$(PY) -m nvan_tf.video.demo --output-dir demo_output/video --model demo_output/train/model.keras
 
 clean:
 	rm -rf $(VENV) demo_output *.egg-info

@@ -1,4 +1,4 @@
-"""The command lines' flags come from the configs they fill (nvan_tf.cli.flags).
+"""The command lines' flags come from the configs they fill (nvan_tf.core.flags).
 
 Parsers only: no command runs, nothing imports TensorFlow.
 """
@@ -10,19 +10,24 @@ import re
 
 import pytest
 
-from nvan_tf.cli import convert, evaluate, export, flags, profile, track, train, tune
+from nvan_tf.cli import convert, demo, evaluate, export, profile, track, train, tune
+from nvan_tf.core import flags
 from nvan_tf.deploy.config import ExportConfig
 from nvan_tf.evaluation.evaluator import EvaluationConfig, ModelSpec, RankingConfig
 from nvan_tf.training.config import TrainConfig
 from nvan_tf.training.tuning import SearchConfig, SearchSpace
+from nvan_tf.video import demo as video_demo
 from nvan_tf.video.pipeline import TrackConfig
 
 COMMANDS = {"nvan-convert": convert, "nvan-evaluate": evaluate, "nvan-export": export, "nvan-profile": profile,
-            "nvan-track": track, "nvan-train": train, "nvan-tune": tune}
+            "nvan-track": track, "nvan-train": train, "nvan-tune": tune,
+            "python -m nvan_tf.demo": demo, "python -m nvan_tf.video.demo": video_demo}
+SHAPELESS = ("nvan-track", "python -m nvan_tf.demo", "python -m nvan_tf.video.demo")  # no model-shape flags
 # The dataclasses each command's flags come from.
 CONFIGS = {"nvan-convert": [convert.ConvertConfig], "nvan-evaluate": [EvaluationConfig, ModelSpec, RankingConfig],
            "nvan-export": [ExportConfig], "nvan-profile": [profile.ProfileConfig], "nvan-track": [TrackConfig],
-           "nvan-train": [TrainConfig], "nvan-tune": [TrainConfig, SearchConfig, SearchSpace]}
+           "nvan-train": [TrainConfig], "nvan-tune": [TrainConfig, SearchConfig, SearchSpace],
+           "python -m nvan_tf.demo": [demo.DemoConfig], "python -m nvan_tf.video.demo": [video_demo.VideoDemoConfig]}
 # A command line of each that parses (files need not exist: nothing runs).
 ARGV = {
     "nvan-convert": ["--torch", "c.pth", "--variant", "nvan", "--out", "x.keras", "--seq-len", "4"],
@@ -36,6 +41,8 @@ ARGV = {
                    "--margin", "0.3", "--out", "runs/x"],
     "nvan-tune": ["--val-ids", "3", "--seq-len", "4", "8", "--height", "64", "--width", "32", "--lr", "1e-4",
                   "--colour-jitter", "0.2", "--out", "runs/s"],
+    "python -m nvan_tf.demo": ["--seed", "3", "--epochs", "2", "--out", "demo_output"],
+    "python -m nvan_tf.video.demo": ["--identities", "4", "--out", "demo_output/video"],
 }
 
 
@@ -54,8 +61,8 @@ def words(text):
 def test_every_command_has_the_same_model_shape_flags_with_the_same_defaults():
     reference = {}
     for prog, parser in parsers().items():
-        if prog == "nvan-track":
-            continue                            # its model file fixes the shape
+        if prog in SHAPELESS:
+            continue                            # its model file (or its recipe) fixes the shape
         found = actions(parser)
         for name in flags.SHAPE_NAMES:
             flag = "--" + name.replace("_", "-")
@@ -87,7 +94,8 @@ def test_evaluate_and_track_share_the_sampling_and_ranking_flags():
     assert evaluate_flags["--sampling"].default == "rrs" and track_flags["--sampling"].default is None
 
 
-@pytest.mark.parametrize("prog", ["nvan-evaluate", "nvan-export", "nvan-track", "nvan-train", "nvan-tune"])
+@pytest.mark.parametrize("prog", ["nvan-evaluate", "nvan-export", "nvan-track", "nvan-train", "nvan-tune",
+                                  "python -m nvan_tf.demo", "python -m nvan_tf.video.demo"])
 def test_out_is_a_hidden_alias_of_output_dir(prog):
     parser = COMMANDS[prog].build_parser()
     argv = [a for a in ARGV[prog]]
@@ -116,7 +124,8 @@ def test_print_config_is_what_config_reads_back(prog, tmp_path, capsys):
     # flags override the file
     override = {"nvan-convert": ("--seq-len", "2"), "nvan-evaluate": ("--k1", "5"), "nvan-export": ("--height", "32"),
                 "nvan-profile": ("--seq-len", "3"), "nvan-track": ("--threshold", "0.5"),
-                "nvan-train": ("--seq-len", "2"), "nvan-tune": ("--height", "128")}[prog]
+                "nvan-train": ("--seq-len", "2"), "nvan-tune": ("--height", "128"),
+                "python -m nvan_tf.demo": ("--ids", "28"), "python -m nvan_tf.video.demo": ("--frames", "60")}[prog]
     again = _resolved(prog, ["--config", str(path), *override], capsys)
     assert again != printed and override[1] in json.dumps(again)
 

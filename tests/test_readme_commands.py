@@ -157,7 +157,7 @@ TABLE = {
     "3=cam3/det.txt --model ste_nvan.keras --calibrate labelled/ --out runs/track":
         Run("track", set={"--crop-size": ["64", "32"]}, needs=("cameras", "labelled", "ste_nvan.keras"),
             writes=("runs/track/identities.csv", "runs/track/gallery.npz", "runs/track/report/index.html")),
-    "make demo-video": Run("track", instead="python -m nvan_tf.video.demo --out demo_output/video "
+    "make demo-video": Run("track", instead="python -m nvan_tf.video.demo --output-dir demo_output/video "
                                             "--model demo_output/train/model.keras",
                            set={"--cameras": "2", "--identities": "4", "--frames": "60"},
                            needs=("demo_output/train/model.keras",),

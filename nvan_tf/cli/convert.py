@@ -12,7 +12,7 @@ import logging
 import sys
 
 from nvan_tf import cli
-from nvan_tf.cli import flags
+from nvan_tf.core import flags
 
 MODEL_FLAGS = ("variant", "num_identities", "seq_len", "height", "width", "stripes")
 

@@ -1,6 +1,6 @@
 """The demo behind ``make demo``: watch STE-NVAN learn, on 2 CPU cores, in minutes.
 
-    python -m nvan_tf.demo --out demo_output [--variant ste-nvan --ids 56 --epochs 25 --seed 0]
+    python -m nvan_tf.demo --output-dir demo_output [--variant ste-nvan --ids 56 --epochs 25 --seed 0]
 
 1. writes synthetic tracklets in the MARS layout (``.mat`` info files and
    all), read back by the real MARS reader: five sevenths of the identities
@@ -19,6 +19,7 @@
 5. prints rank-1 and mAP before -> after and writes ``summary.json``.
 """
 
+import dataclasses
 import json
 import os
 import sys
@@ -49,31 +50,55 @@ def _evaluate(model_path, data_root, output_dir, visualize):
     return {name: metrics[name] for name in ("rank1", "mAP", "cross_camera_top5")}
 
 
-def main(argv=None):
+@dataclasses.dataclass
+class DemoConfig:
+    """What the demo runs (its flags: the metadata's help)."""
+
+    output_dir: str = dataclasses.field(default="demo_output", metadata={"help": "output folder"})
+    variant: str = "ste-nvan"  # its flag: the shared model group's --variant
+    ids: int = dataclasses.field(default=56, metadata={
+        "help": "synthetic identities (five sevenths training identities, a fifth of them held out for "
+                "validation; the rest are the test query and gallery)"})
+    epochs: int = dataclasses.field(default=25, metadata={"help": "training epochs"})
+    lr: float = dataclasses.field(default=DEMO_RECIPE["lr"], metadata={"help": "learning rate (Adam)"})
+    seed: int = dataclasses.field(default=0, metadata={"help": "seed of the data, the model and the training"})
+    init: str | None = dataclasses.field(default=None, metadata={
+        "help": "start from these weights (any file nvan-train --init takes)"})
+
+
+def build_parser():
     from nvan_tf import cli
+    from nvan_tf.core import flags
 
     parser = cli.make_parser("python -m nvan_tf.demo", __doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="demo_output", help="output folder")
-    parser.add_argument("--variant", default="ste-nvan", help="model variant")
-    parser.add_argument("--ids", type=int, default=56,
-                        help="synthetic identities (five sevenths training identities, a fifth of them held out "
-                             "for validation; the rest are the test query and gallery)")
-    parser.add_argument("--epochs", type=int, default=25, help="training epochs")
-    parser.add_argument("--lr", type=float, default=DEMO_RECIPE["lr"], help="learning rate (Adam)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the data, the model and the training")
-    parser.add_argument("--init", help="start from these weights (any file nvan-train --init takes)")
-    args = parser.parse_args(argv)
+    flags.add_model_group(parser, ["variant"], defaults={"variant": DemoConfig.variant})
+    flags.add_fields(parser, DemoConfig, exclude=("output_dir", "variant"))
+    flags.add_run_group(parser, DemoConfig)
+    parser.set_defaults(log_level="WARNING")  # the demo prints its own steps
+    return parser
+
+
+def main(argv=None):
+    from nvan_tf import cli
+    from nvan_tf.core import flags
+
+    parser = build_parser()
+    args = flags.parse_args(parser, argv)
+    if args.print_config:
+        flags.print_config(flags.options(args, parser))
+        return 0
+    args.out = args.output_dir
     cli.quiet_tensorflow(args.verbose)
 
     import logging
 
+    from nvan_tf.core.atomic import write_json
     from nvan_tf.data.datasets import build_dataset
     from nvan_tf.data.datasets.synthetic import generate
-    from nvan_tf.core.atomic import write_json
     from nvan_tf.io.loading import save_model
     from nvan_tf.training import ReIDTask, TrainConfig, train
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
     data_root = os.path.join(args.out, "synthetic_mars")
     print(f"[1/4] Writing {args.ids} synthetic identities (MARS layout) to {data_root}")
     generate(data_root, num_ids=args.ids, cameras=4, seed=args.seed, train_fraction=TRAIN_FRACTION)

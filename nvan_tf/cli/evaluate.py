@@ -16,7 +16,7 @@ import logging
 import sys
 
 from nvan_tf import choices, cli
-from nvan_tf.cli import flags
+from nvan_tf.core import flags
 from nvan_tf.evaluation.evaluator import (
     EvaluationConfig,
     ModelSpec,
@@ -45,7 +45,7 @@ def build_parser():
                       help="split file of iLIDS-VID / PRID-2011: read if it exists, else the "
                       "generated random splits are recorded there; default: the published file "
                       "in the dataset, else a record in $NVAN_TF_CACHE/splits (~/.cache/nvan_tf)")
-    flags.add_sampling_and_ranking(parser)
+    flags.add_sampling_and_ranking(parser, EvaluationConfig, RankingConfig)
     flags.add_fields(parser, RankingConfig, exclude=flags.SHARED_SAMPLING, group=flags.SAMPLING_AND_RANKING)
     flags.add_run_group(parser, EvaluationConfig)
     flags.add_fields(parser, EvaluationConfig, OUTPUT)

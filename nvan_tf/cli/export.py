@@ -17,7 +17,7 @@ import sys
 import numpy as np
 
 from nvan_tf import cli
-from nvan_tf.cli import flags
+from nvan_tf.core import flags
 from nvan_tf.deploy.config import ExportConfig
 
 MODEL_FLAGS = ("variant", "num_identities", "seq_len", "height", "width", "stripes")

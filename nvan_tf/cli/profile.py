@@ -11,7 +11,7 @@ import logging
 import sys
 
 from nvan_tf import choices, cli
-from nvan_tf.cli import flags
+from nvan_tf.core import flags
 
 SHAPE_DEFAULTS = {"seq_len": 8, "height": 256, "width": 128}  # a new model's: the presets'
 

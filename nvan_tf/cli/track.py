@@ -22,12 +22,13 @@ import logging
 import sys
 
 from nvan_tf import cli
-from nvan_tf.cli import flags
+from nvan_tf.core import flags
 
 
 def build_parser():
     """TrackConfig's flags (their help is its fields'), the sampling-and-ranking
     group shared with nvan-evaluate and the run group."""
+    from nvan_tf.evaluation.evaluator import EvaluationConfig, RankingConfig
     from nvan_tf.video.pipeline import TrackConfig
 
     parser = cli.make_parser("nvan-track", __doc__)
@@ -39,7 +40,7 @@ def build_parser():
             flags.group_of(parser, "detection").add_argument(
                 "--fps", type=float, help="frame rate of frame folders (default 25)")
         if name == "sampling":
-            flags.add_sampling_and_ranking(parser, defaults_from=TrackConfig)
+            flags.add_sampling_and_ranking(parser, EvaluationConfig, RankingConfig, defaults_from=TrackConfig)
         if name not in ("cameras", "output_dir", "model", *flags.SHARED_SAMPLING):
             flags.add_field(parser, field)
     return parser

@@ -23,11 +23,11 @@ import re
 import sys
 
 from nvan_tf import cli
-from nvan_tf.cli import flags
+from nvan_tf.core import flags
 from nvan_tf.training.config import PRESETS, TrainConfig
 
 # The recipe's flags and their help: TrainConfig's fields (nvan_tf.training.config); the
-# model-shape flags: nvan_tf.cli.flags.ModelShape's, shared by every command.
+# model-shape flags: nvan_tf.core.flags.ModelShape's, shared by every command.
 RECIPE = "recipe (defaults: the variant's preset; see --print-config)"
 
 

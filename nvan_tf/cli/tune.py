@@ -6,7 +6,7 @@ import logging
 import sys
 
 from nvan_tf import cli
-from nvan_tf.cli import flags
+from nvan_tf.core import flags
 from nvan_tf.cli.train import RECIPE, recipe_flags
 from nvan_tf.training import tuning
 from nvan_tf.training.config import TrainConfig

@@ -1,7 +1,7 @@
 """What ``nvan-export`` does: :class:`ExportConfig` (plain Python, no TensorFlow).
 
 Its fields' metadata holds the help of ``nvan-export``'s flags
-(``nvan_tf.cli.flags`` generates them); the model fields' flags are the
+(``nvan_tf.core.flags`` generates them); the model fields' flags are the
 shared ``ModelShape``'s.
 """
 

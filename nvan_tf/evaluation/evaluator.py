@@ -69,7 +69,7 @@ ONNX_SUFFIX = ".onnx"
 class ModelSpec:
     """Where the model comes from, and what it must be (``loading.load_model``
     checks these against the file; ``None`` takes them from the file). The
-    flags of the model fields: ``nvan_tf.cli.flags.ModelShape``'s."""
+    flags of the model fields: ``nvan_tf.core.flags.ModelShape``'s."""
 
     path: str = dataclasses.field(metadata={
         "flag": "--model", "dest": "model",
@@ -116,7 +116,7 @@ class RankingConfig:
 @dataclasses.dataclass
 class EvaluationConfig:
     """One evaluation run. The metadata's help: ``nvan-evaluate``'s flags
-    (``nvan_tf.cli.flags``); ``sampling``, ``batch_size`` and ``flip`` are
+    (``nvan_tf.core.flags``); ``sampling``, ``batch_size`` and ``flip`` are
     also ``nvan-track``'s."""
 
     model: ModelSpec | None = dataclasses.field(metadata={"cli": False})

@@ -2,7 +2,7 @@
 
 :class:`TrainConfig` defaults are the authors' recipe (``docs/training.md``);
 :data:`PRESETS` holds each variant's. ``nvan-train`` and ``nvan-tune`` turn
-every field into a flag (``nvan_tf.cli.flags``: a field's help is its
+every field into a flag (``nvan_tf.core.flags``: a field's help is its
 metadata's; the model-shape fields' are ``ModelShape``'s);
 ``OUTPUT_DIR/config.json`` records it, and a resumed run must match it
 (:meth:`TrainConfig.differences`).
@@ -41,7 +41,7 @@ class TrainConfig:
     models on MARS; :data:`PRESETS` holds each variant's (the baseline's own
     script decays 1e-5 over 300 epochs)."""
 
-    # model (the flags of variant, seq_len, height and width: nvan_tf.cli.flags.ModelShape's)
+    # model (the flags of variant, seq_len, height and width: nvan_tf.core.flags.ModelShape's)
     variant: str = "ste-nvan"
     seq_len: int = 8
     height: int = 256

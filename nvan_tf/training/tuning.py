@@ -74,7 +74,7 @@ class SearchSpace:
     ``(2, 4, 8, 16)`` that divide the feature heights at the frame height.
     """
 
-    # The metadata's help: nvan-tune's flags (nvan_tf.cli.flags); one value fixes a field.
+    # The metadata's help: nvan-tune's flags (nvan_tf.core.flags); one value fixes a field.
     lr: tuple = dataclasses.field(default=(3e-5, 3e-4), metadata={
         "help": "learning rate: LOW HIGH (log scale) or one value", "type": float, "nargs": "+", "metavar": "LR"})
     weight_decay: tuple = dataclasses.field(default=(1e-6, 1e-4), metadata={

@@ -1,6 +1,6 @@
 """The video demo behind ``make demo-video``: nvan-track on a synthetic multi-camera world.
 
-    python -m nvan_tf.video.demo --out demo_output/video --model demo_output/train/model.keras
+    python -m nvan_tf.video.demo --output-dir demo_output/video --model demo_output/train/model.keras
 
 1. writes a calibration world (its own seed) and runs the chain on it from its
    det.txt files; its tracklets, labelled by its ground truth, are written in
@@ -23,7 +23,7 @@ import sys
 
 import numpy as np
 
-from nvan_tf.core import console
+from nvan_tf.core import console, flags
 
 __all__ = ["prepare_worlds", "track_world", "score_run", "main"]
 
@@ -101,20 +101,37 @@ def format_scores(scores):
     return "\n".join(lines)
 
 
+@dataclasses.dataclass
+class VideoDemoConfig:
+    """What the video demo runs (its flags: the metadata's help)."""
+
+    output_dir: str = dataclasses.field(default="demo_output/video", metadata={"help": "output folder"})
+    model: str = dataclasses.field(default="demo_output/train/model.keras", metadata={
+        "help": "re-ID model (make demo trains demo_output/train/model.keras)"})
+    cameras: int = dataclasses.field(default=3, metadata={"help": "cameras of the world to track"})
+    identities: int = dataclasses.field(default=8, metadata={"help": "people walking through it"})
+    frames: int = dataclasses.field(default=150, metadata={"help": "frames per camera"})
+    seed: int = dataclasses.field(default=0, metadata={"help": "seed of the world (the calibration world's is 1)"})
+
+
+def build_parser():
+    parser = console.make_parser("python -m nvan_tf.video.demo", __doc__.split("\n\n")[0])
+    flags.add_fields(parser, VideoDemoConfig, exclude=("output_dir",))
+    flags.add_run_group(parser, VideoDemoConfig)
+    return parser
+
+
 def main(argv=None):
     from nvan_tf.video.world import WorldConfig
 
-    parser = console.make_parser("python -m nvan_tf.video.demo", __doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="demo_output/video", help="output folder")
-    parser.add_argument("--model", default="demo_output/train/model.keras",
-                        help="re-ID model (make demo trains demo_output/train/model.keras)")
-    parser.add_argument("--cameras", type=int, default=3)
-    parser.add_argument("--identities", type=int, default=8)
-    parser.add_argument("--frames", type=int, default=150)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    parser = build_parser()
+    args = flags.parse_args(parser, argv)
+    if args.print_config:
+        flags.print_config(flags.options(args, parser))
+        return 0
+    args.out = args.output_dir
     console.quiet_tensorflow(args.verbose)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=args.log_level, format="%(message)s")
     if not os.path.exists(args.model):
         return console.fail(parser, f"--model {args.model} does not exist; run make demo first (it trains it)")
     config = WorldConfig(cameras=args.cameras, identities=args.identities, frames=args.frames, seed=args.seed)

@@ -73,7 +73,7 @@ IDENTITY_COLUMNS = ("global_id", "camera", "tracklet", "start_time", "end_time",
 @dataclasses.dataclass
 class TrackConfig:
     """One ``nvan-track`` run. The metadata's help: ``nvan-track``'s flags
-    (``nvan_tf.cli.flags``); ``sampling``, ``batch_size``, ``flip``,
+    (``nvan_tf.core.flags``); ``sampling``, ``batch_size``, ``flip``,
     ``metric`` and ``rerank`` are the sampling-and-ranking flags it shares
     with ``nvan-evaluate`` (their help: ``EvaluationConfig``'s and
     ``RankingConfig``'s)."""

@@ -212,18 +212,16 @@ def add_model_group(parser, names=SHAPE_NAMES, *, defaults=None):
 SHARED_SAMPLING = ("sampling", "batch_size", "flip", "metric", "rerank")
 
 
-def add_sampling_and_ranking(parser, defaults_from=None):
+def add_sampling_and_ranking(parser, sampling, ranking, defaults_from=None):
     """The shared ``sampling and ranking`` group of ``nvan-evaluate`` and
-    ``nvan-track``: ``EvaluationConfig``'s sampling, batch size and flip and
-    ``RankingConfig``'s metric and re-ranking, their help written there; the
-    defaults of ``defaults_from`` (a dataclass with these fields, e.g.
-    ``TrackConfig``), else theirs. Returns the group."""
-    from nvan_tf.evaluation.evaluator import EvaluationConfig, RankingConfig
-
+    ``nvan-track``: the sampling, batch size and flip fields of ``sampling``
+    (``EvaluationConfig``) and the metric and re-ranking of ``ranking``
+    (``RankingConfig``), their help written there; the defaults of
+    ``defaults_from`` (a dataclass with these fields, e.g. ``TrackConfig``),
+    else theirs. Returns the group."""
     group = group_of(parser, SAMPLING_AND_RANKING)
     for name in SHARED_SAMPLING:
-        cls = RankingConfig if name in ("metric", "rerank") else EvaluationConfig
-        field = _field(cls, name)
+        field = _field(ranking if name in ("metric", "rerank") else sampling, name)
         default = _default(_field(defaults_from, name)) if defaults_from is not None else dataclasses.MISSING
         add_field(group, field, default=default)
     return group
