@@ -114,6 +114,8 @@ def group_of(parser, title):
     """The argument group ``title`` of ``parser`` (made on first use)."""
     if title is None:
         return parser
+    # argparse offers no public list of a parser's groups or actions; _action_groups and
+    # _actions are the attributes its own help formatter reads (stable since Python 3.2)
     for group in parser._action_groups:
         if group.title == title:
             return group
