@@ -97,6 +97,7 @@ _MOVED = {
     "nvan_tf.datasets": "nvan_tf.data.datasets",
     "nvan_tf.demo": "nvan_tf.cli.demo",
     "nvan_tf.distance": "nvan_tf.evaluation.distance",
+    "nvan_tf.io.atomic": "nvan_tf.core.atomic",
     "nvan_tf.export": "nvan_tf.deploy",
     "nvan_tf.layers": "nvan_tf.models.layers",
     "nvan_tf.loading": "nvan_tf.io.loading",

@@ -1,7 +1,5 @@
-"""``nvan_tf.io.atomic``: kept for code written before the core layer; the module is ``nvan_tf.core.atomic``."""
+"""``nvan_tf.io.atomic``: deprecated (removed in nvan-tf 0.3), the old path of ``nvan_tf.core.atomic``."""
 
-import sys
+import nvan_tf
 
-from nvan_tf.core import atomic as _module
-
-sys.modules[__name__] = _module  # the same module object under both names
+nvan_tf._alias(__name__, "nvan_tf.io.atomic")
