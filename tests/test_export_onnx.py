@@ -109,6 +109,9 @@ def test_int8_static_quantization(fp32, dataset, tmp_path):
     assert len(quantized) > 50
     tail = deploy_onnx._embedding_tail(onnx.load(fp32).graph)
     assert graph.node[-1].op_type == "Div" and graph.node[-1].name in tail  # normalisation in float
+    # 7-bit weights (reduce_range): u8 x s8 products cannot saturate on x86 CPUs without VNNI
+    weights = [numpy_helper.to_array(i) for i in graph.initializer if i.data_type == TensorProto.INT8 and i.dims]
+    assert weights and max(int(np.abs(w.astype(np.int16)).max()) for w in weights) <= 64
 
     tracklets, query, gallery = dataset.test_set()
     f32, pids, camids = _features(fp32, tracklets)
@@ -119,7 +122,9 @@ def test_int8_static_quantization(fp32, dataset, tmp_path):
     print(f"int8 vs fp32: cosine min {similarity.min():.4f} mean {similarity.mean():.4f}; "
           f"rank-1 {r32['rank1']:.3f} -> {r8['rank1']:.3f}, mAP {r32['mAP']:.3f} -> {r8['mAP']:.3f}")
     assert similarity.mean() > 0.995 and similarity.min() > 0.98
-    assert abs(r8["rank1"] - r32["rank1"]) <= 1.0 / len(query) + 1e-9  # at most one query flips
+    # Ranking is not asserted here: this untrained model's query-gallery distances spread by about
+    # 0.002, below int8's perturbation of them (about 0.01), so its rank-1 is noise (17 queries at
+    # chance: 0.06 in fp32). int8 ranking is measured on a trained model (README, Deployment).
 
 
 def test_int8_for_tensorrt_is_symmetric(fp32, dataset, tmp_path):
