@@ -50,8 +50,7 @@ def main(argv=None):
     args = flags.parse_args(parser, argv)
     if args.variant is None:
         parser.error("the following arguments are required: --variant")
-    if args.print_config:
-        flags.print_config(flags.options(args, parser))
+    if flags.printed(args, parser):
         return 0
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
     if not (args.out.endswith(".weights.h5") or args.out.endswith(".keras")):

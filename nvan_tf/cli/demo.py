@@ -84,8 +84,7 @@ def main(argv=None):
 
     parser = build_parser()
     args = flags.parse_args(parser, argv)
-    if args.print_config:
-        flags.print_config(flags.options(args, parser))
+    if flags.printed(args, parser):
         return 0
     args.out = args.output_dir
     cli.quiet_tensorflow(args.verbose)

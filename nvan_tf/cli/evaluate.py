@@ -75,8 +75,7 @@ def config_from_args(args):
 def main(argv=None):
     parser = build_parser()
     args = flags.parse_args(parser, argv)
-    if args.print_config:
-        flags.print_config(flags.options(args, parser))
+    if flags.printed(args, parser):
         return 0
     if not args.model and not args.features:
         parser.error("give --model, or --features with a cache written by an earlier run")

@@ -105,8 +105,7 @@ def _export(args) -> list[str]:
 def main(argv=None) -> int:
     parser = build_parser()
     args = flags.parse_args(parser, argv)
-    if args.print_config:
-        flags.print_config(flags.options(args, parser))
+    if flags.printed(args, parser):
         return 0
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
     cli.quiet_tensorflow(args.verbose)

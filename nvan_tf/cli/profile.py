@@ -47,8 +47,7 @@ def main(argv=None):
     args = flags.parse_args(parser, argv)
     if (args.variant is None) == (not args.all):
         parser.error("give one of --variant and --all")
-    if args.print_config:
-        flags.print_config(flags.options(args, parser))
+    if flags.printed(args, parser):
         return 0
     for name, default in SHAPE_DEFAULTS.items():
         if getattr(args, name) is None:

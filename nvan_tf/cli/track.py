@@ -72,8 +72,7 @@ def build_config(args):
 def main(argv=None):
     parser = build_parser()
     args = flags.parse_args(parser, argv)
-    if args.print_config:
-        flags.print_config(flags.options(args, parser))
+    if flags.printed(args, parser):
         return 0
     quiet = args.quiet and args.log_level == "INFO"  # --quiet: warnings only, unless a level is given
     logging.basicConfig(level=logging.WARNING if quiet else args.log_level, format="%(message)s")

@@ -39,7 +39,7 @@ from nvan_tf import choices
 
 __all__ = ["ModelShape", "MODEL", "SAMPLING_AND_RANKING", "RUN", "SHAPE_NAMES", "help_of", "flag_of",
            "group_of", "add_fields", "field_values", "add_model_group", "add_sampling_and_ranking", "add_run_group",
-           "parse_args", "options", "print_config", "read_json", "json_dict"]
+           "parse_args", "options", "printed", "print_config", "read_json", "json_dict"]
 
 MODEL = "model (default: what the model file records, else the variant's preset: 8 frames of 256x128)"
 SAMPLING_AND_RANKING = "sampling and ranking"
@@ -306,6 +306,15 @@ def options(args, parser):
         if action.dest not in _NOT_CONFIG and hasattr(args, action.dest) and action.dest not in values:
             values[action.dest] = getattr(args, action.dest)
     return json.loads(json.dumps(values))  # tuples as lists, as a file gives them
+
+
+def printed(args, parser):
+    """``True`` after printing the options (:func:`options`) when
+    ``--print-config`` was given: the command then returns 0."""
+    if not getattr(args, "print_config", False):
+        return False
+    print_config(options(args, parser))
+    return True
 
 
 def print_config(values):
