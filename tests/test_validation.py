@@ -60,6 +60,29 @@ def test_the_split_is_ranked_as_the_test_protocol_and_deterministic_under_the_se
     assert hold_out(train, fraction=0.5, seed=0).pids == hold_out(train, 4, seed=0).pids  # 8 train ids
 
 
+def test_a_runs_evaluations_share_one_traced_extractor_that_sees_the_current_weights(synth_root):
+    """The task traces its float32 copy's feature extractor once per run; a
+    later evaluation, after the weights moved, scores what a freshly made
+    copy and extractor score."""
+    from nvan_tf.models.model import float32_copy
+    from nvan_tf.training.task import evaluate_model
+
+    task = ReIDTask(TrainConfig(**SMALL, root=synth_root, val_ids=3))
+    model = task.build_model()
+    first = task.evaluate(model, "validation")
+    extractor = task._extractor
+    rng = np.random.default_rng(0)
+    for variable in model.trainable_weights:
+        if variable.path.endswith("kernel"):
+            value = np.asarray(variable)
+            variable.assign(value + rng.normal(0, 0.5 * value.std() + 1e-3, value.shape).astype(value.dtype))
+    second = task.evaluate(model, "validation")
+    assert task._extractor is extractor  # not traced again
+    fresh = evaluate_model(float32_copy(model), task.validation_set)
+    assert second == fresh
+    assert second["mAP"] != first["mAP"]  # the weights moved, and the shared extractor saw it
+
+
 def test_impossible_splits_are_refused_naming_the_flag(synth_root):
     train = build_dataset("mars", synth_root, verbose=False).train
     with pytest.raises(ValueError, match="cannot hold out 8 validation identities"):
@@ -79,7 +102,7 @@ def _scripted_scores(monkeypatch, root, validation, test):
     calls = {"validation": 0, "test": 0}
     test_frames = {f for t in build_dataset("mars", root, verbose=False).test_set()[0] for f in t.frames}
 
-    def evaluate(model, test_set, batch_size=16):
+    def evaluate(model, test_set, batch_size=16, extractor=None):
         split = "test" if test_set[0][0].frames[0] in test_frames else "validation"
         rank1 = (validation if split == "validation" else test)[calls[split]]
         calls[split] += 1
@@ -127,7 +150,7 @@ def test_without_validation_the_test_split_chooses_and_every_output_says_so(synt
 
     from nvan_tf.training import loop
 
-    def evaluate(model, test_set, batch_size=16):
+    def evaluate(model, test_set, batch_size=16, extractor=None):
         return {"rank1": 0.5, "mAP": 0.25}
 
     monkeypatch.setattr(loop, "evaluate_model", evaluate)

@@ -183,7 +183,6 @@ class _Run:
         split = self.config.selection
         scores = {"rank1": 0.0, "mAP": 0.0}
         if self.chief:
-            copy = self.task.inference_model(self.model)
             scores = self.task.evaluate(self.model, split)
         scores = dict(zip(("rank1", "mAP"), _from_chief(self.strategy, [scores["rank1"], scores["mAP"]])))
         logger.info("epoch %d: %s rank-1 %.2f%%, mAP %.2f%%%s", epoch, split, 100 * scores["rank1"],
@@ -192,8 +191,8 @@ class _Run:
         best = self.record["best"]
         if best is None or scores["rank1"] >= best["rank1"]:  # >= as the reference
             self.record["best"] = {"epoch": epoch, "split": split, **scores}
-            if self.chief:
-                self.save_model(copy, "model.keras")
+            if self.chief:  # the copy holds the weights just evaluated
+                self.save_model(self.task.inference_copy, "model.keras")
                 logger.info("new best model (%s rank-1 %.2f%%) saved", split, 100 * scores["rank1"])
         return {"split": split, **scores}
 

@@ -141,16 +141,18 @@ def load_dataset(config, output_dir=None):
     return build_dataset(config.dataset, config.root, verbose=False)
 
 
-def evaluate_model(model, test_set, batch_size=16):
+def evaluate_model(model, test_set, batch_size=16, extractor=None):
     """Rank-1 and mAP (fractions) of ``model`` on ``test_set`` =
     ``(tracklets, query_index, gallery_index)`` (``dataset.test_set()``), under
     the MARS protocol with cosine distance, RRS test clips. ``model`` is run
-    as given: evaluate the float32 copy (:meth:`ReIDTask.inference_model`)."""
+    as given: evaluate the float32 copy (:meth:`ReIDTask.inference_model`).
+    ``extractor``: ``model``'s feature extractor from an earlier call (its
+    traced function is reused); default: one made for this call."""
     from nvan_tf import evaluation
     from nvan_tf.evaluation import evaluator, ranking
 
     tracklets, query, gallery = test_set
-    extractor = evaluator.model_extractor(model, "training evaluation")
+    extractor = extractor or evaluator.model_extractor(model, "training evaluation")
     features, pids, camids = evaluation.extract_features(extractor, tracklets, batch_size=batch_size, verbose=0)
     result = ranking.evaluate_indices(features, pids, camids, query, gallery)
     return {"rank1": float(result["rank1"]), "mAP": float(result["mAP"])}
@@ -183,6 +185,7 @@ class ReIDTask:
         self._dataset = dataset
         self._num_identities = num_identities
         self._copy = None
+        self._extractor = None  # the copy's feature extractor, traced once per run
         self._test_set = None
         self._validation = None
         from nvan_tf.data import pipeline
@@ -257,6 +260,12 @@ class ReIDTask:
         self._copy.set_weights([keras.ops.convert_to_numpy(v) for v in model.weights])
         return self._copy
 
+    @property
+    def inference_copy(self):
+        """The float32 copy as the last :meth:`inference_model` (or
+        :meth:`evaluate`) call left it; None before the first."""
+        return self._copy
+
     def evaluate(self, model, split=None):
         """Rank-1 and mAP of ``model`` (its float32 copy) on ``split``:
         ``"validation"``, ``"test"``, or by default the split that chooses
@@ -266,7 +275,12 @@ class ReIDTask:
         data = {"validation": lambda: self.validation_set, "test": lambda: self.test_set}
         if split not in data:
             raise ValueError(f"split must be 'validation' or 'test'. Received: split={split!r}")
-        return evaluate_model(self.inference_model(model), data[split](), batch_size=self.config.eval_batch_size)
+        copy = self.inference_model(model)
+        if self._extractor is None:
+            from nvan_tf.evaluation import evaluator
+
+            self._extractor = evaluator.model_extractor(copy, "training evaluation")
+        return evaluate_model(copy, data[split](), batch_size=self.config.eval_batch_size, extractor=self._extractor)
 
     # -- the data ----------------------------------------------------------------
     @property
