@@ -21,8 +21,8 @@ from tests.torch_reference import build_reference, randomize_, reference_state_d
 NUM_IDS = 11
 
 
-def reference_checkpoint(tmp_path, variant, stripes=16, seed=0, prefix=True):
-    ref = randomize_(build_reference(variant, NUM_IDS, stripes=stripes), seed).eval()
+def reference_checkpoint(tmp_path, variant, stripes=16, seed=0, prefix=True, blocks=None):
+    ref = randomize_(build_reference(variant, NUM_IDS, stripes=stripes, blocks=blocks), seed).eval()
     state = reference_state_dict(ref)
     if not prefix:
         state = {k[len("module."):]: v for k, v in state.items()}
@@ -90,6 +90,36 @@ def test_training_outputs_match(tmp_path, variant):
     f, logits = model(x, training=True)
     assert_close(f, f_ref)
     assert_close(logits, logits_ref)
+
+
+@pytest.mark.parametrize("variant, blocks", [("ste-nvan", (1, 2, 3, 1)), ("baseline", (2, 1, 1, 2))])
+def test_other_depths_reproduce_the_reference_of_that_depth(tmp_path, variant, blocks):
+    """``stage_blocks``: the bottleneck ResNet of those counts, in the torchvision
+    layout (layerK.i), gives the reference's embeddings and training outputs."""
+    stripes = SMALL_STRIPES.get(variant, 16)
+    ref, ckpt = reference_checkpoint(tmp_path, variant, stripes=stripes, seed=6, blocks=blocks)
+    overrides = {"stripes": stripes} if variant in SMALL_STRIPES else {}
+    model = nvan_tf.build_model(variant, NUM_IDS, seq_len=4, height=64, width=32, stage_blocks=blocks, **overrides)
+    assert [len(stage) for stage in model.backbone.blocks] == list(blocks)
+    loading.load_torch_checkpoint(model, ckpt)
+    x, xt = torch_clips(2, 4, 64, 32, seed=7)
+    with torch.no_grad():
+        assert_close(model(x, training=False), ref(xt))
+    ref.train()
+    with torch.no_grad():
+        f_ref, _ = ref(xt)
+    assert_close(model(x, training=True)[0], f_ref)
+
+
+def test_a_checkpoint_of_another_depth_is_refused_naming_the_blocks(tmp_path):
+    _, ckpt = reference_checkpoint(tmp_path, "baseline")  # ResNet-50
+    model = nvan_tf.build_model("baseline", NUM_IDS, seq_len=4, height=64, width=32, stage_blocks=(1, 2, 3, 1))
+    with pytest.raises(convert.CheckpointError, match=r"unexpected keys .*layer1\.1\.bn1\.bias"):
+        loading.load_torch_checkpoint(model, ckpt)
+    with pytest.raises(ValueError, match=r"non_local asks for 3 blocks in res4, which has 2 residual blocks"):
+        nvan_tf.build_model("nvan", NUM_IDS, stage_blocks=(1, 2, 2, 1))
+    with pytest.raises(ValueError, match=r"stage_blocks needs at least one residual block per stage"):
+        nvan_tf.build_model("baseline", NUM_IDS, stage_blocks=(3, 4, 0, 3))
 
 
 def test_wrong_variant_lists_missing_keys(tmp_path):

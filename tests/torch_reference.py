@@ -134,7 +134,7 @@ class VideoResNet50(nn.Module):
     With non_layers all 0 and mode "normal" it is a plain per-frame ResNet-50.
     """
 
-    def __init__(self, non_layers=(0, 0, 0, 0), mode="normal", stripes=16, last_stride=1):
+    def __init__(self, non_layers=(0, 0, 0, 0), mode="normal", stripes=16, last_stride=1, blocks=None):
         super().__init__()
         if mode not in ("normal", "stripe", "hr", "stripe_hr"):
             raise ValueError(f"unknown mode {mode!r}")
@@ -144,7 +144,8 @@ class VideoResNet50(nn.Module):
         self.maxpool = nn.MaxPool2d(3, 2, padding=1)
         inplanes = 64
         self.nl_positions = []
-        for k, ((planes, blocks, stride), n) in enumerate(zip(STAGES, non_layers), 1):
+        counts = blocks or tuple(stage[1] for stage in STAGES)  # ResNet-50's unless given (toy models)
+        for k, ((planes, _, stride), blocks, n) in enumerate(zip(STAGES, counts, non_layers), 1):
             stride = last_stride if stride is None else stride
             layer = [Bottleneck(inplanes, planes, stride)]
             inplanes = planes * EXPANSION
@@ -214,16 +215,16 @@ class ReferenceCNN(nn.Module):
     baseline, both averaged over frames).
     """
 
-    def __init__(self, variant, num_classes, non_layers=(0, 2, 3, 0), stripes=16):
+    def __init__(self, variant, num_classes, non_layers=(0, 2, 3, 0), stripes=16, blocks=None):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown variant {variant!r}; expected one of {sorted(VARIANTS)}")
         self.variant = variant
         if variant == "baseline":
-            self.features = FrameFeatures(VideoResNet50())
+            self.features = FrameFeatures(VideoResNet50(blocks=blocks))
         else:
             self.features = ClipFeatures(
-                VideoResNet50(non_layers, VARIANTS[variant], stripes))
+                VideoResNet50(non_layers, VARIANTS[variant], stripes, blocks=blocks))
         self.bottleneck = nn.BatchNorm1d(2048)
         self.bottleneck.bias.requires_grad_(False)
         self.classifier = nn.Linear(2048, num_classes, bias=False)
@@ -244,9 +245,10 @@ class ReferenceCNN(nn.Module):
         return bn if not self.training else (f, self.classifier(bn))
 
 
-def build_reference(variant, num_classes, non_layers=(0, 2, 3, 0), stripes=16):
-    """The reference model for a variant name (see VARIANTS), in train mode."""
-    return ReferenceCNN(variant, num_classes, tuple(non_layers), stripes)
+def build_reference(variant, num_classes, non_layers=(0, 2, 3, 0), stripes=16, blocks=None):
+    """The reference model for a variant name (see VARIANTS), in train mode;
+    ``blocks``: residual blocks per stage (default ResNet-50's 3, 4, 6, 3)."""
+    return ReferenceCNN(variant, num_classes, tuple(non_layers), stripes, blocks)
 
 
 @torch.no_grad()

@@ -14,7 +14,7 @@ import sys
 from nvan_tf import cli
 from nvan_tf.core import flags
 
-MODEL_FLAGS = ("variant", "num_identities", "seq_len", "height", "width", "stripes")
+MODEL_FLAGS = ("variant", "num_identities", *flags.SHAPE_NAMES[1:])
 
 
 @dataclasses.dataclass
@@ -34,6 +34,7 @@ class ConvertConfig:
     height: int | None = None
     width: int | None = None
     stripes: int | None = None
+    stage_blocks: tuple | None = None
 
 
 def build_parser():
@@ -58,7 +59,7 @@ def main(argv=None):
     cli.quiet_tensorflow(args.verbose)
     from nvan_tf.io import loading
 
-    overrides = {"stripes": args.stripes} if args.stripes else {}
+    overrides = flags.model_overrides(args)
     try:
         model = loading.load_model(
             args.torch, variant=args.variant, num_identities=args.num_identities,

@@ -27,7 +27,7 @@ from nvan_tf.evaluation.evaluator import (
 
 # The readers with random train / test splits.
 SPLIT_DATASETS = ("ilidsvid", "prid")
-MODEL_FLAGS = ("variant", "num_identities", "seq_len", "height", "width", "stripes")
+MODEL_FLAGS = ("variant", "num_identities", *flags.SHAPE_NAMES[1:])
 OUTPUT = ("features", "reuse_features", "visualize", "num_visualize", "verbose")
 
 
@@ -58,7 +58,7 @@ def build_parser():
 def config_from_args(args):
     model = None
     if args.model:
-        overrides = {"stripes": args.stripes} if args.stripes else {}
+        overrides = flags.model_overrides(args)
         model = ModelSpec(args.model, variant=args.variant, num_identities=args.num_identities,
                           seq_len=args.seq_len, height=args.height, width=args.width,
                           overrides=overrides)

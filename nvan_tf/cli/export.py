@@ -20,7 +20,7 @@ from nvan_tf import cli
 from nvan_tf.core import flags
 from nvan_tf.deploy.config import ExportConfig
 
-MODEL_FLAGS = ("variant", "num_identities", "seq_len", "height", "width", "stripes")
+MODEL_FLAGS = ("variant", "num_identities", *flags.SHAPE_NAMES[1:])
 
 
 def build_parser():
@@ -66,7 +66,8 @@ def _export(args) -> list[str]:
     from nvan_tf.io.loading import load_model
     from nvan_tf.models.model import config_of
 
-    sizes = {k: getattr(args, k) for k in ("seq_len", "height", "width", "stripes") if getattr(args, k)}
+    sizes = {k: getattr(args, k) for k in ("seq_len", "height", "width") if getattr(args, k)}
+    sizes.update(flags.model_overrides(args))
     model = load_model(args.model, variant=args.variant, num_identities=args.num_identities, **sizes)
     if args.format == "savedmodel":
         return [export_saved_model(model, args.output_dir, overwrite=args.overwrite)]

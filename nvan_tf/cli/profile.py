@@ -29,6 +29,7 @@ class ProfileConfig:
     height: int | None = None
     width: int | None = None
     stripes: int | None = None
+    stage_blocks: tuple | None = None
     json: bool = dataclasses.field(default=False, metadata={
         "help": "print JSON instead of a table", "action": "store_true"})
 
@@ -59,9 +60,9 @@ def main(argv=None):
     variants = list(choices.VARIANTS) if args.all else [args.variant]
     rows = []
     for variant in variants:
-        overrides = {}
-        if args.stripes and choices.VARIANTS[variant].get("stripes"):
-            overrides["stripes"] = args.stripes
+        overrides = flags.model_overrides(args)
+        if not choices.VARIANTS[variant].get("stripes"):
+            overrides.pop("stripes", None)  # --all: the stripe count applies where there are stripes
         try:
             rows.append(profile_variant(variant, args.seq_len, args.height, args.width, **overrides))
         except ValueError as err:

@@ -55,6 +55,8 @@ def space_from_args(args):
 def config_from_args(args, space):
     """The recipe of the variant with the run's flags; searched fields start at the space's first value."""
     given = recipe_flags(args, exclude=SEARCHED)
+    if args.stage_blocks is not None:  # a fixed model override (--stripes is searched)
+        given["model_overrides"] = {**given.get("model_overrides", {}), "stage_blocks": args.stage_blocks}
     return TrainConfig.preset(given.pop("variant", "ste-nvan"), **{**given, "seq_len": space.seq_len[0]})
 
 

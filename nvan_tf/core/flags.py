@@ -37,8 +37,8 @@ import json
 
 from nvan_tf import choices
 
-__all__ = ["ModelShape", "MODEL", "SAMPLING_AND_RANKING", "RUN", "SHAPE_NAMES", "help_of", "flag_of",
-           "group_of", "add_fields", "field_values", "add_model_group", "add_sampling_and_ranking", "add_run_group",
+__all__ = ["ModelShape", "MODEL", "SAMPLING_AND_RANKING", "RUN", "SHAPE_NAMES", "OVERRIDE_NAMES", "help_of", "flag_of",
+           "group_of", "add_fields", "field_values", "add_model_group", "model_overrides", "add_sampling_and_ranking", "add_run_group",
            "parse_args", "options", "printed", "print_config", "read_json", "json_dict"]
 
 MODEL = "model (default: what the model file records, else the variant's preset: 8 frames of 256x128)"
@@ -62,6 +62,18 @@ def json_dict(text):
     return value
 
 
+def block_counts(text):
+    """``argparse`` type: four comma-separated residual block counts (res2..res5)."""
+    try:
+        values = tuple(int(v) for v in text.replace(" ", "").split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 4 or min(values) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected 4 comma-separated block counts of at least 1 (res2..res5), such as 3,4,6,3; got {text!r}")
+    return values
+
+
 @dataclasses.dataclass
 class ModelShape:
     """The model flags every command shares (``nvan-convert``, ``-evaluate``,
@@ -80,10 +92,21 @@ class ModelShape:
     stripes: int | None = dataclasses.field(default=None, metadata={
         "help": "stripe count of the stripe non-local blocks (a model override; small inputs need "
                 "fewer than 16)"})
+    stage_blocks: tuple | None = dataclasses.field(default=None, metadata={
+        "help": "residual blocks per stage res2..res5 (a model override; default 3,4,6,3: ResNet-50, the "
+                "reference's; 3,4,23,3: ResNet-101; fewer blocks make a quicker, smaller model)",
+        "type": block_counts, "metavar": "N,N,N,N"})
 
 
 # The model-shape flags of every command; --num-identities only where a model file is read.
-SHAPE_NAMES = ("variant", "seq_len", "height", "width", "stripes")
+SHAPE_NAMES = ("variant", "seq_len", "height", "width", "stripes", "stage_blocks")
+# The ModelShape flags that override a variant's preset (ModelConfig fields).
+OVERRIDE_NAMES = ("stripes", "stage_blocks")
+
+
+def model_overrides(args):
+    """``{field: value}`` of the model-override flags (``OVERRIDE_NAMES``) given in ``args``."""
+    return {name: getattr(args, name) for name in OVERRIDE_NAMES if getattr(args, name, None) is not None}
 
 
 def help_of(cls, name):

@@ -37,6 +37,7 @@ class ExportConfig:
     height: int | None = None
     width: int | None = None
     stripes: int | None = None
+    stage_blocks: tuple | None = None
     calibration_data: str | None = dataclasses.field(default=None, metadata={
         "help": "dataset root; clips of its train split", "group": CALIBRATION})
     calibration_dataset: str = dataclasses.field(default="mars", metadata={

@@ -34,7 +34,8 @@ import numpy as np
 TORCH_INSTALL_HINT = "pip install 'nvan-tf[torch]' (torch==2.13.0, the CPU build)"
 
 # Build options a model needs to take Keras-applications ImageNet weights.
-KERAS_APPLICATIONS_LAYOUT = {"stride_in_1x1": True, "stem_relu": True, "input_convention": "caffe"}
+KERAS_APPLICATIONS_LAYOUT = {"stride_in_1x1": True, "stem_relu": True, "input_convention": "caffe",
+                             "stage_blocks": (3, 4, 6, 3)}  # keras.applications.ResNet50: 50 layers only
 
 
 class CheckpointError(ValueError):

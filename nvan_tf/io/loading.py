@@ -452,9 +452,16 @@ def load_torchvision_resnet50(model, path):
     return model
 
 
+def _resnet(model):
+    """``ResNet-50`` (the reference's), ``ResNet-101``, ...: the model's depth by name."""
+    from nvan_tf.models.backbone import resnet_depth
+
+    return f"ResNet-{resnet_depth(model.backbone.stage_blocks)}"
+
+
 def _assign_torchvision(model, state_dict, path):
     entries = [e for e in convert.backbone_entries(model.backbone, "") if not e[0].startswith("NL_")]
-    convert.assign_state_dict(entries, state_dict, source=f"{path} (torchvision ResNet-50)",
+    convert.assign_state_dict(entries, state_dict, source=f"{path} (torchvision {_resnet(model)})",
                               ignore=("fc.",))
 
 
@@ -628,7 +635,7 @@ def initialize_from(model, path):
         state_dict = convert.read_state_dict(path)
         if "conv1.weight" in state_dict and "layer1.0.conv1.weight" in state_dict:
             _assign_torchvision(model, state_dict, path)
-            description = f"torchvision ResNet-50 {path}: backbone (non-local blocks at identity)"
+            description = f"torchvision {_resnet(model)} {path}: backbone (non-local blocks at identity)"
         elif any(k.startswith("features.backbone.") for k in state_dict):
             have = convert.infer_num_identities(state_dict)
             include = have == model.config.num_identities

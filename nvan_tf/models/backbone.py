@@ -30,9 +30,12 @@ from nvan_tf.models.layers import (
 
 _PACKAGE = "nvan_tf"
 
-# (name, bottleneck width, blocks): res2..res5 = torchvision layer1..layer4.
+# (name, bottleneck width, blocks in ResNet-50): res2..res5 = torchvision layer1..layer4.
 STAGES = (("res2", 64, 3), ("res3", 128, 4), ("res4", 256, 6), ("res5", 512, 3))
 EXPANSION = 4
+# Residual blocks per stage (``stage_blocks``): ResNet-50, the reference's, and
+# the other depths of torchvision's bottleneck ResNets.
+RESNET_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 
 # nvan-tf feeds torch-style normalised RGB; Keras-applications weights want caffe input.
 INPUT_CONVENTIONS = ("torch", "caffe")
@@ -134,7 +137,36 @@ class Bottleneck(layers.Layer):
         return config
 
 
-def check_non_local(table):
+def _four_integers(table, name, example):
+    values = table.tolist() if hasattr(table, "tolist") else table  # NumPy arrays
+    values = tuple(values) if isinstance(values, (tuple, list)) else None
+    if values is None or len(values) != len(STAGES) or not all(
+            isinstance(n, numbers.Integral) and not isinstance(n, bool) for n in values):
+        raise ValueError(
+            f"{name} needs one integer per stage res2..res5 ({len(STAGES)} block counts, "
+            f"e.g. {example}). Received: {name}={table!r}"
+        )
+    return tuple(int(n) for n in values)
+
+
+def check_stage_blocks(table):
+    """The residual blocks per stage res2..res5 as a tuple of plain ints:
+    ``(3, 4, 6, 3)`` is ResNet-50 (the reference), ``(3, 4, 23, 3)``
+    ResNet-101 (``RESNET_BLOCKS``); any four counts of at least 1 build a
+    bottleneck ResNet of that depth. A ``ValueError`` otherwise."""
+    values = _four_integers(table, "stage_blocks", RESNET_BLOCKS[50])
+    if min(values) < 1:
+        raise ValueError(f"stage_blocks needs at least one residual block per stage. Received: "
+                         f"stage_blocks={values}")
+    return values
+
+
+def resnet_depth(stage_blocks):
+    """The layer count a bottleneck ResNet's name gives: 50 for ``(3, 4, 6, 3)``."""
+    return 3 * sum(stage_blocks) + 2
+
+
+def check_non_local(table, stage_blocks=RESNET_BLOCKS[50]):
     """The non-local placement table as a tuple of plain ints; a ``ValueError``
     saying what is wrong otherwise.
 
@@ -142,20 +174,13 @@ def check_non_local(table):
     (``(0, 2, 3, 0)`` for NVAN): a tuple, list or NumPy array, NumPy
     integers accepted. Refused: anything
     but four integers (``2.5`` or ``True`` included), more blocks than a
-    stage has residual blocks, and any block in res2 (stage 1): the
+    stage has residual blocks (``stage_blocks``, ResNet-50's by default), and
+    any block in res2 (stage 1): the
     reference's stage-1 blocks max-pool g and phi by (1, 2, 2), which nvan-tf
     does not implement.
     """
-    values = table.tolist() if hasattr(table, "tolist") else table  # NumPy arrays
-    values = tuple(values) if isinstance(values, (tuple, list)) else None
-    if values is None or len(values) != len(STAGES) or not all(
-            isinstance(n, numbers.Integral) and not isinstance(n, bool) for n in values):
-        raise ValueError(
-            f"non_local needs one integer per stage res2..res5 ({len(STAGES)} block counts, "
-            f"e.g. (0, 2, 3, 0)). Received: non_local={table!r}"
-        )
-    values = tuple(int(n) for n in values)
-    for (stage, _, blocks), n in zip(STAGES, values):
+    values = _four_integers(table, "non_local", (0, 2, 3, 0))
+    for (stage, _, _), blocks, n in zip(STAGES, check_stage_blocks(stage_blocks), values):
         if not 0 <= n <= blocks:
             raise ValueError(
                 f"non_local asks for {n} blocks in {stage}, which has {blocks} residual "
@@ -199,6 +224,7 @@ def _expand(value):
 class VideoResNet50(layers.Layer):
     """ResNet-50 over video clips, with non-local blocks and temporal reduction.
 
+    (Any depth of bottleneck ResNet with ``stage_blocks``; ResNet-50 by default.)
     Input ``(B, T, H, W, 3)``, output ``(B, T', H / 16, W / 16, 2048)`` with
     ``last_stride=1`` (16 x 8 at 256 x 128); ``T' = T`` unless reduced.
 
@@ -222,6 +248,8 @@ class VideoResNet50(layers.Layer):
         sync_batch_norm: every BN computes its training statistics over the
             global batch of all replicas (several devices or workers), so a
             step is the same whatever the replica count.
+        stage_blocks: residual blocks per stage res2..res5, ``(3, 4, 6, 3)``
+            (ResNet-50) by default; ``RESNET_BLOCKS`` holds the other depths.
     """
 
     def __init__(
@@ -235,11 +263,13 @@ class VideoResNet50(layers.Layer):
         stride_in_1x1=False,
         input_convention="torch",
         sync_batch_norm=False,
+        stage_blocks=RESNET_BLOCKS[50],
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.sync_batch_norm = bool(sync_batch_norm)
-        self.non_local = check_non_local(non_local)
+        self.stage_blocks = check_stage_blocks(stage_blocks)
+        self.non_local = check_non_local(non_local, self.stage_blocks)
         self.stripes = _expand(check_stripes(stripes))
         self.temporal_reduction = _expand(_stage_table(temporal_reduction, "temporal_reduction", bool))
         self.attention_group = whole_number(attention_group, "attention_group", allow_none=True)
@@ -261,7 +291,7 @@ class VideoResNet50(layers.Layer):
         self.stem_pool = layers.MaxPooling2D(3, 2, name="stem_pool", dtype=dtype)
         self.blocks, self.nonlocal_blocks, self.reductions = [], [], []
         in_channels = 64
-        for index, (stage, width, count) in enumerate(STAGES):
+        for index, ((stage, width, _), count) in enumerate(zip(STAGES, self.stage_blocks)):
             stride = 1 if index == 0 else (self.last_stride if index == 3 else 2)
             blocks = []
             for i in range(count):
@@ -364,6 +394,7 @@ class VideoResNet50(layers.Layer):
             "stride_in_1x1": self.stride_in_1x1,
             "input_convention": self.input_convention,
             "sync_batch_norm": self.sync_batch_norm,
+            "stage_blocks": list(self.stage_blocks),
         })
         return config
 

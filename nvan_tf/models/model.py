@@ -20,7 +20,7 @@ import keras
 from keras import layers, ops
 
 from nvan_tf.choices import VARIANTS
-from nvan_tf.models.backbone import VideoResNet50, check_non_local, check_stripes
+from nvan_tf.models.backbone import RESNET_BLOCKS, VideoResNet50, check_non_local, check_stage_blocks, check_stripes
 from nvan_tf.models.layers import FeaturePooling, freeze_if_not_trainable, whole_number
 
 
@@ -47,6 +47,7 @@ class ModelConfig:
     input_convention: str = "torch"
     normalize_embedding: bool = False
     sync_batch_norm: bool = False
+    stage_blocks: tuple = RESNET_BLOCKS[50]  # residual blocks per stage: ResNet-50, the reference's depth
 
     def __post_init__(self):
         """Checks every number (NumPy integers accepted, stored as plain
@@ -58,7 +59,8 @@ class ModelConfig:
 
         for name in ("num_identities", "seq_len", "height", "width", "last_stride"):
             store(name, whole_number(getattr(self, name), name))
-        store("non_local", check_non_local(self.non_local))
+        store("stage_blocks", check_stage_blocks(self.stage_blocks))
+        store("non_local", check_non_local(self.non_local, self.stage_blocks))
         store("attention_group", whole_number(self.attention_group, "attention_group", allow_none=True))
         store("stripes", check_stripes(self.stripes))
         store("temporal_reduction", tuple(self.temporal_reduction))
@@ -106,6 +108,7 @@ class NVANModel(keras.Model):
             stride_in_1x1=config.stride_in_1x1,
             input_convention=config.input_convention,
             sync_batch_norm=config.sync_batch_norm,
+            stage_blocks=config.stage_blocks,
             name="backbone",
             dtype=self.dtype_policy,
         )
