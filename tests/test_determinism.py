@@ -12,11 +12,12 @@ import pytest
 
 from nvan_tf.data.datasets import synthetic
 from nvan_tf.training.config import TrainConfig
+from tests import toy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "training_worker.py")
 TINY = dict(variant="ste-nvan", dataset="mars", seq_len=4, height=64, width=32, p=2, k=2, steps_per_epoch=2,
-            epochs=2, eval_every=1, checkpoint_every=0, progress=0, model_overrides={"stripes": 4},
+            epochs=2, eval_every=1, checkpoint_every=0, progress=0, model_overrides={"stripes": 4, **toy.OVERRIDES},
             random_erasing=0.5, lr=1e-3)
 
 
@@ -68,7 +69,7 @@ def test_the_flag_is_recorded_and_a_resumed_run_keeps_it(synth_root, tmp_path, c
 
     out = str(tmp_path / "run")
     argv = ["--dataset", "mars", "--root", synth_root, "--variant", "baseline", "--seq-len", "4", "--height", "64",
-            "--width", "32", "--p", "2", "--k", "2", "--steps-per-epoch", "1", "--epochs", "1",
+            "--width", "32", *toy.FLAG, "--p", "2", "--k", "2", "--steps-per-epoch", "1", "--epochs", "1",
             "--eval-every", "0", "--progress", "0", "--output-dir", out]
     assert train_cli.main(argv) == 0  # without --deterministic the run works
     with open(os.path.join(out, "config.json")) as f:

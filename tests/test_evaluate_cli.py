@@ -19,9 +19,10 @@ from nvan_tf import evaluation
 from nvan_tf.evaluation import features as features_lib
 
 try:
-    from tests import data_trees
+    from tests import data_trees, toy
 except ImportError:  # tests/ itself on sys.path
     import data_trees
+    import toy
 
 SEQ_LEN, HEIGHT, WIDTH = 4, 64, 32
 
@@ -38,7 +39,7 @@ def keras_model_path(tmp_path_factory):
     import nvan_tf
 
     model = nvan_tf.build_model("baseline", num_identities=3, seq_len=SEQ_LEN,
-                                height=HEIGHT, width=WIDTH)
+                                height=HEIGHT, width=WIDTH, **toy.OVERRIDES)
     path = str(tmp_path_factory.mktemp("model") / "baseline.keras")
     model.save(path)
     return path

@@ -17,16 +17,18 @@ from nvan_tf import deploy as export  # noqa: E402
 from nvan_tf.data import pipeline  # noqa: E402
 from nvan_tf.data.datasets import Tracklet  # noqa: E402
 from nvan_tf.models.model import build_model, dtype_policy, float32_copy  # noqa: E402
+from tests import toy  # noqa: E402
 
 T, H, W = 4, 64, 32
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def small_model(variant="ste-nvan", seed=0, **overrides):
-    """A small model with non-trivial BN statistics and non-local blocks that
-    are not the identity (their zero-initialised BN gamma made non-zero)."""
+    """A small model (the toy depth, tests/toy.py) with non-trivial BN
+    statistics and non-local blocks that are not the identity (their
+    zero-initialised BN gamma made non-zero)."""
     keras.utils.set_random_seed(seed)
-    model = build_model(variant, 5, seq_len=T, height=H, width=W, stripes=4, **overrides)
+    model = build_model(variant, 5, seq_len=T, height=H, width=W, stripes=4, **{**toy.OVERRIDES, **overrides})
     rng = np.random.default_rng(seed)
     for v in model.weights:
         shape, path = tuple(v.shape), v.path
@@ -196,7 +198,7 @@ def test_clip_shape_recorded_for_readers(saved, loaded):
 def test_mixed_precision_model_exports(tmp_path):
     reference = small_model("nvan")
     with dtype_policy("mixed_bfloat16"):
-        mixed = build_model("nvan", 5, seq_len=T, height=H, width=W, stripes=4)
+        mixed = build_model("nvan", 5, seq_len=T, height=H, width=W, stripes=4, **toy.OVERRIDES)
     mixed.set_weights(reference.get_weights())
     copy = float32_copy(mixed, normalize_embedding=True)
     assert copy.backbone.compute_dtype == "float32" and copy.config.normalize_embedding

@@ -18,11 +18,15 @@ from nvan_tf.training import checkpoints
 from nvan_tf.training import loop as training
 from nvan_tf.data.datasets import synthetic
 from nvan_tf.training.optimizers import StepDecay, TorchAdam
+from tests import toy
 from nvan_tf.training.loop import TrainConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKER = os.path.join(ROOT, "tests", "training_worker.py")
 SMALL = dict(seq_len=4, height=64, width=32, p=2, k=2, steps_per_epoch=2, progress=0)
+# float16 runs: TensorFlow's CPU kernels for float16 convolutions are slow (on the 2-core test machine a
+# 64x32 conv took 26x fp32's time forward and over 300x for its filter gradient), so these clips are 8x smaller
+FLOAT16 = dict(mixed_precision="mixed_float16", seq_len=2, height=32, width=16)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +38,7 @@ def synth_root(tmp_path_factory):
 
 def small_config(root, **overrides):
     values = dict(variant="baseline", dataset="mars", root=root, epochs=2, eval_every=1,
-                  checkpoint_every=0, **SMALL)
+                  checkpoint_every=0, model_overrides=toy.OVERRIDES, **SMALL)
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -329,7 +333,7 @@ def test_float16_skipped_updates_are_counted_not_lost(synth_root, tmp_path):
 
     rates = []
     out = str(tmp_path / "fp16")
-    config = small_config(synth_root, eval_every=0, mixed_precision="mixed_float16", lr_step=1, epochs=2)
+    config = small_config(synth_root, eval_every=0, lr_step=1, epochs=2, **FLOAT16)
     result = training.train(config, out, callbacks=[_LossScale.make(2.0 ** 40, rates)])
     assert result["steps"] == 4
     skipped = [row["skipped"] for row in result["history"]]
@@ -345,7 +349,7 @@ def test_float16_skipped_updates_are_counted_not_lost(synth_root, tmp_path):
 @pytest.mark.slow
 def test_a_collapsed_loss_scale_stops_the_run(synth_root, tmp_path, monkeypatch):
     monkeypatch.setattr(training, "MAX_CONSECUTIVE_SKIPS", 3)
-    config = small_config(synth_root, eval_every=0, mixed_precision="mixed_float16", checkpoint_every=1)
+    config = small_config(synth_root, eval_every=0, checkpoint_every=1, **FLOAT16)
     with pytest.raises(training.TrainingDiverged, match=r"The loss scale collapsed at epoch 2, step 1 of 2 "
                                                         r"\(global step 3\): the last 3 updates were skipped"):
         training.train(config, str(tmp_path / "inf"), callbacks=[_LossScale.make(3.0e38)])
@@ -420,7 +424,7 @@ def test_mirrored_two_devices_matches_default_on_nvan(tmp_path):
 @pytest.mark.slow
 def test_cli_end_to_end_and_config_file(synth_root, tmp_path, capsys):
     out = str(tmp_path / "cli")
-    argv = ["--dataset", "mars", "--root", synth_root, "--variant", "ste-nvan", "--stripes", "4",
+    argv = ["--dataset", "mars", "--root", synth_root, "--variant", "ste-nvan", "--stripes", "4", *toy.FLAG,
             "--seq-len", "4", "--height", "64", "--width", "32", "--p", "2", "--k", "2",
             "--steps-per-epoch", "1", "--epochs", "1", "--eval-every", "1", "--progress", "0",
             "--output-dir", out]
@@ -429,7 +433,8 @@ def test_cli_end_to_end_and_config_file(synth_root, tmp_path, capsys):
     assert "best: epoch 1, test rank-1" in printed and "chosen on the test split" in printed and "model:" in printed
     with open(os.path.join(out, "config.json")) as f:
         recorded = json.load(f)["train"]
-    assert recorded["variant"] == "ste-nvan" and recorded["model_overrides"] == {"stripes": 4}
+    assert recorded["variant"] == "ste-nvan"
+    assert recorded["model_overrides"] == {"stripes": 4, "stage_blocks": list(toy.BLOCKS)}
     # --config reproduces the run: it resumes (nothing left to do) instead of refusing
     assert train_cli.main(["--config", os.path.join(out, "config.json"), "--output-dir", out]) == 0
     # an explicit flag overrides the file and is refused for this folder
@@ -443,6 +448,7 @@ def test_cli_end_to_end_and_config_file(synth_root, tmp_path, capsys):
     (["--optimizer", "rmsprop"], "argument --optimizer: invalid choice"),
     (["--margin", "hard"], "argument --margin: expected 'soft' or a number"),
     (["--model-overrides", "[1]"], "argument --model-overrides: expected a JSON object"),
+    (["--stage-blocks", "3,4,6"], "argument --stage-blocks: expected 4 comma-separated block counts of at least 1"),
     (["--config", "/does/not/exist.json"], "--config /does/not/exist.json: cannot read"),
     (["--dataset", "mars"], "--root is required for dataset 'mars'"),
 ])
@@ -466,7 +472,7 @@ def test_init_starts_from_the_given_weights(synth_root, tmp_path, caplog):
     import nvan_tf
 
     keras.utils.set_random_seed(7)
-    start = nvan_tf.build_model("baseline", 3, seq_len=4, height=64, width=32)
+    start = nvan_tf.build_model("baseline", 3, seq_len=4, height=64, width=32, **toy.OVERRIDES)
     path = str(tmp_path / "start.keras")
     start.save(path)
     caplog.set_level(logging.INFO, logger="nvan_tf")
@@ -476,5 +482,5 @@ def test_init_starts_from_the_given_weights(synth_root, tmp_path, caplog):
     trained = nvan_tf.load_model(result["last"])
     kernel = lambda m: np.asarray(m.backbone.stem_conv.kernel)
     assert np.abs(kernel(trained) - kernel(start)).max() <= 3e-4  # lr 1e-4: one Adam step
-    fresh = nvan_tf.build_model("baseline", 3, seq_len=4, height=64, width=32)
+    fresh = nvan_tf.build_model("baseline", 3, seq_len=4, height=64, width=32, **toy.OVERRIDES)
     assert np.abs(kernel(fresh) - kernel(start)).max() > 1e-2  # the check can fail
