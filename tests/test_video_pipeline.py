@@ -347,6 +347,24 @@ def test_refused_runs_stop_before_detection_and_leave_no_folder(world, tmp_path,
         assert not out.exists()
 
 
+def test_a_track_config_reads_cameras_given_as_text_with_the_frame_rate(tmp_path):
+    """TrackConfig(cameras=[...]) takes the command line's [ID=]PATH[@START] text; --fps (the
+    field ``fps``) is the frame rate of frame folders, and is refused unless positive."""
+    from nvan_tf.cli import track
+    from nvan_tf.video.pipeline import TrackConfig
+    from nvan_tf.video.sources import CameraSpec
+
+    config = TrackConfig(cameras=[str(tmp_path), f"3={tmp_path}@10.5"], output_dir=str(tmp_path / "out"),
+                         model="colour-histogram", threshold=0.3, fps=5.0)
+    assert config.cameras == [CameraSpec(1, str(tmp_path), 0.0, 5.0), CameraSpec(3, str(tmp_path), 10.5, 5.0)]
+    args = track.build_parser().parse_args(["--camera", str(tmp_path), "--out", str(tmp_path / "o"),
+                                            "--model", "colour-histogram", "--threshold", "0.3", "--fps", "12"])
+    assert track.build_config(args).cameras[0].fps == 12.0
+    with pytest.raises(ValueError, match="--fps must be a positive frame rate"):
+        TrackConfig(cameras=[str(tmp_path)], output_dir=str(tmp_path / "out"), model="colour-histogram",
+                    threshold=0.3, fps=0.0)
+
+
 def test_global_tracks_and_multi_camera_metrics(world, run):
     from nvan_tf.video.metrics import multi_camera_metrics
     from nvan_tf.video.pipeline import read_identities

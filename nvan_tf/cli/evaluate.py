@@ -28,7 +28,7 @@ from nvan_tf.evaluation.evaluator import (
 # The readers with random train / test splits.
 SPLIT_DATASETS = ("ilidsvid", "prid")
 MODEL_FLAGS = ("variant", "num_identities", *flags.SHAPE_NAMES[1:])
-OUTPUT = ("features", "reuse_features", "visualize", "num_visualize", "verbose")
+OUTPUT = ("features", "reuse_features", "visualize", "num_visualize", "verbose", "deterministic")
 
 
 def build_parser():
@@ -37,21 +37,11 @@ def build_parser():
     parser = cli.make_parser("nvan-evaluate", __doc__)
     flags.add_fields(parser, ModelSpec, ["path"], group=flags.MODEL)
     flags.add_model_group(parser, MODEL_FLAGS)
-    flags.add_fields(parser, EvaluationConfig, ["dataset", "root"])
-    data = flags.group_of(parser, "data")
-    data.add_argument("--split-id", type=int,
-                      help="split of iLIDS-VID / PRID-2011; default: the reader's (0)")
-    data.add_argument("--splits", metavar="FILE",
-                      help="split file of iLIDS-VID / PRID-2011: read if it exists, else the "
-                      "generated random splits are recorded there; default: the published file "
-                      "in the dataset, else a record in $NVAN_TF_CACHE/splits (~/.cache/nvan_tf)")
+    flags.add_fields(parser, EvaluationConfig, ["dataset", "root", "split_id", "splits"])
     flags.add_sampling_and_ranking(parser, EvaluationConfig, RankingConfig)
     flags.add_fields(parser, RankingConfig, exclude=flags.SHARED_SAMPLING, group=flags.SAMPLING_AND_RANKING)
     flags.add_run_group(parser, EvaluationConfig)
     flags.add_fields(parser, EvaluationConfig, OUTPUT)
-    flags.group_of(parser, "output").add_argument(
-        "--deterministic", action="store_true",
-        help="TensorFlow's deterministic kernels: bit-identical features on one machine")
     return parser
 
 
@@ -62,14 +52,8 @@ def config_from_args(args):
         model = ModelSpec(args.model, variant=args.variant, num_identities=args.num_identities,
                           seq_len=args.seq_len, height=args.height, width=args.width,
                           overrides=overrides)
-    dataset_kwargs = {}
-    if args.split_id is not None:
-        dataset_kwargs["split_id"] = args.split_id
-    if args.splits is not None:
-        dataset_kwargs["split_file"] = args.splits
     ranking = RankingConfig(**flags.field_values(args, RankingConfig))
-    return EvaluationConfig(model=model, dataset_kwargs=dataset_kwargs, ranking=ranking,
-                            **flags.field_values(args, EvaluationConfig))
+    return EvaluationConfig(model=model, ranking=ranking, **flags.field_values(args, EvaluationConfig))
 
 
 def main(argv=None):
@@ -83,10 +67,6 @@ def main(argv=None):
         parser.error(f"--split-id and --splits are options of {choices.listing(SPLIT_DATASETS)}, "
                      f"not of --dataset {args.dataset}")
     cli.quiet_tensorflow(args.verbose)
-    if args.deterministic:
-        from nvan_tf.models.model import enable_determinism
-
-        enable_determinism()
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
     try:
         config = config_from_args(args)

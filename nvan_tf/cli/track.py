@@ -36,9 +36,6 @@ def build_parser():
     flags.add_run_group(parser, TrackConfig)
     flags.add_fields(parser, TrackConfig, ["model"])
     for name, field in ((f.name, f) for f in dataclasses.fields(TrackConfig)):
-        if name == "max_frames":  # --fps: how a frame folder is read (nvan_tf.video.sources.parse_camera)
-            flags.group_of(parser, "detection").add_argument(
-                "--fps", type=float, help="frame rate of frame folders (default 25)")
         if name == "sampling":
             flags.add_sampling_and_ranking(parser, EvaluationConfig, RankingConfig, defaults_from=TrackConfig)
         if name not in ("cameras", "output_dir", "model", *flags.SHARED_SAMPLING):
@@ -63,7 +60,7 @@ def build_config(args):
     from nvan_tf.video.sources import parse_camera
 
     values = flags.field_values(args, TrackConfig)
-    cameras = [parse_camera(text, i, fps=args.fps) for i, text in enumerate(values.pop("cameras"), start=1)]
+    cameras = [parse_camera(text, i, fps=values["fps"]) for i, text in enumerate(values.pop("cameras"), start=1)]
     detections = _per_camera(args.detections, cameras, "--detections") if args.detections else None
     return TrackConfig(**{**values, "cameras": cameras, "detections": detections,
                           "crop_size": tuple(values["crop_size"])})

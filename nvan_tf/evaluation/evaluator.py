@@ -124,7 +124,13 @@ class EvaluationConfig:
         "help": "dataset reader", "choices": DATASETS, "group": "data"})
     root: str | None = dataclasses.field(default=None, metadata={
         "help": "dataset folder", "required": True, "group": "data"})
-    dataset_kwargs: dict = dataclasses.field(default_factory=dict, metadata={"cli": False})
+    dataset_kwargs: dict = dataclasses.field(default_factory=dict, metadata={"cli": False})  # the reader's
+    split_id: int | None = dataclasses.field(default=None, metadata={
+        "help": "split of iLIDS-VID / PRID-2011; default: the reader's (0)", "group": "data"})
+    splits: str | None = dataclasses.field(default=None, metadata={
+        "help": "split file of iLIDS-VID / PRID-2011: read if it exists, else the generated random splits are "
+                "recorded there; default: the published file in the dataset, else a record in "
+                "$NVAN_TF_CACHE/splits (~/.cache/nvan_tf)", "metavar": "FILE", "group": "data"})
     output_dir: str = dataclasses.field(default="evaluation", metadata={
         "help": "where results.json, features.npz and pictures go"})
     sampling: str = dataclasses.field(default="rrs", metadata={
@@ -142,8 +148,15 @@ class EvaluationConfig:
     num_visualize: int = dataclasses.field(default=8, metadata={"help": "ranked lists to draw", "group": "output"})
     verbose: int = dataclasses.field(default=1, metadata={
         "help": "no progress bar", "flag": "--quiet", "negate": True, "group": "output"})
+    deterministic: bool = dataclasses.field(default=False, metadata={
+        "help": "TensorFlow's deterministic kernels: bit-identical features on one machine", "action": "store_true",
+        "group": "output"})
 
     def __post_init__(self):
+        """``split_id`` and ``splits`` go to the reader (``dataset_kwargs``'s
+        ``split_id`` and ``split_file``)."""
+        given = {"split_id": self.split_id, "split_file": self.splits}
+        self.dataset_kwargs = {**self.dataset_kwargs, **{k: v for k, v in given.items() if v is not None}}
         if self.sampling not in SAMPLING_MODES:
             raise ValueError(f"sampling must be one of {SAMPLING_MODES}; received {self.sampling!r}")
         if int(self.batch_size) != self.batch_size or self.batch_size < 1:
@@ -468,6 +481,10 @@ def run_evaluation(config):
     if config.root is None:
         raise ValueError("root is required: the folder of the dataset to evaluate on")
     started = time.perf_counter()
+    if config.deterministic:
+        from nvan_tf.models.model import enable_determinism
+
+        enable_determinism()
     # The model first: a missing file or a wrong variant is reported before
     # the (possibly large) dataset is read.
     extractor = load_feature_extractor(config.model) if config.model is not None else None

@@ -56,7 +56,7 @@ from nvan_tf.core.digests import content_digest, stat_key
 from nvan_tf.core.atomic import atomic_path, remove_stale, write_json, write_text
 from nvan_tf.video import association, embedding, report
 from nvan_tf.video.mot import MOTBoxes, read_mot, write_aicity, write_mot
-from nvan_tf.video.sources import CameraReader, CameraSpec
+from nvan_tf.video.sources import CameraReader, CameraSpec, parse_camera
 from nvan_tf.video.tracking import TRACKERS, crop, cut_tracklets, make_tracker, pad_to_aspect, track_boxes
 
 logger = logging.getLogger(__name__)
@@ -106,6 +106,8 @@ class TrackConfig:
         "help": "frames per detector batch", "group": "detection"})
     max_frames: int | None = dataclasses.field(default=None, metadata={
         "help": "only the first N frames of every camera (default: all)", "group": "detection"})
+    fps: float | None = dataclasses.field(default=None, metadata={
+        "help": "frame rate of frame folders (default 25; videos carry their own)", "group": "detection"})
     tracker: str = dataclasses.field(default="bytetrack", metadata={
         "help": "multi-object tracker (Roboflow's trackers library)", "choices": TRACKERS, "group": "tracking"})
     lost_track_buffer: int = dataclasses.field(default=30, metadata={
@@ -139,6 +141,11 @@ class TrackConfig:
 
         if not self.cameras:
             raise ValueError("no camera given (--camera)")
+        if self.fps is not None and not self.fps > 0:
+            raise ValueError(f"--fps must be a positive frame rate. Received: {self.fps!r}")
+        # a camera given as text ([ID=]PATH[@START]) is parsed here, with --fps for frame folders
+        self.cameras = [c if isinstance(c, CameraSpec) else parse_camera(c, i, fps=self.fps)
+                        for i, c in enumerate(self.cameras, start=1)]
         if os.path.exists(self.output_dir) and not os.path.isdir(self.output_dir):
             raise ValueError(f"--out {self.output_dir} is a file; the output is a folder (a new one, or a "
                              f"run's folder to resume)")
