@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from tests import toy
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -53,7 +55,7 @@ def saved_model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("saved")
     run_python(
         "import numpy as np, nvan_tf\n"
-        "model = nvan_tf.build_model('nvan-temporal', 3, seq_len=4, height=64, width=32)\n"
+        f"model = nvan_tf.build_model('nvan-temporal', 3, seq_len=4, height=64, width=32, stage_blocks={toy.BLOCKS})\n"
         "x = np.random.default_rng(0).random((1, 4, 64, 32, 3), dtype=np.float32)\n"
         f"np.save({str(folder / 'x.npy')!r}, x)\n"
         f"np.save({str(folder / 'y.npy')!r}, np.asarray(model(x, training=False)))\n"

@@ -35,22 +35,20 @@ import time
 import pytest
 
 try:
-    from tests import data_trees
+    from tests import data_trees, toy
     from tests.readme_commands import CannotRun, Elsewhere, Run, Todo, command_lines, run_line, toy_words, \
         user_environment
 except ImportError:  # tests/ itself on sys.path
     import data_trees
+    import toy
     from readme_commands import CannotRun, Elsewhere, Run, Todo, command_lines, run_line, toy_words, \
         user_environment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
 
-# toy sizes: the model's (7 residual blocks instead of ResNet-50's 16: a quicker model to trace and save),
-# then a training run's (one step of one epoch, evaluated)
-BLOCKS = (1, 2, 3, 1)
-MODEL = {"--seq-len": "4", "--height": "64", "--width": "32", "--stripes": "4",
-         "--stage-blocks": ",".join(map(str, BLOCKS))}
+# toy sizes: the model's (the toy depth of tests/toy.py), then a training run's (one step of one epoch, evaluated)
+MODEL = {"--seq-len": "4", "--height": "64", "--width": "32", "--stripes": "4", toy.FLAG[0]: toy.FLAG[1]}
 TRAIN = {**MODEL, "--p": "4", "--k": "2", "--steps-per-epoch": "1", "--epochs": "1"}
 EVALUATED = {**TRAIN, "--eval-every": "1"}  # the run the other commands use: its model.keras is the best epoch
 TUNE = {**MODEL, "--p": "4", "--k": "2", "--steps-per-epoch": "1", "--max-trials": "1", "--epochs": "1"}
@@ -199,7 +197,7 @@ def _ilidsvid(path, ws):
 def _torch_reference(variant):
     from tests.torch_reference import build_reference, randomize_, reference_state_dict
 
-    return reference_state_dict(randomize_(build_reference(variant, 6, stripes=4, blocks=BLOCKS), seed=0).eval())
+    return reference_state_dict(randomize_(build_reference(variant, 6, stripes=4, blocks=toy.BLOCKS), seed=0).eval())
 
 
 def _authors_checkpoint(path, ws):
@@ -271,9 +269,9 @@ INPUTS = {
     "data/DukeMTMC-VideoReID": "the DukeMTMC-VideoReID layout (tests/data_trees.py)",
     "my_footage": "the folder layout (train / query / gallery, tests/data_trees.py)",
     "data/i-LIDS-VID": "the iLIDS-VID layout, 8 persons (tests/data_trees.py), read with --root data",
-    "ckpt_best.pth": "an authors' STE-NVAN checkpoint (4 stripes, 6 identities, the toy BLOCKS, "
+    "ckpt_best.pth": "an authors' STE-NVAN checkpoint (4 stripes, 6 identities, the toy depth, "
                      "tests/torch_reference.py)",
-    "resnet50-0676ba61.pth": "a torchvision ResNet state_dict (random weights, the toy BLOCKS, "
+    "resnet50-0676ba61.pth": "a torchvision ResNet state_dict (random weights, the toy depth, "
                              "tests/torch_reference.py)",
     "ste_nvan.keras": "the tiny model TRAIN_LINE trains (runs/ste_nvan/model.keras)",
     "m.keras": "the same",
