@@ -74,8 +74,9 @@ def config_from_args(args):
     given = recipe_flags(args)
     variant = given.get("variant", values.get("variant", "ste-nvan"))
     merged = {**PRESETS.get(variant, {"variant": variant}), **values, **given}
-    if flags.model_overrides(args):
-        merged["model_overrides"] = {**merged.get("model_overrides", {}), **flags.model_overrides(args)}
+    overrides = flags.model_overrides(args)
+    if overrides:
+        merged["model_overrides"] = {**merged.get("model_overrides", {}), **overrides}
     if args.output_dir is None:
         args.output_dir = "runs/train"
     return TrainConfig.from_dict(merged, source=args.config or "flags")

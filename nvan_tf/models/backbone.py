@@ -35,7 +35,7 @@ STAGES = (("res2", 64, 3), ("res3", 128, 4), ("res4", 256, 6), ("res5", 512, 3))
 EXPANSION = 4
 # Residual blocks per stage (``stage_blocks``): ResNet-50, the reference's, and
 # the other depths of torchvision's bottleneck ResNets.
-RESNET_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+RESNET_BLOCKS = {50: tuple(blocks for _, _, blocks in STAGES), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 
 # nvan-tf feeds torch-style normalised RGB; Keras-applications weights want caffe input.
 INPUT_CONVENTIONS = ("torch", "caffe")
