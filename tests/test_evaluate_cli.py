@@ -45,6 +45,25 @@ def keras_model_path(tmp_path_factory):
     return path
 
 
+def test_deterministic_turns_on_the_deterministic_kernels_before_the_model_loads(synth_root, keras_model_path,
+                                                                                 tmp_path, monkeypatch):
+    """--deterministic (EvaluationConfig.deterministic): run_evaluation enables TensorFlow's
+    deterministic kernels first; without it they are left as they are."""
+    from nvan_tf.evaluation import evaluator
+    from nvan_tf.models import model as model_module
+
+    calls = []
+    monkeypatch.setattr(model_module, "enable_determinism", lambda *a: calls.append("determinism"))
+    loader = evaluator.load_feature_extractor
+    monkeypatch.setattr(evaluator, "load_feature_extractor", lambda spec: calls.append("model") or loader(spec))
+    argv = ["--model", keras_model_path, "--root", synth_root, "--batch-size", "8", "--quiet"]
+    assert evaluate.main([*argv, "--output-dir", str(tmp_path / "a")]) == 0
+    assert calls == ["model"]
+    calls.clear()
+    assert evaluate.main([*argv, "--output-dir", str(tmp_path / "b"), "--deterministic"]) == 0
+    assert calls == ["determinism", "model"]
+
+
 def test_end_to_end_with_pictures_and_cache(synth_root, keras_model_path, tmp_path, capsys):
     out = str(tmp_path / "eval")
     rc = evaluate.main(["--model", keras_model_path, "--root", synth_root,
