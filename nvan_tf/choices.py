@@ -31,6 +31,8 @@ SAMPLING_MODES = ("rrs", "evenly", "dense")
 # How the P x K sampler draws an identity's K tracklets: "always" with
 # replacement (the reference), or only where an identity has fewer than K.
 PK_REPLACEMENT = ("always", "as_needed")
+# The ranges synthetic identities and cameras are drawn from (nvan_tf.data.datasets.synthetic.LOOKS).
+SYNTHETIC_LOOKS = ("standard", "varied", "held-out")
 
 # Training.
 PRECISIONS = ("fp32", "mixed_float16", "mixed_bfloat16")

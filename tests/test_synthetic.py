@@ -161,3 +161,47 @@ def test_a_folder_holding_other_files_is_not_replaced(tmp_path):
     with pytest.raises(ValueError, match="holds other files"):
         generate(str(tmp_path), num_ids=4, cameras=2)
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_looks_bound_what_is_drawn():
+    from nvan_tf.choices import SYNTHETIC_LOOKS
+    from nvan_tf.data.datasets.synthetic import LOOKS, random_camera, random_identity
+
+    assert tuple(LOOKS) == SYNTHETIC_LOOKS  # the choice list the commands offer names them all
+
+    for name, looks in LOOKS.items():
+        rng = np.random.default_rng(0)
+        cameras = [random_camera(rng, name) for _ in range(200)]
+        people = [random_identity(rng, looks) for _ in range(200)]
+        for field, values in (("gain", [c.gain for c in cameras]), ("noise", [c.noise for c in cameras]),
+                              ("scale", [c.scale for c in cameras]), ("cast", np.ravel([c.cast for c in cameras])),
+                              ("body_width", [p.width for p in people]), ("body_height", [p.height for p in people])):
+            low, high = getattr(looks, field)
+            assert low <= min(values) and max(values) <= high, (name, field)
+            assert min(values) < low + 0.1 * (high - low) and max(values) > high - 0.1 * (high - low)  # spans it
+        assert all(looks.clutter[0] <= len(c.clutter) <= looks.clutter[1] for c in cameras)
+        share = np.mean([p.bag is not None for p in people])
+        assert abs(share - looks.bag) < 0.1, (name, share)
+    # the held-out cameras reach beyond what the other looks ever draw
+    for field in ("gain", "cast", "noise"):
+        held = LOOKS["held-out"]
+        for other in ("standard", "varied"):
+            assert getattr(held, field)[0] < getattr(LOOKS[other], field)[0] or \
+                getattr(held, field)[1] > getattr(LOOKS[other], field)[1], (field, other)
+
+
+def test_standard_looks_are_the_default_and_bad_looks_are_named(tmp_path):
+    from nvan_tf.data.datasets.synthetic import Looks
+
+    kwargs = dict(num_ids=4, cameras=2, seed=3, height=32, width=16, frames=(3, 4))
+    a = generate(str(tmp_path / "a"), **kwargs)
+    b = generate(str(tmp_path / "b"), looks="standard", **kwargs)
+    c = generate(str(tmp_path / "c"), looks="varied", **kwargs)
+    name = sorted(glob.glob(os.path.join(a, "bbox_train", "*", "*.jpg")))[0]
+    other = name.replace(a, b)
+    assert filecmp.cmp(name, other, shallow=False)
+    assert not filecmp.cmp(name, name.replace(a, c), shallow=False)
+    with pytest.raises(ValueError, match="looks must be a Looks or one of"):
+        generate(str(tmp_path / "d"), looks="sunny", **kwargs)
+    with pytest.raises(ValueError, match="Looks.gain must be a range"):
+        Looks(gain=(1.2, 0.8))

@@ -25,6 +25,8 @@ import os
 import sys
 import time
 
+from nvan_tf.choices import SYNTHETIC_LOOKS
+
 DEMO_RECIPE = {
     "seq_len": 4, "height": 64, "width": 32, "model_overrides": {"stripes": 4},
     "p": 4, "k": 4, "lr": 1e-3, "lr_step": 24, "eval_every": 5, "checkpoint_every": 0,
@@ -62,6 +64,10 @@ class DemoConfig:
     epochs: int = dataclasses.field(default=30, metadata={"help": "training epochs"})
     lr: float = dataclasses.field(default=DEMO_RECIPE["lr"], metadata={"help": "learning rate (Adam)"})
     seed: int = dataclasses.field(default=0, metadata={"help": "seed of the data, the model and the training"})
+    looks: str = dataclasses.field(default="standard", metadata={
+        "help": "the ranges the synthetic identities and cameras are drawn from (body shapes, clothing "
+                "colours, lighting, colour casts, noise): nvan_tf.data.datasets.synthetic.LOOKS",
+        "choices": SYNTHETIC_LOOKS})
     init: str | None = dataclasses.field(default=None, metadata={
         "help": "start from these weights (any file nvan-train --init takes)"})
 
@@ -100,7 +106,8 @@ def main(argv=None):
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
     data_root = os.path.join(args.out, "synthetic_mars")
     print(f"[1/4] Writing {args.ids} synthetic identities (MARS layout) to {data_root}")
-    generate(data_root, num_ids=args.ids, cameras=4, seed=args.seed, train_fraction=TRAIN_FRACTION)
+    generate(data_root, num_ids=args.ids, cameras=4, seed=args.seed, train_fraction=TRAIN_FRACTION,
+             looks=args.looks)
     dataset = build_dataset("mars", data_root, verbose=False)
     print(dataset.format_statistics())
 
