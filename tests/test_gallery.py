@@ -237,7 +237,15 @@ def _world(n, num_ids, dim=64, seed=0):
     features = centres[truth] + 0.45 * rng.standard_normal((n, dim)).astype(np.float32)
     cameras = rng.integers(1, 7, n)
     starts = rng.uniform(0, 3600, n)
-    return features, truth, cameras, starts, starts + rng.uniform(1, 60, n)
+    ends = starts + rng.uniform(1, 60, n)
+    # cameras that do not overlap: one person's tracklets follow one another (association's default rule)
+    for pid in np.unique(truth):
+        mine = np.flatnonzero(truth == pid)[np.argsort(starts[truth == pid])]
+        for before, after in zip(mine, mine[1:]):
+            shift = max(ends[before] + 1 - starts[after], 0)
+            starts[after] += shift
+            ends[after] += shift
+    return features, truth, cameras, starts, ends
 
 
 @pytest.mark.parametrize("metric,threshold", [("cosine", 0.35), ("euclidean", 7.0)])

@@ -343,6 +343,91 @@ def test_same_camera_overlap_is_never_one_person():
     np.testing.assert_allclose(result.centre_distance, 0, atol=1e-6)
 
 
+def test_cameras_that_do_not_overlap_never_hold_one_person_at_once():
+    features = np.tile([1.0, 0.0], (2, 1))                       # identical embeddings
+    cameras, starts, ends = np.array([1, 2]), np.array([0.0, 8.0]), np.array([10.0, 20.0])  # 8-10 together
+
+    def people(rules):
+        return len(np.unique(association.associate(features, cameras, starts, ends, threshold=0.5,
+                                                   rules=rules).ids))
+
+    assert people(association.TimeRules()) == 2                    # default: no two cameras overlap
+    assert people(association.TimeRules(overlapping=((1, 2),))) == 1
+    assert people(association.TimeRules(overlapping="all")) == 1
+    assert people(association.TimeRules(overlapping=((1, 3),))) == 2  # another pair overlapping: not these
+    # 3 s apart: a person can walk it unless they need more
+    ends = np.array([5.0, 20.0])
+    assert people(association.TimeRules(min_transit=2.0)) == 1
+    assert people(association.TimeRules(min_transit=4.0)) == 2
+
+
+def test_a_group_is_not_joined_by_a_tracklet_at_the_same_time_in_another_camera():
+    features = np.array([[1.0, 0.0], [1.0, 0.0], [0.999, 0.045]])  # all three within the threshold
+    cameras = np.array([1, 2, 3])
+    starts, ends = np.array([0.0, 20.0, 5.0]), np.array([10.0, 30.0, 8.0])  # 3 is in camera 3 while 1 is in 1
+    ids = association.associate(features, cameras, starts, ends, threshold=0.1).ids
+    assert ids[0] == ids[1] and ids[2] != ids[0]
+    # candidate pairs leave out the pair that cannot be one person, and keep it when the cameras overlap
+    pairs, _ = association.candidate_pairs(features, cameras, starts, ends)
+    assert sorted(map(tuple, pairs.tolist())) == [(0, 1), (1, 2)]
+    pairs, _ = association.candidate_pairs(features, cameras, starts, ends,
+                                           rules=association.TimeRules(overlapping=((1, 3),)))
+    assert sorted(map(tuple, pairs.tolist())) == [(0, 1), (0, 2), (1, 2)]
+
+
+def test_time_rules_from_the_command_line_and_their_errors():
+    assert association.TimeRules.parse(["1,2", "3,4,5"]).overlapping == ((1, 2), (3, 4, 5))
+    assert association.TimeRules.parse(["all"]).overlapping == "all"
+    assert association.TimeRules.parse(None, 3.0) == association.TimeRules((), 3.0)
+    with pytest.raises(ValueError, match="--overlapping takes camera ids"):
+        association.TimeRules.parse(["1,x"])
+    with pytest.raises(ValueError, match="two or more cameras"):
+        association.TimeRules.parse(["1"])
+    with pytest.raises(ValueError, match="min_transit must be a non-negative"):
+        association.TimeRules(min_transit=-1.0)
+
+
+def test_a_threshold_without_labels_from_the_pairs_known_to_be_two_people():
+    angle = np.deg2rad([0, 50, 10, 80, 20])
+    features = np.stack([np.cos(angle), np.sin(angle)], axis=1)
+    cameras = np.array([1, 2, 1, 2, 3])
+    # 0 and 1 at once in cameras 1 and 2; 3 and 4 at once in 2 and 3; 2 alone in time
+    starts, ends = np.array([0.0, 5.0, 20.0, 40.0, 45.0]), np.array([10.0, 15.0, 30.0, 50.0, 55.0])
+    cross, within = association.known_negative_distances(features, cameras, starts, ends)
+    expected = sorted([1 - np.cos(np.deg2rad(50)), 1 - np.cos(np.deg2rad(60))])
+    np.testing.assert_allclose(np.sort(cross), expected, atol=1e-6)
+    assert len(within) == 0
+    threshold, info = association.threshold_from_negatives(features, cameras, starts, ends, quantile=0.5, least=2)
+    assert threshold == pytest.approx(np.mean(expected), abs=1e-6)
+    assert info["known_negatives"] == 2 and info["cross_camera"] == 2 and info["linked_negatives"] == 0.5
+    # cameras 2 and 3 overlap: 3 and 4 may be one person, so only 0-1 is known to be two
+    rules = association.TimeRules(overlapping=((2, 3),))
+    cross, _ = association.known_negative_distances(features, cameras, starts, ends, rules=rules)
+    np.testing.assert_allclose(cross, [expected[0]], atol=1e-6)
+    with pytest.raises(ValueError, match="needs at least 2 pairs .* this footage has 1"):
+        association.threshold_from_negatives(features, cameras, starts, ends, rules=rules, least=2)
+
+
+def test_centring_by_camera_takes_out_what_a_camera_adds():
+    rng = np.random.default_rng(0)
+    people = rng.standard_normal((6, 16))
+    cast = {1: 3 * rng.standard_normal(16), 2: 3 * rng.standard_normal(16)}  # far larger than the people
+    cameras = np.repeat([1, 2], 6)
+    features = np.concatenate([people + cast[1], people + cast[2]])
+    centred = association.centre_by_camera(features, cameras)
+    normalised = features / np.linalg.norm(features, axis=1, keepdims=True)
+    np.testing.assert_allclose(centred[:6].mean(0), 0, atol=1e-12)
+    np.testing.assert_allclose(centred[:6], normalised[:6] - normalised[:6].mean(0))
+    # raw, each person's nearest in the other camera is anyone; centred, it is themselves
+    from nvan_tf.evaluation.distance import pairwise_distance
+
+    raw = pairwise_distance(features[:6], features[6:], metric="cosine")
+    fixed = pairwise_distance(centred[:6], centred[6:], metric="cosine")
+    assert (fixed.argmin(1) == np.arange(6)).all() and not (raw.argmin(1) == np.arange(6)).all()
+    single = association.centre_by_camera(features[:7], cameras[:7])  # camera 2 with one tracklet: kept
+    np.testing.assert_allclose(single[6], normalised[6])
+
+
 def test_centres_stop_one_close_pair_from_chaining_two_people():
     # a-b close, b-c close, a-c far: single linkage would chain all three
     angle = np.deg2rad([0, 30, 60])
@@ -368,7 +453,15 @@ def _random_world(n, num_ids, dim=64, seed=0):
     features = centres[truth] + 0.45 * rng.standard_normal((n, dim)).astype(np.float32)
     cameras = rng.integers(1, 7, n)
     starts = rng.uniform(0, 36000, n)
-    return features, truth, cameras, starts, starts + rng.uniform(1, 30, n)
+    ends = starts + rng.uniform(1, 30, n)
+    # cameras that do not overlap: one person's tracklets follow one another (association's default rule)
+    for pid in np.unique(truth):
+        mine = np.flatnonzero(truth == pid)[np.argsort(starts[truth == pid])]
+        for before, after in zip(mine, mine[1:]):
+            shift = max(ends[before] + 1 - starts[after], 0)
+            starts[after] += shift
+            ends[after] += shift
+    return features, truth, cameras, starts, ends
 
 
 def test_association_scales_to_ten_thousand_tracklets():
@@ -387,6 +480,7 @@ def test_choose_threshold_on_a_labelled_set():
     threshold, table = association.choose_threshold(features, truth, cameras, starts, ends)
     best = max(row[1]["pairwise_f1"] for row in table)
     assert dict(table)[threshold]["pairwise_f1"] == best > 0.95
+    assert threshold == min(t for t, scores in table if scores["pairwise_f1"] == best)  # the lowest as good
     chosen = association.associate(features, cameras, starts, ends, threshold=threshold)
     assert association_scores(chosen.ids, truth)["pairwise_f1"] == pytest.approx(best)
 

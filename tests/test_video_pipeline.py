@@ -15,7 +15,7 @@ VIDEO_EXTRA = "needs the [video] extra (pip install 'nvan-tf[video]')"
 for _module in ("av", "cv2", "trackers", "supervision"):
     pytest.importorskip(_module, reason=VIDEO_EXTRA)
 
-from nvan_tf.video import mot  # noqa: E402
+from nvan_tf.video import association, mot  # noqa: E402
 from nvan_tf.video.world import WorldConfig, generate_world, label_run, read_world  # noqa: E402
 
 CONFIG = WorldConfig(cameras=3, identities=5, frames=80, height=144, width=256, seed=0)
@@ -69,6 +69,11 @@ def test_world_files_and_truth(world):
     for row in truth:
         per_identity.setdefault(int(row["pid"]), set()).add(int(row["camera"]))
     assert len(per_identity) == CONFIG.identities
+    # the cameras do not overlap: a person walks through them one after another, on the common clock
+    for pid in per_identity:
+        visits = sorted((float(r["start_time"]), float(r["end_time"])) for r in truth if int(r["pid"]) == pid)
+        for (_, end), (start, _) in zip(visits, visits[1:]):
+            assert start - end >= CONFIG.transit[0] - 1 / CONFIG.fps, (pid, visits)
     assert any(len(c) == 1 for c in per_identity.values()) and any(len(c) > 1 for c in per_identity.values())
     for camera in info["cameras"]:
         gt = mot.read_mot(os.path.join(world, camera["gt"]), "gt")
@@ -240,6 +245,51 @@ def test_resume_skips_finished_stages(world, tiny_model, run, tmp_path):
                             "2", "--no-video")) == 0
     assert os.path.getmtime(os.path.join(out, "tracks", "c3.txt")) == tracks
     assert os.path.getmtime(crops) != stamps[1]
+
+
+def test_time_rules_auto_threshold_and_camera_centring_as_nvan_track_runs_them(world, tiny_model, run, tmp_path):
+    import json
+
+    from nvan_tf.cli import track
+    from nvan_tf.video.pipeline import read_identities, read_tracklets
+
+    out = str(tmp_path / "rules")
+    shutil.copytree(run, out)
+    assert track.main(_argv(world, out, tiny_model, "--auto-threshold", "0.05", "--centre-cameras",
+                            "--min-length", "6", "--no-video")) == 0
+    with open(os.path.join(out, "association.json")) as f:
+        summary = json.load(f)
+    basis = summary["threshold_basis"]
+    assert summary["threshold_chosen"].startswith("the 0.05 quantile of") and basis["known_negatives"] >= 10
+    # the threshold is that quantile of the known negatives' distances, on the centred embeddings
+    rows = read_tracklets(out)
+    with np.load(os.path.join(out, "embeddings.npz")) as data:
+        centred = association.centre_by_camera(data["features"], [r["camera"] for r in rows])
+    cams, starts, ends = (np.array([r[k] for r in rows]) for k in ("camera", "start_time", "end_time"))
+    cross, within = association.known_negative_distances(centred, cams, starts, ends)
+    negatives = cross if len(cross) >= 10 else np.concatenate([cross, within])
+    assert summary["threshold"] == pytest.approx(np.quantile(negatives, 0.05), rel=1e-6)
+    # no identity is in two of the world's cameras (which do not overlap) at once
+    identities = read_identities(out)
+    for a in identities:
+        for b in identities:
+            if a is not b and a["global_id"] == b["global_id"]:
+                assert a["end_time"] < b["start_time"] or b["end_time"] < a["start_time"], (a, b)
+
+
+def test_association_options_are_checked_before_anything_runs(world, tiny_model, tmp_path, capsys):
+    from nvan_tf.cli import track
+
+    argv = _argv(world, str(tmp_path / "x"), tiny_model)
+    assert track.main(argv + ["--threshold", "0.3", "--auto-threshold", "0.01"]) == 2
+    assert "one of them. Received: ['threshold', 'auto_threshold']" in capsys.readouterr().err
+    assert track.main(argv + ["--auto-threshold", "1.5"]) == 2
+    assert "--auto-threshold is a quantile in [0, 1)" in capsys.readouterr().err
+    assert track.main(argv + ["--threshold", "0.3", "--overlapping", "1,7"]) == 2
+    assert "--overlapping names camera(s) [7]" in capsys.readouterr().err
+    assert track.main(argv + ["--threshold", "0.3", "--overlapping", "1,b"]) == 2
+    assert "--overlapping takes camera ids" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "x")
 
 
 def test_detector_path_decodes_and_times_detection(world, tmp_path):
@@ -418,3 +468,31 @@ def test_multi_camera_metrics_count_identities_across_cameras(world):
     assert alone["IDF1"] == pytest.approx(1)
     with pytest.raises(ValueError, match=r"camera\(s\) \[99\] without ground truth"):
         multi_camera_metrics(gt_paths, {99: truth[second]})
+
+
+def test_a_training_set_cut_from_worlds_as_nvan_track_cuts_them(tmp_path):
+    from nvan_tf.data.datasets import build_dataset
+    from nvan_tf.video.pipeline import read_tracklets
+    from nvan_tf.video.world import write_training_set
+
+    small = dict(cameras=2, identities=4, frames=60, height=144, width=256)
+    data = write_training_set(str(tmp_path / "set"), worlds=2, seed=7, world=small)
+    dataset = build_dataset("folder", data, verbose=False)
+    train = [int(t.frames[0].split(os.sep)[-4]) for t in dataset.train]  # the folder's pid (train ids relabelled)
+    # world 0 trains, world 1 is the query and gallery: identities 100 * (w + 1) + p, never shared
+    assert train and {pid // 100 for pid in train} == {1}
+    assert {t.pid // 100 for t in dataset.gallery} == {2} and set(t.pid for t in dataset.query) <= \
+        set(t.pid for t in dataset.gallery)
+    # every tracklet is one nvan-track cut, labelled by its world's gt.txt
+    _, labels = label_run(str(tmp_path / "set" / "worlds" / "w0"), str(tmp_path / "set" / "runs" / "w0"))
+    assert sorted(train) == sorted(100 + labels[labels > 0])
+    rows = read_tracklets(str(tmp_path / "set" / "runs" / "w0"))
+    assert sorted(t.num_frames for t in dataset.train) == sorted(
+        r["frames"] for r, label in zip(rows, labels) if label > 0)
+    with open(os.path.join(tmp_path, "set", "worlds", "w1", "world.json")) as f:
+        import json
+
+        config = json.load(f)["config"]
+    assert config["looks"] == "varied" and config["seed"] == 8 and config["cameras"] == 2
+    with pytest.raises(ValueError, match="two worlds or more"):
+        write_training_set(str(tmp_path / "one"), worlds=1)

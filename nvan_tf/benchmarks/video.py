@@ -18,6 +18,14 @@ its det.txt files (noisy boxes, misses, false positives):
   ``tracks/mtmc.txt`` against the world's gt.txt files, by
   ``trackers.eval`` (``nvan_tf.video.metrics.multi_camera_metrics``).
 
+With ``--held-out``, the same association scores on the held-out world
+(``nvan_tf.video.world.HELD_OUT_WORLD``: looks, frame size, frame rate,
+occluders and detector noise the demo's training never used), thresholds
+chosen on ``--calibrate`` (what ``make demo-video`` writes), for each
+setting of :data:`HELD_OUT_SETTINGS` (each lever added to the one before:
+the one-camera-at-a-time rule, dense sampling, centring per camera, the
+threshold from known negatives).
+
 Throughput on this machine, at 1280x720 (a one-camera world): frames/s of
 decoding (PyAV), detection (SSDLite where installed, HOG; an ONNX detector with
 ``--detector-onnx PATH``), tracking, and embedding (the trained model over the tracklets'
@@ -36,6 +44,7 @@ Prints a table and writes ``OUT/results.json``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -51,26 +60,51 @@ def _mean_tracking(tracking):
     return {k: float(np.mean([m[k] for m in tracking.values()])) for k in ("HOTA", "IDF1", "MOTA")}
 
 
-def quality(out, models, config):
-    """Tracking and association scores per embedding (see the module docstring)."""
+def quality(out, models, config, *, calibrate=None, name="quality", setting="", **options):
+    """Tracking and association scores per embedding (see the module docstring).
+
+    ``calibrate``: the labelled folder dataset each embedding's threshold is
+    chosen on (default: a second world of ``config``'s settings, another
+    seed; none with ``auto_threshold`` among the ``options``); ``options``:
+    further ``TrackConfig`` fields for every run, whose folders are
+    ``OUT/NAME/run_SETTING_EMBEDDING`` (the detection and tracking stages
+    of the first run on the world are copied into the others).
+    """
     from nvan_tf.video.demo import prepare_worlds, score_run, track_world
     from nvan_tf.video.metrics import multi_camera_metrics
     from nvan_tf.video.world import read_world
 
-    world_root, labelled = prepare_worlds(os.path.join(out, "quality"), config)
+    unlabelled = "auto_threshold" in options  # the threshold chosen on the footage itself
+    world_root, labelled = prepare_worlds(os.path.join(out, name), config,
+                                          labelled=calibrate is None and not unlabelled)
+    labelled = None if unlabelled else calibrate or labelled
     world, _ = read_world(world_root)
     gt_paths = {c["camid"]: os.path.join(world_root, c["gt"]) for c in world["cameras"]}
-    results, first = {}, None
-    for name, model in models.items():
-        run = track_world(world_root, os.path.join(out, "quality", f"run_{name}"), model, calibrate=labelled,
-                          crop_size=(128, 64), videos=False, verbose=0, reuse=first)
+    existing = sorted(d for d in os.listdir(os.path.join(out, name)) if d.startswith("run_"))
+    first = os.path.join(out, name, existing[0]) if existing else None
+    results = {}
+    for embedding, model in models.items():
+        run = track_world(world_root, os.path.join(out, name, f"run_{setting}{embedding}"), model,
+                          calibrate=labelled, crop_size=(128, 64), videos=False, verbose=0, reuse=first, **options)
         first = first or run
         scores = score_run(world_root, run)
         with open(os.path.join(run, "association.json"), encoding="utf-8") as f:
-            scores["threshold"] = json.load(f)["threshold"]
+            summary = json.load(f)
+        scores["threshold"], scores["threshold_basis"] = summary["threshold"], summary["threshold_basis"]
         scores["multi_camera"] = multi_camera_metrics(gt_paths, os.path.join(run, "tracks", "mtmc.txt"))
-        results[name] = scores
+        results[embedding] = scores
     return results
+
+
+# The held-out world's association settings, each a lever added to the one before:
+# (name, TrackConfig fields; the threshold is chosen on --calibrate unless auto_threshold is given).
+HELD_OUT_SETTINGS = (
+    ("calibrated, no cross-camera time rule", {"overlapping": ["all"]}),
+    ("+ one camera at a time", {}),
+    ("+ dense sampling", {"sampling": "dense"}),
+    ("+ centred per camera", {"sampling": "dense", "centre_cameras": True}),
+    ("+ threshold from known negatives", {"sampling": "dense", "centre_cameras": True, "auto_threshold": 0.01}),
+)
 
 
 def throughput(out, model, *, frames=60, onnx=None, hog_frames=30):
@@ -155,6 +189,12 @@ def format_quality(quality):
     mean = _mean_tracking(tracking)
     lines.append(f"{'mean':>6} {100 * mean['HOTA']:6.1f} {100 * mean['IDF1']:6.1f} {100 * mean['MOTA']:6.1f}")
     lines.append("association across cameras (pairwise over tracklets) and multi-camera metrics (all cameras):")
+    return "\n".join(lines + [format_association(quality)])
+
+
+def format_association(quality):
+    """Association and multi-camera metrics, a row per embedding."""
+    lines = []
     lines.append(f"{'embedding':<18} {'threshold':>9} {'precision':>9} {'recall':>7} {'F1':>6} {'whole ids':>9} "
                  f"{'pure ids':>8} {'global ids':>10} {'MC IDF1':>7} {'MC HOTA':>7} {'MC MOTA':>7}")
     for name, scores in quality.items():
@@ -168,7 +208,7 @@ def format_quality(quality):
 
 
 def main(argv=None):
-    from nvan_tf.video.world import WorldConfig
+    from nvan_tf.video.world import HELD_OUT_WORLD, WorldConfig
 
     parser = argparse.ArgumentParser(prog="python -m nvan_tf.benchmarks.video",
                                      description=__doc__.strip().splitlines()[0])
@@ -185,15 +225,23 @@ def main(argv=None):
     parser.add_argument("--vtest", help="vtest.avi (make footage): also measure tracklet purity on it")
     parser.add_argument("--labels", default="tests/fixtures/vtest_tracklets.csv",
                         help="hand labels of vtest.avi's tracklets (for --vtest)")
+    parser.add_argument("--held-out", action="store_true",
+                        help="also score association on the held-out world (nvan_tf.video.world.HELD_OUT_WORLD: "
+                             "settings the demo's training never saw), calibrated on --calibrate")
+    parser.add_argument("--calibrate", default="demo_output/video/labelled",
+                        help="the labelled set the held-out world's thresholds are chosen on "
+                             "(make demo-video writes it)")
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
     args = parser.parse_args(argv)
     console.quiet_tensorflow()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for path in (args.model, args.untrained) if not (args.skip_quality and args.skip_throughput) else ():
+    needed = args.held_out or not (args.skip_quality and args.skip_throughput)
+    for path in (args.model, args.untrained) if needed else ():
         if not os.path.exists(path):
             print(f"{path} does not exist: run make demo first (it writes both models)", file=sys.stderr)
             return 2
+    models = {"trained": args.model, "untrained": args.untrained, "colour-histogram": "colour-histogram"}
     path = os.path.join(args.out, "results.json")
     results = {}
     if os.path.isfile(path):  # a part skipped now keeps its last figures
@@ -203,9 +251,24 @@ def main(argv=None):
         config = WorldConfig(cameras=args.cameras, identities=args.identities, frames=args.frames, seed=args.seed)
         results["world"] = {"cameras": config.cameras, "identities": config.identities, "frames": config.frames,
                             "size": f"{config.width}x{config.height}", "fps": config.fps}
-        results["quality"] = quality(args.out, {"trained": args.model, "untrained": args.untrained,
-                                                "colour-histogram": "colour-histogram"}, config)
+        results["quality"] = quality(args.out, models, config)
         print(format_quality(results["quality"]))
+    if args.held_out:
+        if not os.path.isdir(args.calibrate):
+            print(f"--calibrate {args.calibrate} does not exist: run make demo-video first (it writes it)",
+                  file=sys.stderr)
+            return 2
+        config = WorldConfig(**{**HELD_OUT_WORLD, "cameras": args.cameras, "identities": args.identities,
+                                "frames": args.frames, "seed": args.seed})
+        results["held_out_world"] = dataclasses.asdict(config)
+        results["held_out"] = {}
+        print(f"the held-out world ({config.looks} looks, {config.width}x{config.height} at {config.fps:g} fps; "
+              f"thresholds chosen on {args.calibrate} unless from known negatives):")
+        for number, (setting, options) in enumerate(HELD_OUT_SETTINGS):
+            results["held_out"][setting] = quality(args.out, models, config, calibrate=args.calibrate,
+                                                   name="held_out", setting=f"{number}_", **options)
+            print(f"{setting}:")
+            print((format_quality if number == 0 else format_association)(results["held_out"][setting]))
     if args.vtest:
         results["purity_vtest"] = purity(args.out, args.vtest, args.labels)
         print("tracklets holding one person on vtest.avi (hand labels):")

@@ -11,9 +11,14 @@ nearest-neighbour graph:
    ``rerank`` (k-reciprocal re-ranking by ``nvan_tf.evaluation.reranking``)
    the ``N x N`` matrix is built, so it is refused above ``RERANK_LIMIT``
    tracklets.
-2. **Cannot-link.** Two tracklets of one camera that overlap in time are
-   two people, always: such pairs are never candidates, and two groups are
-   never merged when any of their tracklets are such a pair.
+2. **Cannot-link** (:class:`TimeRules`). Two tracklets of one camera that
+   overlap in time are two people, always. Cameras that do not overlap (all
+   of them, unless ``overlapping`` names groups that do) cannot see one
+   person at once: tracklets of two such cameras that overlap in time, or
+   that are less than ``min_transit`` seconds apart, are two people too
+   (this reads the cameras' times on one clock: give each camera its start).
+   Such pairs are never candidates, and two groups are never merged when
+   any of their tracklets are such a pair.
 3. **Merging.** Candidate pairs closer than ``threshold`` are taken in
    order of distance; the two groups merge when, in addition, the distance
    between their centres (the mean of their L2-normalised embeddings for
@@ -42,7 +47,63 @@ from nvan_tf.video.metrics import association_scores
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RERANK_LIMIT", "Association", "candidate_pairs", "associate", "choose_threshold", "time_conflicts"]
+__all__ = ["RERANK_LIMIT", "Association", "TimeRules", "candidate_pairs", "associate", "centre_by_camera",
+           "choose_threshold", "known_negative_distances", "threshold_from_negatives", "time_conflicts"]
+
+
+@dataclasses.dataclass(frozen=True)
+class TimeRules:
+    """Which tracklet pairs cannot be one person, from their cameras and times.
+
+    Attributes:
+        overlapping: cameras whose views overlap, so one person can be in them
+            at once: groups of camera ids (``((1, 2),)``: 1 and 2 overlap), or
+            ``"all"`` (every camera may see anyone at any time: only the
+            one-camera rule is left).
+        min_transit: seconds a person needs, at least, from leaving one
+            camera to entering another that does not overlap it.
+    """
+
+    overlapping: tuple | str = ()
+    min_transit: float = 0.0
+
+    def __post_init__(self):
+        if self.overlapping != "all":
+            groups = tuple(tuple(sorted(int(c) for c in group)) for group in self.overlapping)
+            if any(len(group) < 2 for group in groups):
+                raise ValueError(f"overlapping: each group names two or more cameras. Received: {self.overlapping!r}")
+            object.__setattr__(self, "overlapping", groups)
+        if not (np.isfinite(self.min_transit) and self.min_transit >= 0):
+            raise ValueError(f"min_transit must be a non-negative number of seconds. Received: {self.min_transit!r}")
+
+    @classmethod
+    def parse(cls, overlapping=None, min_transit=0.0):
+        """From the command line's text: ``overlapping`` ``"all"``, or groups ``["1,2", "3,4,5"]``."""
+        if overlapping in (None, [], ()):
+            return cls((), min_transit)
+        if overlapping == "all" or list(overlapping) == ["all"]:
+            return cls("all", min_transit)
+        try:
+            groups = [[int(c) for c in str(group).split(",")] for group in overlapping]
+        except ValueError:
+            raise ValueError(f"--overlapping takes camera ids joined by commas (1,2) or 'all'. Received: "
+                             f"{overlapping!r}") from None
+        return cls(tuple(groups), min_transit)
+
+    def _overlap(self, cams_a, cams_b):
+        if self.overlapping == "all":
+            return cams_a != cams_b
+        together = np.zeros(np.broadcast(cams_a, cams_b).shape, bool)
+        for group in self.overlapping:
+            together |= np.isin(cams_a, group) & np.isin(cams_b, group) & (cams_a != cams_b)
+        return together
+
+    def forbidden(self, cams_a, starts_a, ends_a, cams_b, starts_b, ends_b):
+        """Elementwise (broadcast) bool: the two tracklets cannot be one person."""
+        gap = np.maximum(starts_b - ends_a, starts_a - ends_b)  # <= 0: they overlap in time (closed intervals)
+        same = cams_a == cams_b
+        apart = ~same & ~self._overlap(cams_a, cams_b)
+        return (same & (gap <= 0)) | (apart & ((gap <= 0) | (gap < self.min_transit)))
 
 
 @dataclasses.dataclass
@@ -77,6 +138,21 @@ def _check(features, camids, starts, ends, metric):
     return features, camids, starts.astype(np.float64), ends.astype(np.float64)
 
 
+def centre_by_camera(features, camids):
+    """Each embedding, L2-normalised, less the mean of its camera's: what a
+    camera adds to every person it sees (its background, lighting and colour
+    cast) taken out, before cosine distances. Needs several people per camera
+    to estimate; a camera with one tracklet keeps its embedding normalised."""
+    vectors = distance_lib.l2_normalize(np.asarray(features, np.float64))
+    camids = np.asarray(camids)
+    centred = vectors.copy()
+    for camid in np.unique(camids):
+        mine = camids == camid
+        if mine.sum() > 1:
+            centred[mine] -= vectors[mine].mean(axis=0)
+    return centred
+
+
 def time_conflicts(camids_a, starts_a, ends_a, camids_b, starts_b, ends_b):
     """(A, B) bool: same camera and overlapping in time (closed intervals)."""
     return ((np.asarray(camids_a)[:, None] == np.asarray(camids_b)[None, :])
@@ -98,7 +174,7 @@ def reranked_distances(features, metric="cosine"):
 
 
 def candidate_pairs(features, camids, starts, ends, *, metric="cosine", k=20, max_distance=np.inf,
-                    rerank=False, exact=None, reranked=None):
+                    rerank=False, exact=None, reranked=None, rules=TimeRules()):
     """The sparse candidate graph: pairs ``(i, j)``, ``i < j``, each among the
     other's ``k`` nearest allowed tracklets, no further than ``max_distance``.
 
@@ -107,7 +183,8 @@ def candidate_pairs(features, camids, starts, ends, *, metric="cosine", k=20, ma
     HNSW graph above (``exact`` True / False forces one). With ``rerank``
     the re-ranked ``N x N`` matrix (``reranked``, or
     :func:`reranked_distances`) is searched exactly (refused above
-    ``RERANK_LIMIT`` tracklets).
+    ``RERANK_LIMIT`` tracklets). ``rules``: the :class:`TimeRules` of pairs
+    that cannot be one person.
 
     Returns:
         (pairs (M, 2) int64, distances (M,) float64), sorted by distance.
@@ -118,9 +195,9 @@ def candidate_pairs(features, camids, starts, ends, *, metric="cosine", k=20, ma
         return np.zeros((0, 2), np.int64), np.zeros(0)
     k = int(min(max(int(k), 1), n - 1))
 
-    def allowed(query_rows, rows):  # not one camera at one time (a tracklet with itself included)
-        return ~((camids[rows] == camids[query_rows][:, None]) & (starts[rows] <= ends[query_rows][:, None])
-                 & (starts[query_rows][:, None] <= ends[rows]))
+    def allowed(query_rows, rows):  # not forbidden by the rules (a tracklet with itself included)
+        q = query_rows[:, None]
+        return ~rules.forbidden(camids[q], starts[q], ends[q], camids[rows], starts[rows], ends[rows])
 
     if rerank or reranked is not None:
         everything = np.arange(n)
@@ -145,7 +222,7 @@ def candidate_pairs(features, camids, starts, ends, *, metric="cosine", k=20, ma
     return pairs[order].astype(np.int64), dists[order]
 
 
-def _merge(pairs, dists, features, camids, starts, ends, threshold, metric, reranked=None):
+def _merge(pairs, dists, features, camids, starts, ends, threshold, metric, reranked=None, rules=TimeRules()):
     """Union-find over the candidate pairs (see the module docstring); returns
     group roots. Two groups' distance is their centres' on the raw metric, or,
     re-ranked (``reranked``: the pairs' own scale), the mean re-ranked
@@ -156,8 +233,6 @@ def _merge(pairs, dists, features, camids, starts, ends, threshold, metric, rera
     sums = (distance_lib.l2_normalize(features) if metric == "cosine" else features).astype(np.float64)
     squares = np.einsum("ij,ij->i", sums, sums).tolist()
     sizes = [1] * n
-    spans = {i: {cam: [(s, e)]} for i, (cam, s, e) in enumerate(zip(camids.tolist(), starts.tolist(),
-                                                                      ends.tolist()))}
 
     def find(i):
         root = i
@@ -176,13 +251,9 @@ def _merge(pairs, dists, features, camids, starts, ends, threshold, metric, rera
         squared = squares[a] / sizes[a] ** 2 + squares[b] / sizes[b] ** 2 - 2 * dot / (sizes[a] * sizes[b])
         return math.sqrt(max(squared, 0.0))
 
-    def conflict(a, b):
-        small, large = (spans[a], spans[b]) if len(spans[a]) <= len(spans[b]) else (spans[b], spans[a])
-        for cam, intervals in small.items():
-            others = large.get(cam)
-            if others and any(s <= oe and os_ <= e for s, e in intervals for os_, oe in others):
-                return True
-        return False
+    def conflict(a, b):  # any member of a and any of b cannot be one person
+        x, y = np.array(members[a])[:, None], np.array(members[b])[None, :]
+        return bool(rules.forbidden(camids[x], starts[x], ends[x], camids[y], starts[y], ends[y]).any())
 
     for (i, j), d in zip(pairs.tolist(), dists.tolist()):
         if d > threshold:
@@ -197,20 +268,18 @@ def _merge(pairs, dists, features, camids, starts, ends, threshold, metric, rera
         squares[a] = float(sums[a] @ sums[a])
         sizes[a] += sizes[b]
         members[a].extend(members.pop(b))
-        for cam, intervals in spans.pop(b).items():
-            spans[a].setdefault(cam, []).extend(intervals)
     return np.array([find(i) for i in range(n)])
 
 
 def associate(features, camids, starts, ends, *, threshold, metric="cosine", rerank=False, k=20, pairs=None,
-              reranked=None):
+              reranked=None, rules=TimeRules()):
     """Global identities of tracklets (see the module docstring).
 
     Args:
         features: (N, D) tracklet embeddings.
         camids: (N,) cameras.
-        starts, ends: (N,) first and last time of each tracklet (one clock;
-            only compared within a camera).
+        starts, ends: (N,) first and last time of each tracklet, in seconds
+            on one clock.
         threshold: the largest distance at which two tracklets (and two
             groups' centres) are one person.
         metric: ``cosine`` or ``euclidean``.
@@ -220,6 +289,8 @@ def associate(features, camids, starts, ends, *, threshold, metric="cosine", rer
         k: candidates per tracklet.
         pairs: precomputed ``candidate_pairs(...)`` (threshold searches reuse them).
         reranked: precomputed :func:`reranked_distances` (with ``rerank``).
+        rules: the :class:`TimeRules` (default: no cameras overlap, no
+            transit time).
 
     Returns:
         an :class:`Association`.
@@ -231,8 +302,8 @@ def associate(features, camids, starts, ends, *, threshold, metric="cosine", rer
         reranked = reranked_distances(features, metric)
     if pairs is None:
         pairs = candidate_pairs(features, camids, starts, ends, metric=metric, k=k, max_distance=threshold,
-                                reranked=reranked)
-    roots = _merge(*pairs, features, camids, starts, ends, float(threshold), metric, reranked)
+                                reranked=reranked, rules=rules)
+    roots = _merge(*pairs, features, camids, starts, ends, float(threshold), metric, reranked, rules)
     groups, inverse = np.unique(roots, return_inverse=True)
     first_seen = np.full(len(groups), np.inf)
     np.minimum.at(first_seen, inverse, starts)
@@ -257,8 +328,9 @@ def associate(features, camids, starts, ends, *, threshold, metric="cosine", rer
 
 
 def choose_threshold(features, truth, camids, starts, ends, *, metric="cosine", rerank=False, k=20,
-                     candidates=None):
-    """The threshold with the best pairwise F1 on a labelled set.
+                     candidates=None, rules=TimeRules()):
+    """The threshold with the best pairwise F1 on a labelled set (the lowest of
+    those as good).
 
     Args:
         features, camids, starts, ends: as :func:`associate`, for labelled tracklets.
@@ -272,7 +344,7 @@ def choose_threshold(features, truth, camids, starts, ends, *, metric="cosine", 
     if not np.any(truth > 0):
         raise ValueError("choosing a threshold needs labelled tracklets (identities > 0); none has one")
     reranked = reranked_distances(features, metric) if rerank else None
-    pairs = candidate_pairs(features, camids, starts, ends, metric=metric, k=k, reranked=reranked)
+    pairs = candidate_pairs(features, camids, starts, ends, metric=metric, k=k, reranked=reranked, rules=rules)
     if candidates is None:
         distances = pairs[1][np.isfinite(pairs[1])]
         if not len(distances):
@@ -281,9 +353,65 @@ def choose_threshold(features, truth, camids, starts, ends, *, metric="cosine", 
     table = []
     for threshold in np.asarray(candidates, np.float64):
         result = associate(features, camids, starts, ends, threshold=float(threshold), metric=metric, pairs=pairs,
-                           rerank=rerank, reranked=reranked)
+                           rerank=rerank, reranked=reranked, rules=rules)
         table.append((float(threshold), association_scores(result.ids, truth)))
-    best = max(table, key=lambda row: (row[1]["pairwise_f1"], row[0]))
+    # of thresholds equally good here, the lowest: footage with more people than the labelled set puts
+    # more of them under any threshold, so a loose one costs precision there first
+    best = max(table, key=lambda row: (row[1]["pairwise_f1"], -row[0]))
     logger.info("association threshold %.4f chosen on %d labelled tracklets (pairwise F1 %.3f)",
                 best[0], int(np.sum(truth > 0)), best[1]["pairwise_f1"])
     return best[0], table
+
+
+def known_negative_distances(features, camids, starts, ends, *, metric="cosine", rules=TimeRules()):
+    """Distances of the pairs that ``rules`` say are two people (seen at once in
+    one camera, or in two cameras that do not overlap): labels the footage
+    gives for free.
+
+    Returns:
+        (cross-camera pairs' distances, one-camera pairs' distances), float64.
+    """
+    features, camids, starts, ends = _check(features, camids, starts, ends, metric)
+    cross, within = [], []
+    for block in range(0, len(features), 1024):  # memory: a block of rows at a time
+        rows = np.arange(block, min(block + 1024, len(features)))[:, None]
+        cols = np.arange(len(features))[None, :]
+        mask = (cols > rows) & rules.forbidden(camids[rows], starts[rows], ends[rows], camids[cols], starts[cols],
+                                               ends[cols])
+        if not mask.any():
+            continue
+        distances = distance_lib.pairwise_distance(features[rows[:, 0]], features, metric=metric)
+        same = camids[rows] == camids[cols]
+        cross.append(distances[mask & ~same])
+        within.append(distances[mask & same])
+    join = lambda parts: np.concatenate(parts).astype(np.float64) if parts else np.zeros(0)  # noqa: E731
+    return join(cross), join(within)
+
+
+def threshold_from_negatives(features, camids, starts, ends, *, quantile=0.01, metric="cosine", rules=TimeRules(),
+                             least=10):
+    """A threshold chosen without labels, on the footage itself: the
+    ``quantile`` of the distances between tracklets known to be two people
+    (:func:`known_negative_distances`; the cross-camera ones, which carry the
+    cameras' differences as true matches do, and the one-camera ones as well
+    when there are fewer than ``least``).
+
+    Returns:
+        (threshold, a dict of what it rests on: ``known_negatives``,
+        ``cross_camera``, ``quantile``, and ``linked_negatives``, the share
+        of those pairs the threshold would still link).
+    """
+    if not 0 <= quantile < 1:
+        raise ValueError(f"the negatives' quantile must be in [0, 1). Received: {quantile!r}")
+    cross, within = known_negative_distances(features, camids, starts, ends, metric=metric, rules=rules)
+    negatives = cross if len(cross) >= least else np.concatenate([cross, within])
+    if len(negatives) < least:
+        raise ValueError(f"choosing a threshold without labels needs at least {least} pairs of tracklets known to "
+                         f"be two people (seen at once in one camera, or in two cameras that do not overlap); "
+                         f"this footage has {len(negatives)}. Give --threshold or --calibrate")
+    threshold = float(np.quantile(negatives, quantile))
+    info = {"known_negatives": int(len(negatives)), "cross_camera": int(len(cross)), "quantile": float(quantile),
+            "linked_negatives": float(np.mean(negatives <= threshold))}
+    logger.info("association threshold %.4f: the %g quantile of %d pairs known to be two people",
+                threshold, quantile, len(negatives))
+    return threshold, info

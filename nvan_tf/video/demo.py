@@ -2,7 +2,7 @@
 
     python -m nvan_tf.video.demo --output-dir demo_output/video --model demo_output/train/model.keras
 
-1. writes a calibration world (its own seed) and runs the chain on it from its
+1. writes a calibration world (its own seed; 4 cameras, 16 identities) and runs the chain on it from its
    det.txt files; its tracklets, labelled by its ground truth, are written in
    the folder layout: the labelled set the threshold is chosen on;
 2. writes the world to track (3 cameras, their own backgrounds, lighting and
@@ -52,19 +52,22 @@ def track_world(root, out, model, reuse=None, **options):
     return out
 
 
-def prepare_worlds(out, config, *, calibration_seed=1, model="colour-histogram"):
-    """Writes the world to track (``out/world``) and a labelled set from a second
-    world (``out/labelled``, folder layout); returns their paths."""
+def prepare_worlds(out, config, *, calibration=None, model="colour-histogram", labelled=True):
+    """Writes the world to track (``out/world``) and (``labelled``) a labelled
+    set from a second world (``out/labelled``, folder layout): ``calibration``
+    (a ``WorldConfig``; default ``config``'s settings with seed 1). Returns
+    their paths."""
     from nvan_tf.video.pipeline import write_folder_layout
     from nvan_tf.video.world import generate_world, label_run
 
+    make_labelled = labelled
     world_root, labelled = os.path.join(out, "world"), os.path.join(out, "labelled")
     calibration_root = os.path.join(out, "calibration_world")
     if not os.path.isfile(os.path.join(world_root, "world.json")):
         generate_world(world_root, config)
-    if not os.path.isdir(labelled):
+    if make_labelled and not os.path.isdir(labelled):
         if not os.path.isfile(os.path.join(calibration_root, "world.json")):
-            generate_world(calibration_root, dataclasses.replace(config, seed=calibration_seed))
+            generate_world(calibration_root, calibration or dataclasses.replace(config, seed=1))
         run = track_world(calibration_root, os.path.join(out, "calibration_run"), model, threshold=0.5,
                           videos=False, verbose=0, crop_size=(128, 64))
         rows, labels = label_run(calibration_root, run)
@@ -101,6 +104,11 @@ def format_scores(scores):
     return "\n".join(lines)
 
 
+# The labelled world the threshold is chosen on: larger than the one tracked, so that the
+# threshold does not hang on a handful of tracklets (about 40 labelled tracklets, 16 people).
+CALIBRATION_WORLD = dict(cameras=4, identities=16, frames=200, seed=1)
+
+
 @dataclasses.dataclass
 class VideoDemoConfig:
     """What the video demo runs (its flags: the metadata's help)."""
@@ -135,8 +143,9 @@ def main(argv=None):
         return console.fail(parser, f"--model {args.model} does not exist; run make demo first (it trains it)")
     config = WorldConfig(cameras=args.cameras, identities=args.identities, frames=args.frames, seed=args.seed)
     print(f"[1/3] Worlds: {config.cameras} cameras, {config.identities} identities, {config.frames} frames "
-          f"of {config.width}x{config.height} at {config.fps:g} fps; a labelled calibration world")
-    world_root, labelled = prepare_worlds(args.out, config)
+          f"of {config.width}x{config.height} at {config.fps:g} fps; a labelled calibration world "
+          f"({CALIBRATION_WORLD['cameras']} cameras, {CALIBRATION_WORLD['identities']} identities)")
+    world_root, labelled = prepare_worlds(args.out, config, calibration=WorldConfig(**CALIBRATION_WORLD))
     print(f"[2/3] nvan-track on {world_root} with {args.model}")
     out = track_world(world_root, os.path.join(args.out, "track"), args.model, calibrate=labelled,
                       crop_size=(128, 64))

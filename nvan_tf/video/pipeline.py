@@ -91,6 +91,22 @@ class TrackConfig:
     calibrate: str | None = dataclasses.field(default=None, metadata={
         "help": "choose --threshold on this labelled folder dataset (best pairwise F1)",
         "metavar": "FOLDER_DATASET", "group": ASSOCIATION})
+    auto_threshold: float | None = dataclasses.field(default=None, metadata={
+        "help": "choose --threshold on this footage, without labels: the Q quantile (0.01, say) of the "
+                "distances between tracklets the time rules say are two people (seen at once in one camera, "
+                "or in two cameras that do not overlap)", "metavar": "Q", "group": ASSOCIATION})
+    overlapping: list | None = dataclasses.field(default=None, metadata={
+        "help": "cameras whose views overlap, so one person can be in them at once: groups of camera ids "
+                "joined by commas (1,2 3,4,5), or 'all' (every view overlaps, or the cameras' clocks are not "
+                "known). By default none overlap: a person is in one camera at a time, on the clock the "
+                "cameras' @START set", "nargs": "+", "metavar": "IDS", "group": ASSOCIATION})
+    centre_cameras: bool = dataclasses.field(default=False, metadata={
+        "help": "take each camera's mean embedding out of its tracklets' before associating (and of the "
+                "--calibrate set's, per its cameras): what a camera's lighting and background add to everyone",
+        "group": ASSOCIATION})
+    min_transit: float = dataclasses.field(default=0.0, metadata={
+        "help": "seconds a person needs, at least, from one camera to another that does not overlap it",
+        "metavar": "SECONDS", "group": ASSOCIATION})
     detections: dict | None = dataclasses.field(default=None, metadata={
         "help": "MOTChallenge det.txt per camera (in --camera order, or ID=PATH); skips detection",
         "nargs": "+", "action": "extend", "metavar": "[ID=]DET.TXT", "group": "detection"})
@@ -173,13 +189,22 @@ class TrackConfig:
             raise ValueError(f"--sampling must be one of {SAMPLING_MODES}. Received: {self.sampling!r}")
         if self.metric not in DISTANCE_METRICS:
             raise ValueError(f"--metric must be one of {DISTANCE_METRICS}. Received: {self.metric!r}")
-        if self.threshold is None and self.calibrate is None:
-            raise ValueError("give the association threshold (--threshold) or a labelled folder dataset to "
-                             "choose it on (--calibrate)")
+        given = [name for name in ("threshold", "calibrate", "auto_threshold") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError("give the association threshold (--threshold), a labelled folder dataset to choose it "
+                             "on (--calibrate), or the quantile of known negatives to choose it by "
+                             f"(--auto-threshold): one of them. Received: {given or 'none'}")
+        if self.auto_threshold is not None and not 0 <= self.auto_threshold < 1:
+            raise ValueError(f"--auto-threshold is a quantile in [0, 1). Received: {self.auto_threshold!r}")
         if self.threshold is not None and not self.threshold >= 0:
             raise ValueError(f"--threshold must be a non-negative distance. Received: {self.threshold!r}")
         if self.calibrate is not None and not os.path.exists(self.calibrate):
             raise FileNotFoundError(f"--calibrate: {self.calibrate} does not exist")
+        self.rules = association.TimeRules.parse(self.overlapping, self.min_transit)
+        if self.rules.overlapping != "all":
+            unknown = sorted({c for group in self.rules.overlapping for c in group} - set(camids))
+            if unknown:
+                raise ValueError(f"--overlapping names camera(s) {unknown}, which are not among --camera's {camids}")
         if self.model is None:
             raise ValueError("--model is required (a model file or folder, or colour-histogram)")
         if self.model not in embedding.BASELINES and not os.path.exists(self.model):
@@ -443,11 +468,17 @@ def _calibrate(config, extractor, sampling):
     if os.path.isfile(index):
         times = {(int(r["camera"]), int(r["tracklet"])): (float(r["start_time"]), float(r["end_time"]))
                  for r in _read_table(index)}
-    spans = np.array([times.get((t.camid, t.tracklet_id), (-1.0 - i, -1.0 - i)) for i, t in enumerate(labelled)])
-    threshold, _ = association.choose_threshold(
+    # (without times: far apart, so that no time rule applies)
+    spans = np.array([times.get((t.camid, t.tracklet_id), (-1e9 * (1 + i),) * 2) for i, t in enumerate(labelled)])
+    if config.centre_cameras:
+        features = association.centre_by_camera(features, [t.camid for t in labelled])
+    threshold, table = association.choose_threshold(
         features, np.array([t.pid for t in labelled]), np.array([t.camid for t in labelled]), spans[:, 0],
-        spans[:, 1], metric=config.metric, rerank=config.rerank)
-    return threshold
+        spans[:, 1], metric=config.metric, rerank=config.rerank, rules=config.rules)
+    best = dict(table)[threshold]["pairwise_f1"]
+    near = [t for t, scores in table if scores["pairwise_f1"] >= best - 0.02]  # how sharply the set decides it
+    return threshold, {"labelled_tracklets": len(labelled), "pairwise_f1": best,
+                       "within_0.02_f1": [min(near), max(near)]}
 
 
 def _link(source, target):
@@ -496,21 +527,28 @@ def _associate(config, out, extractor, sampling):
     rows = read_tracklets(out, {c.camid for c in config.cameras})
     with np.load(os.path.join(out, "embeddings.npz")) as data:
         features = data["features"]
-    threshold, chosen = config.threshold, "given"
-    if threshold is None:
-        threshold, chosen = _calibrate(config, extractor, sampling), f"best pairwise F1 on {config.calibrate}"
     camids = np.array([r["camera"] for r in rows])
     starts, ends = np.array([r["start_time"] for r in rows]), np.array([r["end_time"] for r in rows])
+    linked = association.centre_by_camera(features, camids) if config.centre_cameras else features
+    threshold, chosen, basis = config.threshold, "given", {}
+    if config.calibrate is not None:
+        threshold, basis = _calibrate(config, extractor, sampling)
+        chosen = f"best pairwise F1 on {config.calibrate}"
+    elif config.auto_threshold is not None:
+        threshold, basis = association.threshold_from_negatives(linked, camids, starts, ends,
+                                                                quantile=config.auto_threshold,
+                                                                metric=config.metric, rules=config.rules)
+        chosen = f"the {config.auto_threshold:g} quantile of {basis['known_negatives']} known negatives"
     started = time.perf_counter()
-    result = association.associate(features, camids, starts, ends, threshold=threshold, metric=config.metric,
-                                   rerank=config.rerank)
+    result = association.associate(linked, camids, starts, ends, threshold=threshold, metric=config.metric,
+                                   rerank=config.rerank, rules=config.rules)
     ids = result.ids
     gallery = Gallery.load(config.gallery) if config.gallery and os.path.isfile(config.gallery) else Gallery()
     if len(gallery):
-        ids = _match_gallery(gallery, features, ids, threshold, config.metric, config.rerank)
+        ids = _match_gallery(gallery, linked, ids, threshold, config.metric, config.rerank)
     seconds = time.perf_counter() - started
     sources = {c.camid: os.path.abspath(c.source) for c in config.cameras}  # a tracklet is held once per footage
-    gallery.add(features, ids, camids, tracklets=[f"{sources[r['camera']]}#{r['tracklet']}" for r in rows])
+    gallery.add(linked, ids, camids, tracklets=[f"{sources[r['camera']]}#{r['tracklet']}" for r in rows])
     gallery.save(os.path.join(out, "gallery.npz"))
     identities = [{"global_id": int(i), "camera": r["camera"], "tracklet": r["tracklet"],
                    "start_time": r["start_time"], "end_time": r["end_time"], "frames": r["frames"],
@@ -520,7 +558,8 @@ def _associate(config, out, extractor, sampling):
     write_text(os.path.join(out, "identities.csv"), _table(identities, IDENTITY_COLUMNS))
     write_folder_layout(os.path.join(out, "dataset"), rows, ids)
     _write_global_tracks(out, config.cameras, {(r["camera"], r["tracklet"]): int(i) for r, i in zip(rows, ids)})
-    summary = {"threshold": float(threshold), "threshold_chosen": chosen, "metric": config.metric,
+    summary = {"threshold": float(threshold), "threshold_chosen": chosen, "threshold_basis": basis,
+               "metric": config.metric,
                "rerank": config.rerank, "tracklets": len(rows), "global_ids": int(len(np.unique(ids))),
                "candidate_pairs": result.candidates, "seconds": seconds, "gallery_size": len(gallery)}
     write_json(os.path.join(out, "association.json"), summary)
@@ -643,6 +682,8 @@ def run_tracking(config):
     for stage, params in (
             ("embed", {}),
             ("associate", {"threshold": config.threshold, "calibrate": _file_key(config.calibrate),
+                           "auto": config.auto_threshold,
+                           "rules": dataclasses.asdict(config.rules), "centre": config.centre_cameras,
                            "metric": config.metric, "rerank": config.rerank, "gallery": _file_key(config.gallery),
                            "outputs": 2}),
             ("report", {"videos": config.videos})):

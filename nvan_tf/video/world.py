@@ -1,6 +1,8 @@
 """A synthetic multi-camera world: real video files, MOTChallenge files, identity truth.
 
     python -m nvan_tf.video.world --out world --cameras 3 --identities 6 --frames 100
+    python -m nvan_tf.video.world --out held_out --held-out        # HELD_OUT_WORLD's settings
+    python -m nvan_tf.video.world --out runs/worlds --training-set # re-ID tracklets cut from 5 worlds
 
 Built on the synthetic tracklet generator (``nvan_tf.data.datasets.synthetic``):
 the same identities (``random_identity``) and camera looks (``random_camera``:
@@ -14,7 +16,11 @@ composited into the camera's full frame:
   static pillars in front of the walkers;
 * identities walk across at different times, in different lanes (nearer is
   larger and lower), in either direction, and occlude each other; a share
-  (``single_camera``) is seen by one camera only.
+  (``single_camera``) is seen by one camera only. The cameras do not
+  overlap: a person seen by several walks through them one after another
+  on the common clock, ``transit`` seconds between leaving one and entering
+  the next (a visit that would start after its camera stops recording is
+  left out).
 
 Written per camera (``c<k>/``): ``video.mp4`` (H.264), ``gt/gt.txt`` (the
 full box of every person in every frame it is in, with its visible share),
@@ -33,10 +39,12 @@ import io
 import json
 import logging
 import os
+import shutil
 import sys
 
 import numpy as np
 
+from nvan_tf.choices import SYNTHETIC_LOOKS
 from nvan_tf.data.datasets.synthetic import Camera, random_camera, random_identity, render_frame
 from nvan_tf.core.atomic import write_json, write_text
 from nvan_tf.video.mot import MOTBoxes, write_mot
@@ -44,7 +52,8 @@ from nvan_tf.video.sources import CameraSpec, VideoWriter
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["WorldConfig", "generate_world", "read_world", "label_run", "main"]
+__all__ = ["WorldConfig", "HELD_OUT_WORLD", "TRAINING_WORLD", "generate_world", "write_training_set", "read_world",
+           "label_run", "main"]
 
 _KEYS = ((255.0, 0.0, 255.0), (0.0, 255.0, 0.0))
 
@@ -61,11 +70,13 @@ class WorldConfig:
     width: int = 320
     single_camera: float = 0.25            # share of identities that only one camera sees
     walk_seconds: tuple = (3.0, 6.0)       # time to cross the frame
+    transit: tuple = (1.0, 4.0)            # seconds from leaving one camera to entering the next
     pillars: int = 1                       # static occluders per camera
     start_offset: float = 7.0              # seconds between the cameras' clocks
     det_miss: float = 0.05
     det_false_positives: float = 0.2       # per frame, on average
     det_jitter: float = 0.05               # box noise, a share of the box size
+    looks: str = "standard"                # identities' and cameras' ranges: a name in synthetic.LOOKS
     seed: int = 0
 
     def __post_init__(self):
@@ -76,6 +87,16 @@ class WorldConfig:
             raise ValueError(f"frame size must be even and at least 64x64. Received {self.width}x{self.height}")
         if not 0 <= self.single_camera <= 1:
             raise ValueError(f"single_camera is a share in [0, 1]. Received: {self.single_camera}")
+        if self.looks not in SYNTHETIC_LOOKS:
+            raise ValueError(f"looks must be one of {SYNTHETIC_LOOKS}. Received: {self.looks!r}")
+
+
+# A world drawn with settings the demo's training never used: the "held-out" looks (lighting,
+# colour casts, noise and clothing colours beyond the training ranges), a larger frame, more
+# occluders, noisier and more cluttered det.txt, another walking pace and frame rate.
+HELD_OUT_WORLD = dict(looks="held-out", height=216, width=384, fps=12.5, pillars=2, walk_seconds=(2.5, 7.0),
+                      det_miss=0.08, det_false_positives=0.4, det_jitter=0.07, start_offset=9.0,
+                      transit=(0.5, 6.0))
 
 
 def _key_camera(colour):
@@ -105,16 +126,26 @@ def _background(camera, height, width):
 
 def _plan(config, rng):
     """Visits (pid, camera, first frame, frames, lane, direction, phase, step) and pillars."""
-    people = [random_identity(rng) for _ in range(config.identities)]
+    people = [random_identity(rng, config.looks) for _ in range(config.identities)]
     single = set(rng.choice(config.identities, size=int(round(config.single_camera * config.identities)),
                             replace=False).tolist()) if config.cameras > 1 else set()
     visits = []
     for pid in range(1, config.identities + 1):
         count = 1 if (pid - 1) in single or config.cameras == 1 else int(rng.integers(2, config.cameras + 1))
+        previous_end = None  # on the common clock: one person is in one camera at a time
         for cam in sorted(rng.choice(config.cameras, size=count, replace=False).tolist()):
             length = int(round(rng.uniform(*config.walk_seconds) * config.fps))
             length = min(length, config.frames - 1)
-            first = int(rng.integers(1, config.frames - length + 2))
+            clock = config.start_offset * cam  # camera cam + 1's first frame on the common clock
+            last_first = config.frames - length + 1  # the latest first frame that fits the walk
+            if previous_end is None:  # the first visit: in the earlier half, to leave time for the others
+                first = int(rng.integers(1, max(last_first // 2, 1) + 1))
+            else:
+                arrival = previous_end + rng.uniform(*config.transit) - clock
+                first = max(int(np.ceil(arrival * config.fps)) + 1, 1)
+                if first > last_first:
+                    continue  # they would reach this camera after it stops recording
+            previous_end = clock + (first + length - 2) / config.fps
             visits.append({"pid": pid, "camera": cam + 1, "first": first, "length": length,
                            "lane": float(rng.uniform(0, 1)), "direction": int(rng.choice([-1, 1])),
                            "phase": float(rng.uniform(0, 2 * np.pi)), "step": float(rng.uniform(0.5, 0.9))})
@@ -210,7 +241,7 @@ def generate_world(out_dir, config=None, *, verbose=False):
     rng = np.random.default_rng(config.seed)
     root = os.path.abspath(out_dir)
     os.makedirs(root, exist_ok=True)
-    cameras = [random_camera(rng) for _ in range(config.cameras)]
+    cameras = [random_camera(rng, config.looks) for _ in range(config.cameras)]
     people, visits, pillars = _plan(config, rng)
     truth, cams = [], []
     for camid, camera in enumerate(cameras, start=1):
@@ -289,6 +320,74 @@ def label_run(world_root, out):
     return rows, labels
 
 
+TRAINING_WORLD = dict(cameras=4, identities=16, frames=200)
+
+
+def write_training_set(out, *, worlds=5, looks="varied", seed=100, world=None, verbose=False):
+    """Re-ID tracklets cut from synthetic worlds the way ``nvan-track`` cuts
+    them (their det.txt boxes, ByteTrack, tracklets, crops: other people,
+    pillars and detector noise in them), labelled by each world's gt.txt, in
+    the folder layout ``nvan-train --dataset folder`` reads:
+    ``OUT/data/{train,query,gallery}/``.
+
+    ``worlds`` worlds of ``world`` (``WorldConfig`` fields; default
+    :data:`TRAINING_WORLD`; seeds ``seed``, ``seed + 1``, ...; ``looks``):
+    the last one's tracklets are the query and gallery (the first per
+    camera of each identity seen by two or more cameras in ``query/``), the
+    others train. Identity ``p`` of world ``w`` is
+    ``100 * (w + 1) + p``. A world or run already written is reused.
+
+    Returns:
+        the dataset's root, ``OUT/data``.
+    """
+    from nvan_tf.core.atomic import atomic_path
+    from nvan_tf.video.pipeline import TrackConfig, run_tracking
+
+    if worlds < 2:
+        raise ValueError(f"a training set needs two worlds or more (training and test). Received: worlds={worlds}")
+    root = os.path.abspath(out)
+    entries = []  # (split, pid, row)
+    for number in range(worlds):
+        world_root, run = os.path.join(root, "worlds", f"w{number}"), os.path.join(root, "runs", f"w{number}")
+        if not os.path.isfile(os.path.join(world_root, "world.json")):
+            generate_world(world_root, WorldConfig(**{**TRAINING_WORLD, **(world or {}), "looks": looks,
+                                                      "seed": seed + number}))
+        written, cameras = read_world(world_root)
+        run_tracking(TrackConfig(cameras=cameras, output_dir=run, model="colour-histogram", threshold=0.5,
+                                 detections={c["camid"]: os.path.join(world_root, c["det"])
+                                             for c in written["cameras"]},
+                                 crop_size=(128, 64), videos=False, verbose=0))
+        rows, labels = label_run(world_root, run)
+        kept = [(row, 100 * (number + 1) + int(label)) for row, label in zip(rows, labels) if label > 0]
+        if number < worlds - 1:
+            entries += [("train", pid, row) for row, pid in kept]
+            continue
+        cameras_of, firsts = {}, {}
+        for row, pid in kept:
+            cameras_of.setdefault(pid, set()).add(row["camera"])
+            key = (pid, row["camera"])
+            if key not in firsts or row["start_time"] < firsts[key]["start_time"]:
+                firsts[key] = row
+        for row, pid in kept:
+            entries.append(("gallery", pid, row))
+            if len(cameras_of[pid]) > 1 and firsts[(pid, row["camera"])] is row:
+                entries.append(("query", pid, row))
+        if verbose:
+            logger.info("world %d: %d labelled tracklets of %d", number, len(kept), len(rows))
+    data = os.path.join(root, "data")
+    with atomic_path(data, folder=True) as staged:
+        for split, pid, row in entries:
+            folder = os.path.join(staged, split, f"{pid:04d}", f"c{row['camera']}", f"t{row['tracklet']:04d}")
+            os.makedirs(folder)
+            for frame in row["record"].frames:
+                target = os.path.join(folder, os.path.basename(frame))
+                try:
+                    os.link(frame, target)
+                except OSError:
+                    shutil.copy2(frame, target)
+    return data
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m nvan_tf.video.world",
                                      description=__doc__.strip().splitlines()[0])
@@ -297,10 +396,27 @@ def main(argv=None):
     for field in ("cameras", "identities", "frames", "height", "width", "seed"):
         parser.add_argument(f"--{field}", type=int, default=getattr(defaults, field))
     parser.add_argument("--fps", type=float, default=defaults.fps)
+    parser.add_argument("--looks", choices=SYNTHETIC_LOOKS, help="identities' and cameras' ranges (default: "
+                        "standard; varied with --training-set; held-out with --held-out)")
+    parser.add_argument("--training-set", action="store_true",
+                        help="write re-ID tracklets cut from --worlds worlds (4 cameras, 16 identities, 200 frames "
+                             "each) as nvan-track cuts them, in the folder layout, under OUT/data: "
+                             "nvan-train --dataset folder --root OUT/data")
+    parser.add_argument("--worlds", type=int, default=5, help="worlds of the --training-set (the last: its test)")
+    parser.add_argument("--held-out", action="store_true",
+                        help="the held-out world's settings (HELD_OUT_WORLD; its size and frame rate unless given)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    config = WorldConfig(**{k: getattr(args, k) for k in ("cameras", "identities", "frames", "height", "width",
-                                                          "seed", "fps")})
+    given = {k: getattr(args, k) for k in ("cameras", "identities", "frames", "height", "width", "seed", "fps")
+             if getattr(args, k) != getattr(defaults, k) or not args.held_out}
+    if args.training_set:
+        # seeds from 100 unless given: away from the worlds the demo and the benchmarks draw (0, 1)
+        data = write_training_set(args.out, worlds=args.worlds, looks=args.looks or "varied",
+                                  seed=args.seed if args.seed != defaults.seed else 100, verbose=True)
+        print(f"wrote a training set to {data}: nvan-train --dataset folder --root {data}")
+        return 0
+    config = WorldConfig(**{**(HELD_OUT_WORLD if args.held_out else {}), **given,
+                            **({"looks": args.looks} if args.looks else {})})
     world = generate_world(args.out, config, verbose=True)
     print(f"wrote {len(world['cameras'])} cameras to {os.path.abspath(args.out)}")
     return 0
