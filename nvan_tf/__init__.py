@@ -112,6 +112,8 @@ _MOVED = {
     "nvan_tf.serving": "nvan_tf.deploy.serving",
     "nvan_tf.training_config": "nvan_tf.training.config",
     "nvan_tf.tuning": "nvan_tf.training.tuning",
+    "nvan_tf.video.metrics": "nvan_tf.video.track_metrics",  # (not evaluation.metrics: tracking's)
+    "nvan_tf.video.pipeline": "nvan_tf.video.stages",        # (not data.pipeline: nvan-track's stages)
     "nvan_tf.visualize": "nvan_tf.evaluation.report",
 }
 # Old paths that are also commands: ``python -m OLD`` runs this module's main().

@@ -141,3 +141,27 @@ def write_manifest(root, splits, size=SIZE, name="manifest.csv"):
                     write_image(os.path.join(root, r), seed=pid + len(r), size=size)
                     writer.writerow([split, pid, cam, track, r])
     return path
+
+
+def embedding_world(n, num_ids, *, dim=64, seed=0, span=3600.0, longest=60.0):
+    """``n`` tracklet embeddings of ``num_ids`` people (their centres plus
+    noise) in 6 cameras over ``span`` seconds, each 1 to ``longest`` s long;
+    the cameras do not overlap: one person's tracklets follow one another.
+
+    Returns:
+        (features (n, dim) float32, truth, cameras, starts, ends).
+    """
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(1, num_ids + 1, n)
+    centres = rng.standard_normal((num_ids + 1, dim)).astype(np.float32)
+    features = centres[truth] + 0.45 * rng.standard_normal((n, dim)).astype(np.float32)
+    cameras = rng.integers(1, 7, n)
+    starts = rng.uniform(0, span, n)
+    ends = starts + rng.uniform(1, longest, n)
+    for pid in np.unique(truth):
+        mine = np.flatnonzero(truth == pid)[np.argsort(starts[truth == pid])]
+        for before, after in zip(mine, mine[1:]):
+            shift = max(ends[before] + 1 - starts[after], 0)
+            starts[after] += shift
+            ends[after] += shift
+    return features, truth, cameras, starts, ends

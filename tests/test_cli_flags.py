@@ -17,7 +17,7 @@ from nvan_tf.evaluation.evaluator import EvaluationConfig, ModelSpec, RankingCon
 from nvan_tf.training.config import TrainConfig
 from nvan_tf.training.tuning import SearchConfig, SearchSpace
 from nvan_tf.video import demo as video_demo
-from nvan_tf.video.pipeline import TrackConfig
+from nvan_tf.video.stages import TrackConfig
 
 COMMANDS = {"nvan-convert": convert, "nvan-evaluate": evaluate, "nvan-export": export, "nvan-profile": profile,
             "nvan-track": track, "nvan-train": train, "nvan-tune": tune,

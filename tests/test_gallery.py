@@ -15,10 +15,14 @@ import pytest
 from nvan_tf.benchmarks.gallery import ClusteredEmbeddings
 from nvan_tf.deploy import gallery as gallery_module
 from nvan_tf.deploy.index import EXACT_BELOW, NeighbourIndex
+try:
+    from tests import data_trees
+except ImportError:  # tests/ itself on sys.path
+    import data_trees
 from nvan_tf.deploy.serving import Gallery
 from nvan_tf.core.atomic import TEMP_PREFIX, remove_stale
 from nvan_tf.video import association
-from nvan_tf.video.metrics import association_scores
+from nvan_tf.video.track_metrics import association_scores
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -230,27 +234,9 @@ def test_index_arguments_are_checked():
     assert rows.tolist() == [[0, 1, -1]] and dist[0, 2] == np.inf
 
 
-def _world(n, num_ids, dim=64, seed=0):
-    rng = np.random.default_rng(seed)
-    truth = rng.integers(1, num_ids + 1, n)
-    centres = rng.standard_normal((num_ids + 1, dim)).astype(np.float32)
-    features = centres[truth] + 0.45 * rng.standard_normal((n, dim)).astype(np.float32)
-    cameras = rng.integers(1, 7, n)
-    starts = rng.uniform(0, 3600, n)
-    ends = starts + rng.uniform(1, 60, n)
-    # cameras that do not overlap: one person's tracklets follow one another (association's default rule)
-    for pid in np.unique(truth):
-        mine = np.flatnonzero(truth == pid)[np.argsort(starts[truth == pid])]
-        for before, after in zip(mine, mine[1:]):
-            shift = max(ends[before] + 1 - starts[after], 0)
-            starts[after] += shift
-            ends[after] += shift
-    return features, truth, cameras, starts, ends
-
-
 @pytest.mark.parametrize("metric,threshold", [("cosine", 0.35), ("euclidean", 7.0)])
 def test_association_on_the_index_gives_the_exact_identities(metric, threshold):
-    features, truth, cameras, starts, ends = _world(3000, 600)
+    features, truth, cameras, starts, ends = data_trees.embedding_world(3000, 600)
     results = []
     for exact in (True, False):
         pairs = association.candidate_pairs(features, cameras, starts, ends, metric=metric, k=20,

@@ -17,7 +17,7 @@ from nvan_tf.video import association  # noqa: E402
 
 @pytest.mark.slow
 def test_association_on_the_index_gives_the_identities_of_exact_search(run):  # noqa: F811
-    from nvan_tf.video.pipeline import read_identities, read_tracklets
+    from nvan_tf.video.stages import read_identities, read_tracklets
 
     rows = read_tracklets(run)
     with np.load(os.path.join(run, "embeddings.npz")) as data:

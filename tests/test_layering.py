@@ -88,10 +88,10 @@ def test_no_module_imports_a_higher_layer():
 def test_the_check_sees_an_upward_import(tmp_path):
     """The reader finds lazy imports inside functions, and both import forms."""
     source = tmp_path / "probe.py"
-    source.write_text("def f():\n    from nvan_tf.cli import track\n    import nvan_tf.video.pipeline\n"
+    source.write_text("def f():\n    from nvan_tf.cli import track\n    import nvan_tf.video.stages\n"
                       "from nvan_tf import deploy, lazy_exports\n")
     found = sorted(_imports(str(source)))
-    assert found == [(2, "nvan_tf.cli"), (3, "nvan_tf.video.pipeline"), (4, "nvan_tf"), (4, "nvan_tf.deploy")]
+    assert found == [(2, "nvan_tf.cli"), (3, "nvan_tf.video.stages"), (4, "nvan_tf"), (4, "nvan_tf.deploy")]
     assert [LEVEL[_part(t)] > LEVEL["data"] for _, t in found] == [True, True, False, True]
 
 

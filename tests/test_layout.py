@@ -91,7 +91,7 @@ def test_every_old_path_is_the_moved_module_and_warns_naming_its_new_path():
     result = run(["-c", code])
     assert result.returncode == 0, result.stderr[-3000:]
     seen = json.loads(result.stdout)
-    assert set(seen) == set(nvan_tf._MOVED) and len(seen) == 22  # the 21 flat paths and nvan_tf.io.atomic
+    assert set(seen) == set(nvan_tf._MOVED) and len(seen) == 24  # 21 flat paths, io.atomic, video.metrics and .pipeline
     for old, (same, caught) in seen.items():
         new = nvan_tf._MOVED[old]
         assert same, old

@@ -8,7 +8,11 @@ import numpy as np
 import pytest
 
 from nvan_tf.video import association, mot
-from nvan_tf.video.metrics import association_scores, box_iou
+from nvan_tf.video.track_metrics import association_scores, box_iou
+try:
+    from tests import data_trees
+except ImportError:  # tests/ itself on sys.path
+    import data_trees
 
 VIDEO_EXTRA = "needs the [video] extra (pip install 'nvan-tf[video]')"
 
@@ -446,26 +450,8 @@ def test_association_errors_are_named():
         association.associate(np.ones((2, 2)), [1, 2], [0, 0], [1, 1], threshold=-1)
 
 
-def _random_world(n, num_ids, dim=64, seed=0):
-    rng = np.random.default_rng(seed)
-    truth = rng.integers(1, num_ids + 1, n)
-    centres = rng.standard_normal((num_ids + 1, dim)).astype(np.float32)
-    features = centres[truth] + 0.45 * rng.standard_normal((n, dim)).astype(np.float32)
-    cameras = rng.integers(1, 7, n)
-    starts = rng.uniform(0, 36000, n)
-    ends = starts + rng.uniform(1, 30, n)
-    # cameras that do not overlap: one person's tracklets follow one another (association's default rule)
-    for pid in np.unique(truth):
-        mine = np.flatnonzero(truth == pid)[np.argsort(starts[truth == pid])]
-        for before, after in zip(mine, mine[1:]):
-            shift = max(ends[before] + 1 - starts[after], 0)
-            starts[after] += shift
-            ends[after] += shift
-    return features, truth, cameras, starts, ends
-
-
 def test_association_scales_to_ten_thousand_tracklets():
-    features, truth, cameras, starts, ends = _random_world(10_000, 2_000)
+    features, truth, cameras, starts, ends = data_trees.embedding_world(10_000, 2_000, span=36000.0, longest=30.0)
     started = time.perf_counter()
     result = association.associate(features, cameras, starts, ends, threshold=0.35)
     seconds = time.perf_counter() - started
@@ -476,7 +462,7 @@ def test_association_scales_to_ten_thousand_tracklets():
 
 
 def test_choose_threshold_on_a_labelled_set():
-    features, truth, cameras, starts, ends = _random_world(400, 80, seed=1)
+    features, truth, cameras, starts, ends = data_trees.embedding_world(400, 80, seed=1, span=36000.0, longest=30.0)
     threshold, table = association.choose_threshold(features, truth, cameras, starts, ends)
     best = max(row[1]["pairwise_f1"] for row in table)
     assert dict(table)[threshold]["pairwise_f1"] == best > 0.95
@@ -498,7 +484,7 @@ def test_association_scores_by_hand():
 
 
 def test_labelled_purity_counts_the_labelled_tracklets():
-    from nvan_tf.video.metrics import labelled_purity
+    from nvan_tf.video.track_metrics import labelled_purity
 
     labels = [{"track_id": "1", "first_frame": "2", "last_frame": "11", "label": "one"},
               {"track_id": "2", "first_frame": "2", "last_frame": "31", "label": "switch"},

@@ -91,7 +91,7 @@ def test_world_files_and_truth(world):
 
 
 def test_tracking_from_given_detections_against_ground_truth(world, run):
-    from nvan_tf.video.metrics import mot_metrics
+    from nvan_tf.video.track_metrics import mot_metrics
 
     info, _ = read_world(world)
     for camera in info["cameras"]:
@@ -103,7 +103,7 @@ def test_tracking_from_given_detections_against_ground_truth(world, run):
 
 def test_tracklets_crops_and_folder_layout(world, run):
     from nvan_tf.data.datasets import build_dataset
-    from nvan_tf.video.pipeline import read_identities, read_tracklets
+    from nvan_tf.video.stages import read_identities, read_tracklets
 
     rows = read_tracklets(run)
     assert rows and {r["camera"] for r in rows} == {1, 2, 3}
@@ -129,7 +129,7 @@ def test_tracklets_crops_and_folder_layout(world, run):
 
 
 def test_identities_respect_same_camera_overlaps(run):
-    from nvan_tf.video.pipeline import read_identities
+    from nvan_tf.video.stages import read_identities
 
     identities = read_identities(run)
     for first in identities:
@@ -140,7 +140,7 @@ def test_identities_respect_same_camera_overlaps(run):
 
 
 def test_report_lists_every_identity_and_its_images_exist(run):
-    from nvan_tf.video.pipeline import read_identities
+    from nvan_tf.video.stages import read_identities
 
     page = os.path.join(run, "report", "index.html")
     text = open(page, encoding="utf-8").read()
@@ -251,7 +251,7 @@ def test_time_rules_auto_threshold_and_camera_centring_as_nvan_track_runs_them(w
     import json
 
     from nvan_tf.cli import track
-    from nvan_tf.video.pipeline import read_identities, read_tracklets
+    from nvan_tf.video.stages import read_identities, read_tracklets
 
     out = str(tmp_path / "rules")
     shutil.copytree(run, out)
@@ -334,7 +334,7 @@ def test_onnx_model_embeds_tracklets_as_the_keras_one(run, tiny_model, tmp_path)
     import keras
 
     from nvan_tf.video.embedding import embed_tracklets, load_embedder
-    from nvan_tf.video.pipeline import read_tracklets
+    from nvan_tf.video.stages import read_tracklets
 
     path = str(tmp_path / "tiny.onnx")
     model = keras.saving.load_model(tiny_model)
@@ -350,7 +350,7 @@ def test_onnx_model_embeds_tracklets_as_the_keras_one(run, tiny_model, tmp_path)
 def test_gallery_is_continued_with_its_ids(world, tiny_model, run, tmp_path):
     from nvan_tf.cli import track
     from nvan_tf.deploy.serving import Gallery
-    from nvan_tf.video.pipeline import read_identities
+    from nvan_tf.video.stages import read_identities
 
     out = str(tmp_path / "next_day")
     shutil.copytree(run, out)
@@ -401,7 +401,7 @@ def test_a_track_config_reads_cameras_given_as_text_with_the_frame_rate(tmp_path
     """TrackConfig(cameras=[...]) takes the command line's [ID=]PATH[@START] text; --fps (the
     field ``fps``) is the frame rate of frame folders, and is refused unless positive."""
     from nvan_tf.cli import track
-    from nvan_tf.video.pipeline import TrackConfig
+    from nvan_tf.video.stages import TrackConfig
     from nvan_tf.video.sources import CameraSpec
 
     config = TrackConfig(cameras=[str(tmp_path), f"3={tmp_path}@10.5"], output_dir=str(tmp_path / "out"),
@@ -416,8 +416,8 @@ def test_a_track_config_reads_cameras_given_as_text_with_the_frame_rate(tmp_path
 
 
 def test_global_tracks_and_multi_camera_metrics(world, run):
-    from nvan_tf.video.metrics import multi_camera_metrics
-    from nvan_tf.video.pipeline import read_identities
+    from nvan_tf.video.track_metrics import multi_camera_metrics
+    from nvan_tf.video.stages import read_identities
 
     info, _ = read_world(world)
     identities = {(r["camera"], r["tracklet"]): r["global_id"] for r in read_identities(run)}
@@ -446,7 +446,7 @@ def test_global_tracks_and_multi_camera_metrics(world, run):
 def test_multi_camera_metrics_count_identities_across_cameras(world):
     """The ground truth scores 1; one person renamed in one camera, or two people of two cameras
     given one id, lower multi-camera IDF1 while every camera alone still scores 1."""
-    from nvan_tf.video.metrics import mot_metrics, multi_camera_metrics
+    from nvan_tf.video.track_metrics import mot_metrics, multi_camera_metrics
 
     info, _ = read_world(world)
     gt_paths = {c["camid"]: os.path.join(world, c["gt"]) for c in info["cameras"]}
@@ -472,7 +472,7 @@ def test_multi_camera_metrics_count_identities_across_cameras(world):
 
 def test_a_training_set_cut_from_worlds_as_nvan_track_cuts_them(tmp_path):
     from nvan_tf.data.datasets import build_dataset
-    from nvan_tf.video.pipeline import read_tracklets
+    from nvan_tf.video.stages import read_tracklets
     from nvan_tf.video.world import write_training_set
 
     small = dict(cameras=2, identities=4, frames=60, height=144, width=256)

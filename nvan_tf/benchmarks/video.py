@@ -16,7 +16,7 @@ its det.txt files (noisy boxes, misses, false positives):
 * multi-camera IDF1 / HOTA / MOTA of each embedding's global ids over all
   cameras together (the AI City / MTMC convention), from the run's
   ``tracks/mtmc.txt`` against the world's gt.txt files, by
-  ``trackers.eval`` (``nvan_tf.video.metrics.multi_camera_metrics``).
+  ``trackers.eval`` (``nvan_tf.video.track_metrics.multi_camera_metrics``).
 
 With ``--held-out``, the same association scores on the held-out world
 (``nvan_tf.video.world.HELD_OUT_WORLD``: looks, frame size, frame rate,
@@ -36,7 +36,7 @@ Tracklet purity on real footage, with ``--vtest PATH`` (OpenCV's
 ``vtest.avi``; ``make footage`` fetches it): nvan-track's tracklets for each
 detector and tracker that ``--labels`` (default
 ``tests/fixtures/vtest_tracklets.csv``) holds hand labels of, and the share
-holding one person (``nvan_tf.video.metrics.labelled_purity``).
+holding one person (``nvan_tf.video.track_metrics.labelled_purity``).
 
 Prints a table and writes ``OUT/results.json``.
 """
@@ -71,7 +71,7 @@ def quality(out, models, config, *, calibrate=None, name="quality", setting="", 
     of the first run on the world are copied into the others).
     """
     from nvan_tf.video.demo import prepare_worlds, score_run, track_world
-    from nvan_tf.video.metrics import multi_camera_metrics
+    from nvan_tf.video.track_metrics import multi_camera_metrics
     from nvan_tf.video.world import read_world
 
     unlabelled = "auto_threshold" in options  # the threshold chosen on the footage itself
@@ -112,7 +112,7 @@ def throughput(out, model, *, frames=60, onnx=None, hog_frames=30):
     from nvan_tf.video.demo import track_world
     from nvan_tf.video.detection import HOGDetector, ONNXDetector, SSDLiteDetector, default_detector
     from nvan_tf.video.embedding import embed_tracklets, evaluated_sampling, load_embedder
-    from nvan_tf.video.pipeline import read_tracklets
+    from nvan_tf.video.stages import read_tracklets
     from nvan_tf.video.mot import read_mot
     from nvan_tf.video.sources import CameraReader
     from nvan_tf.video.tracking import make_tracker, track_boxes
@@ -160,8 +160,8 @@ def purity(out, vtest, labels_path):
     """Tracklet purity on vtest.avi for each (detector, tracker, match IoU) labelled in ``labels_path``."""
     import csv
 
-    from nvan_tf.video.metrics import labelled_purity
-    from nvan_tf.video.pipeline import TrackConfig, run_tracking
+    from nvan_tf.video.track_metrics import labelled_purity
+    from nvan_tf.video.stages import TrackConfig, run_tracking
     from nvan_tf.video.sources import CameraSpec
 
     with open(labels_path, newline="", encoding="utf-8") as f:

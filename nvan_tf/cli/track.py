@@ -29,7 +29,7 @@ def build_parser():
     """TrackConfig's flags (their help is its fields'), the sampling-and-ranking
     group shared with nvan-evaluate and the run group."""
     from nvan_tf.evaluation.evaluator import EvaluationConfig, RankingConfig
-    from nvan_tf.video.pipeline import TrackConfig
+    from nvan_tf.video.stages import TrackConfig
 
     parser = cli.make_parser("nvan-track", __doc__)
     flags.add_fields(parser, TrackConfig, ["cameras"])
@@ -56,7 +56,7 @@ def _per_camera(values, cameras, flag):
 
 
 def build_config(args):
-    from nvan_tf.video.pipeline import TrackConfig
+    from nvan_tf.video.stages import TrackConfig
     from nvan_tf.video.sources import parse_camera
 
     values = flags.field_values(args, TrackConfig)
@@ -76,7 +76,7 @@ def main(argv=None):
     try:
         config = build_config(args)
         cli.quiet_tensorflow(args.verbose)
-        from nvan_tf.video.pipeline import run_tracking
+        from nvan_tf.video.stages import run_tracking
 
         result = run_tracking(config)  # builds the detector and loads the model before any stage
     except (ValueError, FileNotFoundError, ImportError) as err:

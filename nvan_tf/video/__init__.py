@@ -11,9 +11,11 @@
 - ``embedding``: the evaluation's loader and feature extraction over the
   crops, a colour-histogram baseline;
 - ``association``: constrained clustering into global identities;
-- ``metrics``: HOTA / IDF1 / MOTA, tracklet labels, pairwise precision / recall;
+- ``track_metrics``: HOTA / IDF1 / MOTA (one camera and all together), tracklet labels, pairwise
+  precision / recall;
 - ``report``: the HTML page, timeline and annotated videos;
-- ``pipeline``: the resumable stages; ``world``: a synthetic multi-camera world.
+- ``stages``: nvan-track's resumable stages (``TrackConfig``, ``run_tracking``); ``world``: a
+  synthetic multi-camera world.
 
 The video tools need the ``[video]`` extra (``pip install 'nvan-tf[video]'``).
 Importing this package imports neither them nor TensorFlow.
@@ -25,7 +27,7 @@ __all__ = ["TrackConfig", "run_tracking", "associate", "choose_threshold", "Came
            "generate_world", "read_mot", "write_mot", "MOTBoxes"]
 
 __getattr__ = lazy_exports(__name__, {
-    "TrackConfig": "pipeline", "run_tracking": "pipeline", "associate": "association",
+    "TrackConfig": "stages", "run_tracking": "stages", "associate": "association",
     "choose_threshold": "association", "CameraSpec": "sources", "WorldConfig": "world",
     "generate_world": "world", "read_mot": "mot", "write_mot": "mot", "MOTBoxes": "mot",
 })

@@ -28,7 +28,7 @@ nearest-neighbour graph:
 
 Global ids number the groups 1, 2, ... in order of their first appearance.
 :func:`choose_threshold` picks the threshold on a labelled set (the best
-pairwise F1 of :func:`nvan_tf.video.metrics.association_scores`).
+pairwise F1 of :func:`nvan_tf.video.track_metrics.association_scores`).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from nvan_tf.choices import DISTANCE_METRICS
 from nvan_tf.deploy.index import RERANK_LIMIT, NeighbourIndex
 from nvan_tf.evaluation import distance as distance_lib
 from nvan_tf.evaluation.reranking import k_reciprocal_rerank
-from nvan_tf.video.metrics import association_scores
+from nvan_tf.video.track_metrics import association_scores
 
 logger = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ def track_world(root, out, model, reuse=None, **options):
     ``reuse``: another run's folder on the same world whose detection,
     tracking and tracklet stages are copied first (so they are not run again).
     """
-    from nvan_tf.video.pipeline import TrackConfig, run_tracking
+    from nvan_tf.video.stages import TrackConfig, run_tracking
     from nvan_tf.video.world import read_world
 
     world, cameras = read_world(root)
@@ -57,7 +57,7 @@ def prepare_worlds(out, config, *, calibration=None, model="colour-histogram", l
     set from a second world (``out/labelled``, folder layout): ``calibration``
     (a ``WorldConfig``; default ``config``'s settings with seed 1). Returns
     their paths."""
-    from nvan_tf.video.pipeline import write_folder_layout
+    from nvan_tf.video.stages import write_folder_layout
     from nvan_tf.video.world import generate_world, label_run
 
     make_labelled = labelled
@@ -78,8 +78,8 @@ def prepare_worlds(out, config, *, calibration=None, model="colour-histogram", l
 
 def score_run(world_root, out):
     """Tracking metrics per camera and association scores of a run on a world."""
-    from nvan_tf.video.metrics import association_scores, mot_metrics
-    from nvan_tf.video.pipeline import read_identities
+    from nvan_tf.video.track_metrics import association_scores, mot_metrics
+    from nvan_tf.video.stages import read_identities
     from nvan_tf.video.world import label_run, read_world
 
     world, _ = read_world(world_root)

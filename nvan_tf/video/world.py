@@ -39,7 +39,6 @@ import io
 import json
 import logging
 import os
-import shutil
 import sys
 
 import numpy as np
@@ -293,16 +292,16 @@ def read_world(root):
 
 def label_run(world_root, out):
     """The true identity of every tracklet of an ``nvan-track`` run on this
-    world (``nvan_tf.video.metrics.label_tracklets`` against each camera's
+    world (``nvan_tf.video.track_metrics.label_tracklets`` against each camera's
     gt.txt), in the order of ``pipeline.read_tracklets(out)``; -1 where a
     tracklet is no one person.
 
     Returns:
         (the tracklet rows, (N,) labels).
     """
-    from nvan_tf.video.metrics import label_tracklets
+    from nvan_tf.video.track_metrics import label_tracklets
     from nvan_tf.video.mot import read_mot
-    from nvan_tf.video.pipeline import read_tracklets
+    from nvan_tf.video.stages import read_tracklets
     from nvan_tf.video.tracking import CameraTracklet
 
     rows = read_tracklets(out)
@@ -340,13 +339,12 @@ def write_training_set(out, *, worlds=5, looks="varied", seed=100, world=None, v
     Returns:
         the dataset's root, ``OUT/data``.
     """
-    from nvan_tf.core.atomic import atomic_path
-    from nvan_tf.video.pipeline import TrackConfig, run_tracking
+    from nvan_tf.video.stages import TrackConfig, run_tracking, write_folder_layout
 
     if worlds < 2:
         raise ValueError(f"a training set needs two worlds or more (training and test). Received: worlds={worlds}")
     root = os.path.abspath(out)
-    entries = []  # (split, pid, row)
+    training, test = ([], []), ([], [])
     for number in range(worlds):
         world_root, run = os.path.join(root, "worlds", f"w{number}"), os.path.join(root, "runs", f"w{number}")
         if not os.path.isfile(os.path.join(world_root, "world.json")):
@@ -358,33 +356,14 @@ def write_training_set(out, *, worlds=5, looks="varied", seed=100, world=None, v
                                              for c in written["cameras"]},
                                  crop_size=(128, 64), videos=False, verbose=0))
         rows, labels = label_run(world_root, run)
-        kept = [(row, 100 * (number + 1) + int(label)) for row, label in zip(rows, labels) if label > 0]
-        if number < worlds - 1:
-            entries += [("train", pid, row) for row, pid in kept]
-            continue
-        cameras_of, firsts = {}, {}
-        for row, pid in kept:
-            cameras_of.setdefault(pid, set()).add(row["camera"])
-            key = (pid, row["camera"])
-            if key not in firsts or row["start_time"] < firsts[key]["start_time"]:
-                firsts[key] = row
-        for row, pid in kept:
-            entries.append(("gallery", pid, row))
-            if len(cameras_of[pid]) > 1 and firsts[(pid, row["camera"])] is row:
-                entries.append(("query", pid, row))
+        rows_out, ids_out = training if number < worlds - 1 else test
+        for row, label in zip(rows, labels):
+            if label > 0:
+                rows_out.append(row)
+                ids_out.append(100 * (number + 1) + int(label))
         if verbose:
-            logger.info("world %d: %d labelled tracklets of %d", number, len(kept), len(rows))
-    data = os.path.join(root, "data")
-    with atomic_path(data, folder=True) as staged:
-        for split, pid, row in entries:
-            folder = os.path.join(staged, split, f"{pid:04d}", f"c{row['camera']}", f"t{row['tracklet']:04d}")
-            os.makedirs(folder)
-            for frame in row["record"].frames:
-                target = os.path.join(folder, os.path.basename(frame))
-                try:
-                    os.link(frame, target)
-                except OSError:
-                    shutil.copy2(frame, target)
+            logger.info("world %d: %d labelled tracklets of %d", number, int(np.sum(labels > 0)), len(rows))
+    data = write_folder_layout(os.path.join(root, "data"), *test, train=training)
     return data
 
 
