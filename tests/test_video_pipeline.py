@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -496,3 +497,32 @@ def test_a_training_set_cut_from_worlds_as_nvan_track_cuts_them(tmp_path):
     assert config["looks"] == "varied" and config["seed"] == 8 and config["cameras"] == 2
     with pytest.raises(ValueError, match="two worlds or more"):
         write_training_set(str(tmp_path / "one"), worlds=1)
+
+
+def _world_command(*argv):
+    return subprocess.run([sys.executable, "-m", "nvan_tf.video.world", *argv], capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_the_world_command_writes_the_held_out_world_and_a_training_set(tmp_path):
+    import json
+
+    result = _world_command("--out", str(tmp_path / "held"), "--held-out", "--cameras", "2", "--identities", "3",
+                            "--frames", "30")
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(tmp_path / "held" / "world.json") as f:
+        config = json.load(f)["config"]
+    from nvan_tf.video.world import HELD_OUT_WORLD
+
+    assert {k: config[k] for k in HELD_OUT_WORLD} == {k: list(v) if isinstance(v, tuple) else v
+                                                      for k, v in HELD_OUT_WORLD.items()}
+    assert (config["cameras"], config["identities"], config["frames"], config["seed"]) == (2, 3, 30, 0)
+    result = _world_command("--out", str(tmp_path / "set"), "--training-set", "--worlds", "2", "--cameras", "2",
+                            "--identities", "4", "--frames", "60", "--height", "144", "--width", "256")
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = tmp_path / "set" / "data"
+    assert f"wrote a training set to {data}: nvan-train --dataset folder --root {data}" in result.stdout
+    assert sorted(os.listdir(data)) == ["gallery", "query", "tracklets.csv", "train"]
+    with open(tmp_path / "set" / "worlds" / "w1" / "world.json") as f:
+        config = json.load(f)["config"]
+    assert (config["seed"], config["looks"], config["cameras"], config["width"]) == (101, "varied", 2, 256)

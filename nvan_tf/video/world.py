@@ -372,9 +372,12 @@ def main(argv=None):
                                      description=__doc__.strip().splitlines()[0])
     parser.add_argument("--out", required=True, help="output folder")
     defaults = WorldConfig()
-    for field in ("cameras", "identities", "frames", "height", "width", "seed"):
-        parser.add_argument(f"--{field}", type=int, default=getattr(defaults, field))
-    parser.add_argument("--fps", type=float, default=defaults.fps)
+    for field in ("cameras", "identities", "frames", "height", "width"):
+        parser.add_argument(f"--{field}", type=int, help=f"default {getattr(defaults, field)} "
+                            f"({TRAINING_WORLD.get(field, getattr(defaults, field))} with --training-set)")
+    parser.add_argument("--fps", type=float, help=f"default {defaults.fps:g}")
+    parser.add_argument("--seed", type=int, help="default 0 (the first world's 100 with --training-set: away from "
+                                                 "the worlds the demo and the benchmarks draw)")
     parser.add_argument("--looks", choices=SYNTHETIC_LOOKS, help="identities' and cameras' ranges (default: "
                         "standard; varied with --training-set; held-out with --held-out)")
     parser.add_argument("--training-set", action="store_true",
@@ -386,15 +389,15 @@ def main(argv=None):
                         help="the held-out world's settings (HELD_OUT_WORLD; its size and frame rate unless given)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    given = {k: getattr(args, k) for k in ("cameras", "identities", "frames", "height", "width", "seed", "fps")
-             if getattr(args, k) != getattr(defaults, k) or not args.held_out}
+    given = {k: getattr(args, k) for k in ("cameras", "identities", "frames", "height", "width", "fps")
+             if getattr(args, k) is not None}
     if args.training_set:
-        # seeds from 100 unless given: away from the worlds the demo and the benchmarks draw (0, 1)
         data = write_training_set(args.out, worlds=args.worlds, looks=args.looks or "varied",
-                                  seed=args.seed if args.seed != defaults.seed else 100, verbose=True)
+                                  seed=100 if args.seed is None else args.seed, world=given, verbose=True)
         print(f"wrote a training set to {data}: nvan-train --dataset folder --root {data}")
         return 0
     config = WorldConfig(**{**(HELD_OUT_WORLD if args.held_out else {}), **given,
+                            **({"seed": args.seed} if args.seed is not None else {}),
                             **({"looks": args.looks} if args.looks else {})})
     world = generate_world(args.out, config, verbose=True)
     print(f"wrote {len(world['cameras'])} cameras to {os.path.abspath(args.out)}")
