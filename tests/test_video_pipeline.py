@@ -471,6 +471,7 @@ def test_multi_camera_metrics_count_identities_across_cameras(world):
         multi_camera_metrics(gt_paths, {99: truth[second]})
 
 
+@pytest.mark.slow  # worlds tracked end to end
 def test_a_training_set_cut_from_worlds_as_nvan_track_cuts_them(tmp_path):
     from nvan_tf.data.datasets import build_dataset
     from nvan_tf.video.stages import read_tracklets
@@ -504,6 +505,7 @@ def _world_command(*argv):
                           timeout=600)
 
 
+@pytest.mark.slow  # worlds tracked end to end
 def test_the_world_command_writes_the_held_out_world_and_a_training_set(tmp_path):
     import json
 
