@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import shutil
@@ -151,6 +152,12 @@ def main(argv=None):
                       crop_size=(128, 64))
     print("[3/3] Against the world's ground truth")
     print(format_scores(score_run(world_root, out)))
+    with open(os.path.join(out, "association.json"), encoding="utf-8") as f:
+        summary = json.load(f)
+    basis = summary["threshold_basis"]
+    print(f"threshold {summary['threshold']:.3f}: best pairwise F1 {basis['pairwise_f1']:.3f} on "
+          f"{basis['labelled_tracklets']} labelled tracklets, as good (within 0.02) from "
+          f"{basis['within_0.02_f1'][0]:.3f} to {basis['within_0.02_f1'][1]:.3f}")
     print(f"report: {os.path.join(out, 'report', 'index.html')}")
     return 0
 
