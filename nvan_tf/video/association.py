@@ -154,10 +154,11 @@ def centre_by_camera(features, camids):
 
 
 def time_conflicts(camids_a, starts_a, ends_a, camids_b, starts_b, ends_b):
-    """(A, B) bool: same camera and overlapping in time (closed intervals)."""
-    return ((np.asarray(camids_a)[:, None] == np.asarray(camids_b)[None, :])
-            & (np.asarray(starts_a)[:, None] <= np.asarray(ends_b)[None, :])
-            & (np.asarray(starts_b)[None, :] <= np.asarray(ends_a)[:, None]))
+    """(A, B) bool: same camera and overlapping in time (closed intervals): the
+    one rule of ``TimeRules(overlapping="all")``."""
+    a = [np.asarray(v)[:, None] for v in (camids_a, starts_a, ends_a)]
+    b = [np.asarray(v)[None, :] for v in (camids_b, starts_b, ends_b)]
+    return TimeRules("all").forbidden(*a, *b)
 
 
 def reranked_distances(features, metric="cosine"):
