@@ -152,6 +152,11 @@ class TrackConfig:
     verbose: int = dataclasses.field(default=1, metadata={
         "help": "no progress bars", "flag": "--quiet", "negate": True, "group": ASSOCIATION})
 
+    @property
+    def rules(self):
+        """The :class:`~nvan_tf.video.association.TimeRules` of ``overlapping`` and ``min_transit``."""
+        return association.TimeRules.parse(self.overlapping, self.min_transit)
+
     def __post_init__(self):
         from nvan_tf.video.detection import default_detector
 
@@ -200,8 +205,7 @@ class TrackConfig:
             raise ValueError(f"--threshold must be a non-negative distance. Received: {self.threshold!r}")
         if self.calibrate is not None and not os.path.exists(self.calibrate):
             raise FileNotFoundError(f"--calibrate: {self.calibrate} does not exist")
-        self.rules = association.TimeRules.parse(self.overlapping, self.min_transit)
-        if self.rules.overlapping != "all":
+        if self.rules.overlapping != "all":  # parsed (and checked) from --overlapping and --min-transit
             unknown = sorted({c for group in self.rules.overlapping for c in group} - set(camids))
             if unknown:
                 raise ValueError(f"--overlapping names camera(s) {unknown}, which are not among --camera's {camids}")
