@@ -76,7 +76,7 @@ def quality(out, models, config, *, calibrate=None, name="quality", setting="", 
 
     unlabelled = "auto_threshold" in options  # the threshold chosen on the footage itself
     world_root, labelled = prepare_worlds(os.path.join(out, name), config,
-                                          labelled=calibrate is None and not unlabelled)
+                                          write_labelled=calibrate is None and not unlabelled)
     labelled = None if unlabelled else calibrate or labelled
     world, _ = read_world(world_root)
     gt_paths = {c["camid"]: os.path.join(world_root, c["gt"]) for c in world["cameras"]}

@@ -53,20 +53,19 @@ def track_world(root, out, model, reuse=None, **options):
     return out
 
 
-def prepare_worlds(out, config, *, calibration=None, model="colour-histogram", labelled=True):
-    """Writes the world to track (``out/world``) and (``labelled``) a labelled
+def prepare_worlds(out, config, *, calibration=None, model="colour-histogram", write_labelled=True):
+    """Writes the world to track (``out/world``) and (``write_labelled``) a labelled
     set from a second world (``out/labelled``, folder layout): ``calibration``
     (a ``WorldConfig``; default ``config``'s settings with seed 1). Returns
     their paths."""
     from nvan_tf.video.stages import write_folder_layout
     from nvan_tf.video.world import generate_world, label_run
 
-    make_labelled = labelled
     world_root, labelled = os.path.join(out, "world"), os.path.join(out, "labelled")
     calibration_root = os.path.join(out, "calibration_world")
     if not os.path.isfile(os.path.join(world_root, "world.json")):
         generate_world(world_root, config)
-    if make_labelled and not os.path.isdir(labelled):
+    if write_labelled and not os.path.isdir(labelled):
         if not os.path.isfile(os.path.join(calibration_root, "world.json")):
             generate_world(calibration_root, calibration or dataclasses.replace(config, seed=1))
         run = track_world(calibration_root, os.path.join(out, "calibration_run"), model, threshold=0.5,
