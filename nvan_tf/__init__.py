@@ -11,7 +11,7 @@ Sub-packages, in the order a clip goes through them:
 - ``nvan_tf.io``: loading every model format, PyTorch key conversion,
   atomic writes;
 - ``nvan_tf.deploy``: SavedModel, ONNX, TensorRT, the serving client;
-- ``nvan_tf.cli``: the command lines; ``nvan_tf.choices``: every choice list.
+- ``cli``: the command lines; ``nvan_tf.choices``: every choice list.
 
 The plain-Python parts (``data`` without its pipeline, ``evaluation``'s
 metrics, ``choices``) import without TensorFlow; ``build_model`` and the
@@ -86,39 +86,47 @@ def custom_objects():
     return found
 
 
-# The old flat import paths -> the modules that moved there. Each old path is
+# The old flat import paths -> the modules that moved there (within nvan_tf). Each old path is
 # a file of two lines, ``nvan_tf._alias(__name__, "nvan_tf.OLD")``: importing
 # it warns (DeprecationWarning) and makes the old name the moved module itself.
 ALIAS_REMOVAL = "0.3"
 _MOVED = {
-    "nvan_tf.backbone": "nvan_tf.models.backbone",
-    "nvan_tf.checkpoints": "nvan_tf.training.checkpoints",
-    "nvan_tf.convert": "nvan_tf.io.convert",
-    "nvan_tf.datasets": "nvan_tf.data.datasets",
-    "nvan_tf.demo": "nvan_tf.cli.demo",
-    "nvan_tf.distance": "nvan_tf.evaluation.distance",
-    "nvan_tf.io.atomic": "nvan_tf.core.atomic",
-    "nvan_tf.export": "nvan_tf.deploy",
-    "nvan_tf.layers": "nvan_tf.models.layers",
-    "nvan_tf.loading": "nvan_tf.io.loading",
-    "nvan_tf.losses": "nvan_tf.training.losses",
-    "nvan_tf.metrics": "nvan_tf.evaluation",  # evaluate_rank, match_masks, evaluate_indices, ...
-    "nvan_tf.model": "nvan_tf.models.model",
-    "nvan_tf.optimizers": "nvan_tf.training.optimizers",
-    "nvan_tf.pipeline": "nvan_tf.data.pipeline",
-    "nvan_tf.profile": "nvan_tf.models.profile",
-    "nvan_tf.reranking": "nvan_tf.evaluation.reranking",
-    "nvan_tf.sampling": "nvan_tf.data.sampling",
-    "nvan_tf.serving": "nvan_tf.deploy.serving",
-    "nvan_tf.training_config": "nvan_tf.training.config",
-    "nvan_tf.tuning": "nvan_tf.training.tuning",
-    "nvan_tf.video.metrics": "nvan_tf.video.track_metrics",  # (not evaluation.metrics: tracking's)
-    "nvan_tf.video.pipeline": "nvan_tf.video.stages",        # (not data.pipeline: nvan-track's stages)
-    "nvan_tf.visualize": "nvan_tf.evaluation.report",
+    "nvan_tf.backbone": "models.backbone",
+    "nvan_tf.checkpoints": "training.checkpoints",
+    "nvan_tf.convert": "io.convert",
+    "nvan_tf.datasets": "data.datasets",
+    "nvan_tf.demo": "cli.demo",
+    "nvan_tf.distance": "evaluation.distance",
+    "nvan_tf.io.atomic": "core.atomic",
+    "nvan_tf.export": "deploy",
+    "nvan_tf.layers": "models.layers",
+    "nvan_tf.loading": "io.loading",
+    "nvan_tf.losses": "training.losses",
+    "nvan_tf.metrics": "evaluation",  # evaluate_rank, match_masks, evaluate_indices, ...
+    "nvan_tf.model": "models.model",
+    "nvan_tf.optimizers": "training.optimizers",
+    "nvan_tf.pipeline": "data.pipeline",
+    "nvan_tf.profile": "models.profile",
+    "nvan_tf.reranking": "evaluation.reranking",
+    "nvan_tf.sampling": "data.sampling",
+    "nvan_tf.serving": "deploy.serving",
+    "nvan_tf.training_config": "training.config",
+    "nvan_tf.tuning": "training.tuning",
+    "nvan_tf.video.metrics": "video.track_metrics",  # (not evaluation.metrics: tracking's)
+    "nvan_tf.video.pipeline": "video.stages",        # (not data.pipeline: nvan-track's stages)
+    "nvan_tf.visualize": "evaluation.report",
 }
-# Old paths that are also commands: ``python -m OLD`` runs this module's main().
-_COMMANDS = {"nvan_tf.demo": "nvan_tf.cli.demo", "nvan_tf.export": "nvan_tf.cli.export",
-             "nvan_tf.profile": "nvan_tf.cli.profile", "nvan_tf.tuning": "nvan_tf.cli.tune"}
+# Old paths that are also commands, and ``python -m nvan_tf.video``: each
+# runs this command's main() (a module of the ``cli`` sub-package).
+_COMMANDS = {"nvan_tf.demo": "demo", "nvan_tf.export": "export", "nvan_tf.profile": "profile",
+             "nvan_tf.tuning": "tune", "nvan_tf.video": "track"}
+
+
+def _run_command(name):
+    """``python -m name``: exits with the status of the command's main()."""
+    if name not in _COMMANDS:
+        sys.exit(f"{name} is not a command")
+    sys.exit(importlib.import_module(f"{__name__}.cli.{_COMMANDS[name]}").main())
 
 
 def _alias(name, old):
@@ -130,10 +138,8 @@ def _alias(name, old):
     ``python -m old``: runs the command's ``main`` (no warning: the command
     is documented)."""
     if name == "__main__":
-        if old not in _COMMANDS:
-            sys.exit(f"{old} is not a command")
-        sys.exit(importlib.import_module(_COMMANDS[old]).main())
-    new = _MOVED[old]
+        _run_command(old)
+    new = f"{__name__}.{_MOVED[old]}"
     warnings.warn(f"{old} is deprecated and will be removed in nvan-tf {ALIAS_REMOVAL}; "
                   f"import {new} instead", DeprecationWarning, stacklevel=3)
     sys.modules[old] = importlib.import_module(new)

@@ -1,5 +1,5 @@
-"""``nvan_tf.demo``: deprecated (removed in nvan-tf 0.3), the old path of ``nvan_tf.cli.demo``.
-``python -m nvan_tf.demo`` runs its command line."""
+"""``nvan_tf.demo``: deprecated (removed in nvan-tf 0.3), the old path of the demo
+command (``cli/demo.py``). ``python -m nvan_tf.demo`` runs its command line."""
 
 import nvan_tf
 

@@ -7,7 +7,7 @@
     except (ValueError, FileNotFoundError) as err:
         return fail(parser, err)                      # "nvan-evaluate: error: ..."
 
-The console scripts (``nvan_tf.cli``), the benchmarks and the demos start
+The console scripts (the ``cli`` sub-package), the benchmarks and the demos start
 through these. Plain Python: importing this module does not import TensorFlow.
 """
 

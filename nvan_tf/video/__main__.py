@@ -1,8 +1,6 @@
 """``python -m nvan_tf.video ...`` is ``nvan-track ...``."""
 
-import sys
-
-from nvan_tf.cli.track import main
+import nvan_tf
 
 if __name__ == "__main__":
-    sys.exit(main())
+    nvan_tf._run_command("nvan_tf.video")
