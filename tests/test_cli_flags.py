@@ -26,7 +26,7 @@ SHAPELESS = ("nvan-track", "python -m nvan_tf.demo", "python -m nvan_tf.video.de
 # The dataclasses each command's flags come from.
 CONFIGS = {"nvan-convert": [convert.ConvertConfig], "nvan-evaluate": [EvaluationConfig, ModelSpec, RankingConfig],
            "nvan-export": [ExportConfig], "nvan-profile": [profile.ProfileConfig], "nvan-track": [TrackConfig],
-           "nvan-train": [TrainConfig], "nvan-tune": [TrainConfig, SearchConfig, SearchSpace],
+           "nvan-train": [TrainConfig, train.TrainCommand], "nvan-tune": [TrainConfig, SearchConfig, SearchSpace],
            "python -m nvan_tf.demo": [demo.DemoConfig], "python -m nvan_tf.video.demo": [video_demo.VideoDemoConfig]}
 # A command line of each that parses (files need not exist: nothing runs).
 ARGV = {
@@ -74,6 +74,20 @@ def test_every_command_has_the_same_model_shape_flags_with_the_same_defaults():
             shape = (action.default, action.help, action.type, tuple(action.choices or ()))
             assert shape == reference.setdefault(name, shape), (prog, flag)
     assert reference["seq_len"][0] is None and reference["variant"][1] == flags.help_of(flags.ModelShape, "variant")
+
+
+# The flags every command has that fill no config: help, --verbose and the run group's.
+SHARED = {"help", "verbose", "config", "print_config", "log_level", "output_dir"}
+
+
+@pytest.mark.parametrize("prog", sorted(COMMANDS))
+def test_every_flag_comes_from_a_field_of_the_commands_configs(prog):
+    """No command declares a flag by hand: each one's destination is a field
+    of one of its configs (or of ModelShape), or one of the shared flags."""
+    fields = {flags._dest(f) for cls in [*CONFIGS[prog], flags.ModelShape] for f in dataclasses.fields(cls)}
+    loose = [a.option_strings for a in COMMANDS[prog].build_parser()._actions
+             if a.option_strings and a.dest not in fields | SHARED]
+    assert not loose, (prog, loose)
 
 
 def test_nvan_tune_has_every_flag_of_nvan_train():

@@ -31,17 +31,24 @@ from nvan_tf.training.config import PRESETS, TrainConfig
 RECIPE = "recipe (defaults: the variant's preset; see --print-config)"
 
 
+@dataclasses.dataclass
+class TrainCommand:
+    """What nvan-train does with the run (the recipe is TrainConfig)."""
+
+    resume: bool | None = dataclasses.field(default=None, metadata={
+        "group": flags.RUN, "help": "resume the run in --output-dir (default: when its configuration matches)"})
+    tune: bool = dataclasses.field(default=False, metadata={
+        "group": "hyper-parameter search", "action": "store_true",
+        "help": "run a keras-tuner search instead: the other arguments are those of nvan-tune "
+                "(see nvan-train --tune --help)"})
+
+
 def build_parser():
     parser = cli.make_parser("nvan-train", __doc__)
-    run = flags.add_run_group(
+    flags.add_run_group(
         parser, output_help="where the run is written (default: the folder a run's --config records, else "
                             "runs/train)", record="a run's config.json or nvan-tune's best_config.json")
-    run.add_argument("--resume", action=argparse.BooleanOptionalAction, default=None,
-                     help="resume the run in --output-dir (default: when its configuration matches)")
-    tune = parser.add_argument_group("hyper-parameter search")
-    tune.add_argument("--tune", action="store_true",
-                      help="run a keras-tuner search instead: the other arguments are those of "
-                           "nvan-tune (see nvan-train --tune --help)")
+    flags.add_fields(parser, TrainCommand)
     flags.add_model_group(parser)
     flags.add_fields(parser, TrainConfig, exclude=flags.SHAPE_NAMES, defaults=argparse.SUPPRESS, group=RECIPE)
     return parser
