@@ -27,6 +27,9 @@ WORKER = os.path.join(ROOT, "tests", "training_worker.py")
 # NaN at step 4 once, with both cores busy)
 TINY = dict(variant="baseline", dataset="mars", seq_len=4, height=64, width=32, p=2, k=2, steps_per_epoch=3,
             epochs=2, eval_every=0, checkpoint_every=1, progress=0, model_overrides=toy.OVERRIDES)
+# float16 runs at 2 frames of 32x16: its CPU convolutions are the slowest (its loss scaling skips a step that
+# overflows rather than turning NaN, and the test checks the stream and the resume, not the weights)
+FLOAT16_SIZE = dict(seq_len=2, height=32, width=16)
 
 
 @pytest.fixture(scope="module")
@@ -109,9 +112,12 @@ def stream(config, count):
 @pytest.mark.parametrize("precision", ["fp32", "mixed_float16", "mixed_bfloat16"])
 def test_killed_after_a_checkpoint_the_rerun_reads_the_same_batches_and_finishes(
         synth_root, tmp_path, uninterrupted, precision):
-    config = {**TINY, "root": synth_root, "mixed_precision": precision}
+    config = {**TINY, **(FLOAT16_SIZE if precision == "mixed_float16" else {}), "root": synth_root,
+              "mixed_precision": precision}
     whole_weights, whole_log = uninterrupted
-    assert whole_log[:6] == stream(config, 6)
+    expected = stream(config, 6)
+    if precision != "mixed_float16":
+        assert whole_log[:6] == expected          # the stream is the same in every precision
     # checkpoint 4 is mid-epoch 2 (batches 4, 5, 6)
     run(tmp_path, "killed", config, tmp_path / "killed", kill="after-checkpoint:4")
     assert checkpoints.latest(str(tmp_path / "killed" / "checkpoints"))["batches"] == 4
@@ -120,7 +126,7 @@ def test_killed_after_a_checkpoint_the_rerun_reads_the_same_batches_and_finishes
     assert result(resumed)["steps"] == 6
     assert [row["epoch"] for row in result(resumed)["history"]] == [1, 2]
     # the resumed run read what an uninterrupted one reads from batch 4 on
-    assert batch_log(log)[:2] == whole_log[4:6]
+    assert batch_log(log)[:2] == expected[4:6]
     if precision == "mixed_float16":
         assert all("skipped" in row for row in result(resumed)["history"])
     else:
