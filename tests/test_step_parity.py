@@ -12,7 +12,9 @@ through the converter. Both run the same P x K batch in train mode:
   ``model.train_on_batch``.
 
 Then the loss terms, the weight updates and the BN running statistics must
-agree. The optimizers are also checked alone against torch's, on random
+agree. STE-NVAN runs at ResNet-50's depth; NVAN at the toy depth
+(tests/toy.py: its non-local blocks sit in res3 and res4 as at full depth),
+so the two cover both depths at the cost of one full-depth step. The optimizers are also checked alone against torch's, on random
 gradients (Adam with tiny gradients, SGD with momentum and a rate change).
 """
 
@@ -29,6 +31,7 @@ from nvan_tf.training.loop import TrainConfig, compile_model  # noqa: E402
 from nvan_tf.training.optimizers import _slot  # noqa: E402
 from tests.test_convert import SMALL_STRIPES, torch_clips  # noqa: E402
 from tests.torch_reference import build_reference, randomize_  # noqa: E402
+from tests import toy  # noqa: E402
 
 NUM_IDS = 11
 T, H, W = 4, 64, 32
@@ -74,8 +77,11 @@ def one_step(variant, seed):
     """Both frameworks take one step from the same weights; returns what the
     tests compare, keyed by the reference's state_dict keys."""
     stripes = SMALL_STRIPES.get(variant, 16)
-    ref = randomize_(build_reference(variant, NUM_IDS, stripes=stripes), seed).train()
+    blocks = DEPTH.get(variant)
+    ref = randomize_(build_reference(variant, NUM_IDS, stripes=stripes, blocks=blocks), seed).train()
     overrides = {"stripes": stripes} if variant in SMALL_STRIPES else {}
+    if blocks:
+        overrides["stage_blocks"] = blocks
     model = nvan_tf.build_model(variant, NUM_IDS, seq_len=T, height=H, width=W, **overrides)
     entries = convert.reference_entries(model)
     before = {k: v.detach().clone() for k, v in ref.state_dict().items()}
@@ -116,6 +122,7 @@ def one_step(variant, seed):
 
 
 VARIANTS = ["nvan", "ste-nvan"]
+DEPTH = {"nvan": toy.BLOCKS}  # residual blocks per stage; the others: ResNet-50's
 
 
 @pytest.fixture(scope="module", params=VARIANTS)
@@ -123,7 +130,8 @@ def stepped(request):
     return one_step(request.param, seed=21)
 
 
-@pytest.mark.slow
+# None of the tests of ``stepped`` is marked slow: conftest runs slow tests first, and one marked test
+# split them from the others, so each variant's step ran twice
 def test_first_step_losses_equal_torch(stepped):
     expected, logs = stepped["torch_losses"], stepped["logs"]
     assert set(logs) >= {"loss", "triplet", "identity"}
@@ -216,7 +224,7 @@ def test_bn_running_statistics_after_the_step(stepped):
 @pytest.fixture(scope="module")
 def tiny():
     keras.utils.set_random_seed(3)
-    model = nvan_tf.build_model("baseline", 4, seq_len=2, height=32, width=16)
+    model = nvan_tf.build_model("baseline", 4, seq_len=2, height=32, width=16, **toy.OVERRIDES)
     clips = np.random.default_rng(4).normal(size=(4, 2, 32, 16, 3)).astype("float32")
     return model, clips, np.array([0, 0, 3, 3])
 

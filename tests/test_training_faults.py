@@ -3,8 +3,8 @@
 Each run is a separate process (tests/training_worker.py ``run``) that kills
 itself with SIGKILL at a chosen point: after a checkpoint, inside a
 checkpoint write, or before the first checkpoint. Tiny sizes: the baseline
-variant on clips of 4 frames at 64x32, the toy depth (tests/toy.py), P=2 x K=2,
-3 steps per epoch.
+variant on clips of 4 frames at 64x32 (float16: 2 frames of 32x16), the toy
+depth (tests/toy.py), P=2 x K=2, 3 steps per epoch.
 """
 
 import json
