@@ -40,11 +40,11 @@ footage:
 # processes (README, Tests).
 TEST_WORKERS ?= 2
 test: $(STAMP) browser footage
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=25 tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder --durations=25 tests
 
 # The inner loop: unit tests only (no test marked slow), in the same $(TEST_WORKERS) processes.
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not slow" tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder -m "not slow" tests
 
 demo: $(STAMP)
 	$(PY) -m nvan_tf.demo --output-dir demo_output

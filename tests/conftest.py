@@ -1,9 +1,15 @@
 """Shared test settings.
 
 - TensorFlow's C++ logging is quiet before TensorFlow is imported.
-- Order: the ONNX conversions first, then the tests marked slow, then the
-  rest. Under pytest-xdist (``make test``) the longest tests start while
-  every worker is free, not at the end.
+- Under pytest-xdist (``make test``, ``--dist loadgroup``) each test file
+  is one work unit, run in one worker in file order, unless its tests name
+  an xdist group: a file's module-scoped fixtures (trained models, worker
+  pairs, exports) are built once, not once per worker and again after the
+  file's slow tests were moved ahead of its others.
+- Order (the Makefile passes ``--no-loadscope-reorder`` so xdist keeps it):
+  the ONNX conversions first, then the files holding tests marked slow, then
+  the rest, so the longest units start while every worker is free, not at
+  the end.
 - Tests that convert a model to ONNX share the xdist group ``onnx_export``
   (``--dist loadgroup`` runs a group in one worker, one test at a time):
   tf2onnx peaks at 5-11 GB for a small ResNet-50 video model, and two at
@@ -22,13 +28,18 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def _order(item):
-    onnx = any(mark.args == ("onnx_export",) for mark in item.iter_markers("xdist_group"))
-    return (not onnx, item.get_closest_marker("slow") is None)
-
-
 def pytest_collection_modifyitems(items):
-    items.sort(key=_order)  # stable: file order within each class of tests
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+
+    def order(item):
+        onnx = any(mark.args == ("onnx_export",) for mark in item.iter_markers("xdist_group"))
+        return (not onnx, item.path not in slow_files)
+
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            # the file's own group (xdist's hook, which runs after this one, reads it)
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
+    items.sort(key=order)  # stable: file order within each class of files
 
 
 @pytest.fixture(autouse=True)
