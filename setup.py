@@ -29,7 +29,8 @@ setup(
     extras_require={
         # CPU build; an unpinned torch pulls several GB of CUDA packages.
         "torch": ["torch==2.13.0"],
-        "dev": ["pytest>=8", "pytest-xdist==3.8.0"],
+        # pytest 9.2 ignores xdist 3.8's groups (pytest-xdist issue 1386): --dist loadgroup would spread them
+        "dev": ["pytest==9.1.1", "pytest-xdist==3.8.0"],
         "tune-distributed": ["grpcio==1.85.3", "protobuf==7.36.2"],  # keras-tuner's chief/worker gRPC, undeclared by it
         # nvan-export: ONNX export (Keras calls tf2onnx), ONNX Runtime, int8 quantization.
         "export": ["tf2onnx==1.17.0", "onnx==1.23.2", "onnxruntime==1.31.1"],

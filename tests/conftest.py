@@ -28,6 +28,7 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups into the test ids
 def pytest_collection_modifyitems(items):
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
 
@@ -37,9 +38,20 @@ def pytest_collection_modifyitems(items):
 
     for item in items:
         if item.get_closest_marker("xdist_group") is None:
-            # the file's own group (xdist's hook, which runs after this one, reads it)
+            # the file's own group
             item.add_marker(pytest.mark.xdist_group(item.path.stem))
     items.sort(key=order)  # stable: file order within each class of files
+
+
+def pytest_collection_finish(session):
+    """Under ``--dist loadgroup``, every test must carry its group in its id
+    (xdist writes it there); pytest 9.2 dropped the field xdist 3.8 writes,
+    and the groups were silently ignored (setup.py pins pytest below it)."""
+    if session.config.getvalue("loadgroup"):
+        ungrouped = [item.nodeid for item in session.items if "@" not in item.nodeid]
+        if ungrouped:
+            raise pytest.UsageError(f"--dist loadgroup: {len(ungrouped)} tests lost their xdist group "
+                                    f"(e.g. {ungrouped[0]}): pytest and pytest-xdist do not work together here")
 
 
 @pytest.fixture(autouse=True)
