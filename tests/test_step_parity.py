@@ -14,8 +14,9 @@ through the converter. Both run the same P x K batch in train mode:
 Then the loss terms, the weight updates and the BN running statistics must
 agree. STE-NVAN runs at ResNet-50's depth; NVAN at the toy depth
 (tests/toy.py: its non-local blocks sit in res3 and res4 as at full depth),
-so the two cover both depths at the cost of one full-depth step. The optimizers are also checked alone against torch's, on random
-gradients (Adam with tiny gradients, SGD with momentum and a rate change).
+so the two cover both depths at the cost of one full-depth step. The
+optimizers are also checked alone against torch's, on random gradients
+(Adam with tiny gradients, SGD with momentum and a rate change).
 """
 
 import numpy as np
@@ -130,8 +131,7 @@ def stepped(request):
     return one_step(request.param, seed=21)
 
 
-# None of the tests of ``stepped`` is marked slow: conftest runs slow tests first, and one marked test
-# split them from the others, so each variant's step ran twice
+# Not marked slow: ``stepped`` also serves the unmarked tests below, so make test-fast builds it anyway
 def test_first_step_losses_equal_torch(stepped):
     expected, logs = stepped["torch_losses"], stepped["logs"]
     assert set(logs) >= {"loss", "triplet", "identity"}
