@@ -94,6 +94,7 @@ def test_signatures_as_documented(saved):
         assert "tensorflow/serving/predict" in blocks[name]
 
 
+@pytest.mark.slow  # a fresh interpreter importing TensorFlow
 def test_reload_parity_in_a_fresh_process(model, saved, tmp_path):
     rng = np.random.default_rng(1)
     clips = rng.normal(size=(3, T, H, W, 3)).astype("float32")
@@ -256,7 +257,7 @@ def test_killed_export_never_leaves_a_half_written_model(tmp_path):
             os.kill(os.getpid(), signal.SIGKILL)
 
         type(keras.export.ExportArchive()).write_out = write_then_die
-        model = build_model("baseline", 3, seq_len=2, height=32, width=16)
+        model = build_model("baseline", 3, seq_len=2, height=32, width=16, stage_blocks={toy.BLOCKS!r})
         export.export_saved_model(model, {str(tmp_path / "model")!r})
     """)
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,

@@ -16,8 +16,12 @@ import nvan_tf  # noqa: E402
 from nvan_tf.cli import convert as convert_cli
 from nvan_tf.io import convert  # noqa: E402
 from nvan_tf.io import loading  # noqa: E402
+from tests import toy  # noqa: E402
 
 SIZE = {"seq_len": 1, "height": 64, "width": 32}
+# our own formats at the toy depth (tests/toy.py): the record carries it; the PyTorch and
+# Keras-applications files are ResNet-50's and keep SIZE
+TOY = {**SIZE, **toy.OVERRIDES}
 
 
 def randomized(variant, num_identities, seed=0, **kwargs):
@@ -38,7 +42,7 @@ def weights_equal(a, b):
 
 
 def test_save_weights_records_the_config_and_loads_without_flags(tmp_path):
-    model = randomized("nvan", 7, stripes=None)
+    model = randomized("nvan", 7, stripes=None, **toy.OVERRIDES)
     path = loading.save_weights(model, str(tmp_path / "nvan.weights.h5"))
     recorded = loading.recorded_config(path)
     assert recorded["variant"] == "nvan" and recorded["num_identities"] == 7
@@ -53,7 +57,7 @@ def test_save_weights_records_the_config_and_loads_without_flags(tmp_path):
 
 def test_a_variant_that_disagrees_with_the_file_is_refused(tmp_path):
     # NVAN and NVAN-stripe weights have identical shapes: only the record tells.
-    model = randomized("nvan", 5)
+    model = randomized("nvan", 5, **toy.OVERRIDES)
     weights = loading.save_weights(model, str(tmp_path / "nvan.weights.h5"))
     with pytest.raises(loading.LoadError, match="variant='nvan' but variant='nvan-stripe'"):
         loading.load_model(weights, variant="nvan-stripe", stripes=2)
@@ -98,7 +102,7 @@ def test_keras_file_errors(tmp_path):
     with pytest.raises(loading.LoadError, match="unknown model format: .*model.onnx"):
         (tmp_path / "model.onnx").write_bytes(b"x")
         loading.load_model(str(tmp_path / "model.onnx"))
-    model = nvan_tf.build_model("baseline", 4, **SIZE)
+    model = nvan_tf.build_model("baseline", 4, **TOY)
     path = str(tmp_path / "b.keras")
     model.save(path)
     with pytest.raises(loading.LoadError, match="b.keras: checkpoint has 4 identities, --num-identities 10"):
@@ -142,17 +146,17 @@ def test_convert_cli_records_the_config(tmp_path):
 
 
 def test_initialize_from_our_files_copies_the_classifier_only_when_it_fits(tmp_path):
-    source = randomized("baseline", 5, seed=4)
+    source = randomized("baseline", 5, seed=4, **toy.OVERRIDES)
     weights = loading.save_weights(source, str(tmp_path / "src.weights.h5"))
     whole = str(tmp_path / "src.keras")
     source.save(whole)
 
-    same = nvan_tf.build_model("baseline", 5, **SIZE)
+    same = nvan_tf.build_model("baseline", 5, **TOY)
     description = loading.initialize_from(same, weights)
     assert "classifier" in description and "embedding network only" not in description
     assert weights_equal(same.weights, source.weights)
 
-    other = nvan_tf.build_model("baseline", 9, **SIZE)
+    other = nvan_tf.build_model("baseline", 9, **TOY)
     classifier = np.asarray(other.classifier.kernel).copy()
     description = loading.initialize_from(other, whole)
     assert "embedding network only" in description and "5 identities" in description
@@ -160,7 +164,7 @@ def test_initialize_from_our_files_copies_the_classifier_only_when_it_fits(tmp_p
     assert weights_equal(other.pooling.weights, source.pooling.weights)
     np.testing.assert_array_equal(np.asarray(other.classifier.kernel), classifier)
 
-    nvan = nvan_tf.build_model("nvan", 5, **SIZE)
+    nvan = nvan_tf.build_model("nvan", 5, **TOY)
     with pytest.raises(loading.LoadError, match="baseline backbone .* does not fit this nvan model"):
         loading.initialize_from(nvan, weights)
 

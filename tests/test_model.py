@@ -8,9 +8,12 @@ import pytest
 keras = pytest.importorskip("keras")
 
 import nvan_tf  # noqa: E402
+from tests import toy  # noqa: E402
 from nvan_tf.models.model import VARIANTS, ModelConfig, NVANModel  # noqa: E402
 
-SMALL = {"seq_len": 4, "height": 64, "width": 32}
+# at the toy depth (tests/toy.py): shapes, serialisation and errors do not depend on it; the parameter
+# counts and the full-size map below keep ResNet-50
+SMALL = {"seq_len": 4, "height": 64, "width": 32, **toy.OVERRIDES}
 # At 64x32 the res3 / res4 maps are 8 and 4 rows high: 16 stripes do not fit.
 SMALL_STRIPES = {"nvan-stripe": 4, "ste-nvan": 2}
 
@@ -43,7 +46,7 @@ def test_variant_shapes_eager_and_symbolic(variant):
 
 
 def test_ste_nvan_reduces_frames_8_4_2():
-    model = nvan_tf.build_model("ste-nvan", 3, seq_len=8, height=64, width=32, stripes=2)
+    model = nvan_tf.build_model("ste-nvan", 3, seq_len=8, height=64, width=32, stripes=2, **toy.OVERRIDES)
     backbone = model.backbone
     x = keras.ops.convert_to_tensor(clips(1, 8))
     seen = []
@@ -55,7 +58,7 @@ def test_ste_nvan_reduces_frames_8_4_2():
     assert seen == [(1, 2), (1, 2), (1, "max"), (2, 2), (2, 2), (2, 2), (2, "max")]
     assert backbone.compute_output_shape((None, 8, 64, 32, 3)) == (None, 2, 4, 2, 2048)
     assert tuple(backbone(x).shape) == (1, 2, 4, 2, 2048)
-    nvan = nvan_tf.build_model("nvan", 3, seq_len=8, height=64, width=32)
+    nvan = nvan_tf.build_model("nvan", 3, seq_len=8, height=64, width=32, **toy.OVERRIDES)
     assert tuple(nvan.backbone(x).shape) == (1, 8, 4, 2, 2048)
 
 
@@ -83,7 +86,7 @@ def test_bad_sizes_are_rejected_clearly():
 
 
 def test_nonlocal_blocks_start_as_identity():
-    """With zero-initialised W BNs, NVAN equals the plain ResNet-50."""
+    """With zero-initialised W BNs, NVAN equals the plain ResNet of its depth."""
     nvan = small_model("nvan")
     plain = nvan_tf.build_model("nvan", 7, non_local=(0, 0, 0, 0), **SMALL)
     by_path = {w.path.split("/", 1)[1]: w for w in nvan.weights}
@@ -227,7 +230,8 @@ def frozen_bfloat16(kind):
         layer, shape = Bottleneck(8, strides=2, downsample=True, **kw), (2, 8, 4, 16)
     elif kind == "backbone":
         layer, shape = VideoResNet50(non_local=(0, 1, 1, 0), stripes=2, attention_group=2,
-                                     temporal_reduction=(False, True, False, False), **kw), (1, 4, 64, 32, 3)
+                                     temporal_reduction=(False, True, False, False), stage_blocks=toy.BLOCKS,
+                                     **kw), (1, 4, 64, 32, 3)
     else:
         layer = NVANModel(ModelConfig.from_variant("ste-nvan", 7, stripes=2, **SMALL), **kw)
         shape = (1, 4, 64, 32, 3)

@@ -94,6 +94,7 @@ def test_without_registration_keras_cannot_find_the_classes(saved_model):
     assert result.returncode != 0 and "Could not locate class 'NVANModel'" in result.stderr, result.stderr[-3000:]
 
 
+@pytest.mark.slow  # a fresh interpreter importing Keras and TensorFlow: about 10 s each
 def test_custom_objects_are_every_keras_class_of_the_package():
     out = run_python(
         "import inspect, sys, keras, nvan_tf\n"
@@ -112,6 +113,7 @@ def test_custom_objects_are_every_keras_class_of_the_package():
             "nvan_tf>BatchHardTripletLoss", "nvan_tf>IdentityLoss", "nvan_tf>TorchAdam", "nvan_tf>StepDecay"} <= names
 
 
+@pytest.mark.slow  # one fresh interpreter a module
 @pytest.mark.parametrize("module", ["nvan_tf.models.layers", "nvan_tf.models.backbone", "nvan_tf.models.model",
                                     "nvan_tf.training.losses", "nvan_tf.training.optimizers", "nvan_tf.training.loop"])
 def test_any_keras_module_imports_first_and_registers_its_classes(module):

@@ -8,6 +8,7 @@ pytest.importorskip("tensorflow")
 
 from nvan_tf.cli import profile as profile_cli
 from nvan_tf.models import profile  # noqa: E402
+from tests import toy  # noqa: E402
 
 
 def nonlocal_block_flops(tokens, channels):
@@ -20,12 +21,13 @@ def nonlocal_block_flops(tokens, channels):
 
 def test_nonlocal_flops_equal_the_hand_count():
     # 64x32 input, T=4: res3 maps are 8x4 (512 ch), res4 maps 4x2 (1024 ch).
-    row = profile.profile_variant("nvan", seq_len=4, height=64, width=32)
+    # at the toy depth (tests/toy.py): NVAN's five non-local blocks are the same
+    row = profile.profile_variant("nvan", seq_len=4, height=64, width=32, **toy.OVERRIDES)
     expected = 2 * nonlocal_block_flops(4 * 8 * 4, 512) + 3 * nonlocal_block_flops(4 * 4 * 2, 1024)
     assert row["nonlocal_flops"] == expected
-    baseline = profile.profile_variant("baseline", seq_len=4, height=64, width=32)
+    baseline = profile.profile_variant("baseline", seq_len=4, height=64, width=32, **toy.OVERRIDES)
     assert baseline["nonlocal_flops"] == 0
-    assert row["flops"] == baseline["flops"] + expected  # the rest is the same ResNet-50
+    assert row["flops"] == baseline["flops"] + expected  # the rest is the same ResNet
 
 
 def test_json_output(capsys):

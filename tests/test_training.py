@@ -100,7 +100,7 @@ def test_step_decay_and_warmup():
 def test_compile_model_installs_the_recipe_and_reports_each_term():
     import nvan_tf
 
-    model = nvan_tf.build_model("baseline", 3, seq_len=2, height=32, width=16)
+    model = nvan_tf.build_model("baseline", 3, seq_len=2, height=32, width=16, **toy.OVERRIDES)
     schedule = training.compile_model(model, TrainConfig(), steps_per_epoch=10)
     assert isinstance(model.optimizer, TorchAdam) and model.optimizer.l2 == 5e-5
     assert schedule.step_size == 500  # 50 epochs of 10 steps
@@ -123,7 +123,7 @@ def test_every_variable_finds_the_optimizer_slot_built_for_it(optimizer):
     import nvan_tf
     from nvan_tf.training.optimizers import _slot, build_optimizer
 
-    model = nvan_tf.build_model("baseline", 3, seq_len=2, height=32, width=16)
+    model = nvan_tf.build_model("baseline", 3, seq_len=2, height=32, width=16, **toy.OVERRIDES)
     opt = build_optimizer(optimizer, 1e-3, momentum=0.9)
     opt.build(model.trainable_variables)
     names = {"adam": ["momentum", "velocity"], "sgd": ["momentum"]}[optimizer]
@@ -152,7 +152,7 @@ def test_keras_still_reduces_multiworker_logs_over_axis_0():
 def test_train_step_logs_are_scalars_outside_multi_worker():
     import nvan_tf
 
-    model = nvan_tf.build_model("baseline", 3, seq_len=2, height=32, width=16)
+    model = nvan_tf.build_model("baseline", 3, seq_len=2, height=32, width=16, **toy.OVERRIDES)
     training.compile_model(model, TrainConfig(), steps_per_epoch=10)
     clips = np.random.default_rng(0).normal(size=(6, 2, 32, 16, 3)).astype("float32")
     logs = model.train_step((clips, np.asarray([0, 0, 1, 1, 2, 2], "int32")))
@@ -164,7 +164,7 @@ def test_the_model_hands_fit_its_objective_through_public_compile():
 
     import nvan_tf
 
-    model = nvan_tf.build_model("baseline", 3, seq_len=2, height=32, width=16)
+    model = nvan_tf.build_model("baseline", 3, seq_len=2, height=32, width=16, **toy.OVERRIDES)
     assert model.objective is None
     model.compile(optimizer="sgd", loss=keras.losses.MeanSquaredError())  # plain Keras still works
     assert model.objective is None
@@ -181,7 +181,7 @@ def _tiny_step(policy, height=32, width=16):
     from nvan_tf.models.model import dtype_policy
 
     with dtype_policy(policy):
-        model = nvan_tf.build_model("baseline", 3, seq_len=2, height=height, width=width)
+        model = nvan_tf.build_model("baseline", 3, seq_len=2, height=height, width=width, **toy.OVERRIDES)
         training.compile_model(model, TrainConfig(), steps_per_epoch=10)
     return model
 
@@ -364,13 +364,14 @@ def test_a_collapsed_loss_scale_stops_the_run(synth_root, tmp_path, monkeypatch)
 def test_an_invalid_model_override_is_refused_and_nothing_is_written(synth_root, tmp_path, capsys):
     out = tmp_path / "bad"
     argv = ["--dataset", "mars", "--root", synth_root, "--variant", "ste-nvan", "--seq-len", "4", "--height", "64",
-            "--width", "32", "--model-overrides", '{"stripe": 4}', "--output-dir", str(out)]
+            "--width", "32", "--model-overrides", '{"stripe": 4, "stage_blocks": [1, 2, 3, 1]}',
+            "--output-dir", str(out)]
     assert train_cli.main(argv) == 2
     err = capsys.readouterr().err
     assert "nvan-train: error: model_overrides: Unknown model option(s) ['stripe']" in err, err
     assert "Traceback" not in err and not out.exists()
     # the corrected command runs in that folder: nothing of the refused one is in the way
-    fixed = [a if a != '{"stripe": 4}' else '{"stripes": 4}' for a in argv]
+    fixed = [a.replace('"stripe"', '"stripes"') for a in argv]
     assert train_cli.main([*fixed, "--p", "2", "--k", "2", "--steps-per-epoch", "1", "--epochs", "1",
                            "--eval-every", "0", "--progress", "0"]) == 0
 
@@ -403,9 +404,9 @@ def test_mirrored_two_devices_matches_default_exactly_in_float64(tmp_path):
 
 @pytest.mark.slow
 def test_mirrored_two_devices_matches_default_on_nvan(tmp_path):
-    """The full model, fp32: same first-step losses and (SGD) updates.
+    """NVAN (at the toy depth, tests/toy.py), fp32: same first-step losses and (SGD) updates.
 
-    float32 gradients of a randomly initialised ResNet-50 with train-mode BN
+    float32 gradients of a randomly initialised ResNet with train-mode BN
     agree only to ~2% of a tensor's scale between two ways of summing
     (torch's own float32 and float64 gradients of the reference differ as
     much, see test_step_parity), so the updates are compared in norm here

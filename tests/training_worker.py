@@ -1,7 +1,7 @@
 """Subprocess side of the distribution tests (tests/test_training.py).
 
     python tests/training_worker.py mirrored OUT.npz
-        one first step of NVAN on a fixed global batch, with the default
+        one first step of NVAN (the toy depth) on a fixed global batch, with the default
         strategy and with MirroredStrategy over two logical CPU devices;
         writes the losses and the weight updates of both.
     python tests/training_worker.py float64 OUT.npz
@@ -26,6 +26,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+
+from tests import toy  # noqa: E402
 
 SEQ_LEN, HEIGHT, WIDTH = 4, 64, 32
 
@@ -53,7 +55,7 @@ def mirrored(out):
     for name, strategy in strategies.items():
         # SGD: the update is the gradient itself (Adam's first step is its sign)
         config = training.TrainConfig(variant="nvan", seq_len=SEQ_LEN, height=HEIGHT, width=WIDTH, optimizer="sgd",
-                                      lr=0.01, momentum=0.0, seed=0)
+                                      lr=0.01, momentum=0.0, seed=0, model_overrides=toy.OVERRIDES)
         task = ReIDTask(config, num_identities=4)
         model = task.build_model(strategy)  # as nvan_tf.training.train builds it: BNs synchronised on 2 replicas
         assert model.config.sync_batch_norm == (strategy.num_replicas_in_sync > 1)
@@ -61,7 +63,8 @@ def mirrored(out):
             import nvan_tf
 
             with strategy.scope():
-                plain = nvan_tf.build_model("baseline", 4, seq_len=SEQ_LEN, height=HEIGHT, width=WIDTH)
+                plain = nvan_tf.build_model("baseline", 4, seq_len=SEQ_LEN, height=HEIGHT, width=WIDTH,
+                                            **toy.OVERRIDES)
                 try:
                     training.compile_model(plain, config, steps_per_epoch=5)
                     raise AssertionError("compile_model accepted BNs that are not synchronised")
