@@ -47,7 +47,7 @@ def pytest_collection_finish(session):
     """Under ``--dist loadgroup``, every test must carry its group in its id
     (xdist writes it there); pytest 9.2 dropped the field xdist 3.8 writes,
     and the groups were silently ignored (setup.py pins pytest below it)."""
-    if session.config.getvalue("loadgroup"):
+    if getattr(session.config.option, "loadgroup", False):  # set by xdist under --dist loadgroup only
         ungrouped = [item.nodeid for item in session.items if "@" not in item.nodeid]
         if ungrouped:
             raise pytest.UsageError(f"--dist loadgroup: {len(ungrouped)} tests lost their xdist group "
