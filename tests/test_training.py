@@ -365,7 +365,7 @@ def test_a_collapsed_loss_scale_stops_the_run(synth_root, tmp_path, monkeypatch)
 def test_an_invalid_model_override_is_refused_and_nothing_is_written(synth_root, tmp_path, capsys):
     out = tmp_path / "bad"
     argv = ["--dataset", "mars", "--root", synth_root, "--variant", "ste-nvan", "--seq-len", "4", "--height", "64",
-            "--width", "32", "--model-overrides", '{"stripe": 4, "stage_blocks": [1, 2, 3, 1]}',
+            "--width", "32", "--model-overrides", json.dumps({"stripe": 4, **toy.OVERRIDES}),
             "--output-dir", str(out)]
     assert train_cli.main(argv) == 2
     err = capsys.readouterr().err
