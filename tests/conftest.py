@@ -7,13 +7,8 @@
   pairs, exports) are built once, not once per worker and again after the
   file's slow tests were moved ahead of its others.
 - Order (the Makefile passes ``--no-loadscope-reorder`` so xdist keeps it):
-  the ONNX conversions first, then the files holding tests marked slow, then
-  the rest, so the longest units start while every worker is free, not at
-  the end.
-- Tests that convert a model to ONNX share the xdist group ``onnx_export``
-  (``--dist loadgroup`` runs a group in one worker, one test at a time):
-  tf2onnx peaks at 5-11 GB for a small ResNet-50 video model, and two at
-  once, or one in a worker grown large, overran a 24 GB machine.
+  the files holding tests marked slow first, then the rest, so the longest
+  units start while every worker is free, not at the end.
 - After each test Keras's global state is cleared, and after a test that
   took over a second (one that built models) garbage is collected, so a
   long pytest process does not grow without bound.
@@ -32,15 +27,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def pytest_collection_modifyitems(items):
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
 
-    def order(item):
-        onnx = any(mark.args == ("onnx_export",) for mark in item.iter_markers("xdist_group"))
-        return (not onnx, item.path not in slow_files)
-
     for item in items:
         if item.get_closest_marker("xdist_group") is None:
             # the file's own group
             item.add_marker(pytest.mark.xdist_group(item.path.stem))
-    items.sort(key=order)  # stable: file order within each class of files
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: file order within each class of files
 
 
 def pytest_collection_finish(session):

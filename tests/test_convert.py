@@ -62,6 +62,7 @@ def test_full_size_conversion_reproduces_pytorch_embeddings(tmp_path, variant):
 SMALL_STRIPES = {"nvan-stripe": 4, "ste-nvan": 2}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["baseline", "nvan", "nvan-stripe", "nvan-temporal", "ste-nvan"])
 def test_every_variant_small(tmp_path, variant):
     stripes = SMALL_STRIPES.get(variant, 16)
@@ -75,6 +76,7 @@ def test_every_variant_small(tmp_path, variant):
     assert_close(model(x, training=False), expected)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", ["baseline", "ste-nvan"])
 def test_training_outputs_match(tmp_path, variant):
     """Training mode (batch statistics): (f, logits) as the reference returns them."""
@@ -148,6 +150,7 @@ def test_wrong_identity_count_is_a_shape_mismatch(tmp_path):
     assert np.asarray(model.pooling.bn.gamma).std() > 0.1
 
 
+@pytest.mark.slow
 def test_cli_infers_identities_and_reports_errors(tmp_path, capsys):
     _, ckpt = reference_checkpoint(tmp_path, "baseline")
     out = tmp_path / "b.keras"
@@ -207,6 +210,7 @@ def test_torchvision_imagenet_initialisation(tmp_path):
         loading.load_torchvision_resnet50(model, path)
 
 
+@pytest.mark.slow
 def test_keras_applications_weights_need_their_layout(tmp_path):
     """Keras-applications (v1 layout) weights load exactly into a v1-layout model, only."""
     source = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(64, 32, 3))

@@ -45,6 +45,7 @@ def keras_model_path(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_deterministic_turns_on_the_deterministic_kernels_before_the_model_loads(synth_root, keras_model_path,
                                                                                  tmp_path, monkeypatch):
     """--deterministic (EvaluationConfig.deterministic): run_evaluation enables TensorFlow's
@@ -64,6 +65,7 @@ def test_deterministic_turns_on_the_deterministic_kernels_before_the_model_loads
     assert calls == ["determinism", "model"]
 
 
+@pytest.mark.slow
 def test_end_to_end_with_pictures_and_cache(synth_root, keras_model_path, tmp_path, capsys):
     out = str(tmp_path / "eval")
     rc = evaluate.main(["--model", keras_model_path, "--root", synth_root,
@@ -336,6 +338,7 @@ def test_cache_key_covers_everything_that_changes_features(tmp_path, hand_root):
     assert key(evaluation.ModelSpec(str(folder))) != before
 
 
+@pytest.mark.slow
 def test_same_size_same_mtime_model_is_not_served_from_the_cache(synth_root, keras_model_path,
                                                                  tmp_path):
     """A retrained model saved over the old one within the same second (same
@@ -440,7 +443,6 @@ def test_model_extractor(keras_model_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("onnx_export")  # tf2onnx peaks near 11 GB: one conversion at a time (conftest)
 def test_onnx_models_fp32_and_int8(synth_root, keras_model_path, tmp_path, capsys):
     """nvan-evaluate --model model.int8.onnx: ONNX Runtime runs the graph;
     the clip size comes from its input, a variant or another size is refused."""
@@ -520,6 +522,7 @@ def test_saved_model_loader(tmp_path, how):
                                                                overrides={"stripes": 2}))
 
 
+@pytest.mark.slow
 def test_weights_and_torch_checkpoint_loaders(tmp_path):
     import nvan_tf
 

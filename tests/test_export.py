@@ -75,6 +75,7 @@ def loaded(saved):
     return tf.saved_model.load(saved)
 
 
+@pytest.mark.slow
 def test_signatures_as_documented(saved):
     out = subprocess.run(
         [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "show", "--dir", saved, "--all"],
@@ -196,6 +197,7 @@ def test_clip_shape_recorded_for_readers(saved, loaded):
     np.testing.assert_allclose(served(clips), loaded.signatures["embed_clips"](clips=clips)["embedding"])
 
 
+@pytest.mark.slow
 def test_mixed_precision_model_exports(tmp_path):
     reference = small_model("nvan")
     with dtype_policy("mixed_bfloat16"):
@@ -220,6 +222,7 @@ def test_refuses_other_models_and_existing_targets(model, saved):
         export.export_saved_model(model, saved)
 
 
+@pytest.mark.slow
 def test_overwrite_replaces_the_folder(model, tmp_path):
     target = tmp_path / "m"
     target.mkdir()
@@ -242,6 +245,7 @@ def test_failed_export_leaves_nothing(model, tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_killed_export_never_leaves_a_half_written_model(tmp_path):
     script = textwrap.dedent(f"""
         import os, signal, sys

@@ -44,7 +44,6 @@ def test_savedmodel_from_a_keras_file(model, keras_file, tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("onnx_export")  # tf2onnx peaks near 11 GB: one conversion at a time (conftest)
 def test_onnx_int8_from_recorded_weights(model, tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("tf2onnx")

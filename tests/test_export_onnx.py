@@ -6,9 +6,6 @@ import sys
 import numpy as np
 import pytest
 
-# tf2onnx peaks near 11 GB of memory: the conversions run one at a time (conftest)
-pytestmark = pytest.mark.xdist_group("onnx_export")
-
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("tf2onnx")
@@ -70,6 +67,7 @@ def test_onnx_runtime_matches_keras(variant, tmp_path, request):
     np.testing.assert_allclose(batch1, batch3[:1], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_onnx_interface_and_fused_stem_pool(fp32, model):
     graph = onnx.load(fp32).graph
     (clips,), (embedding,) = graph.input, graph.output
@@ -84,6 +82,37 @@ def test_onnx_interface_and_fused_stem_pool(fp32, model):
         assert np.isfinite(numpy_helper.to_array(initializer)).all(), initializer.name
 
 
+def test_the_conversion_frees_reference_cycles_while_it_runs():
+    """collecting_garbage, which export_onnx converts under: with Python's automatic collection off,
+    a dropped reference cycle (what tf2onnx's graph copies leave) lives on until the block's next
+    collection frees it."""
+    import gc
+    import time
+    import weakref
+
+    class Node:
+        pass
+
+    def dropped_cycle():
+        node = Node()
+        node.itself = node
+        return weakref.ref(node)
+
+    gc.disable()
+    try:
+        alive = dropped_cycle()
+        time.sleep(0.2)
+        assert alive() is not None  # nothing else collects it here: the check can fail
+        with deploy_onnx.collecting_garbage(every=0.05):
+            deadline = time.monotonic() + 10
+            while alive() is not None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert alive() is None
+    finally:
+        gc.enable()
+
+
+@pytest.mark.slow
 def test_onnx_export_is_atomic_and_refuses_to_overwrite(model, fp32):
     before = open(fp32, "rb").read()
     with pytest.raises(FileExistsError, match="already exists"):
@@ -99,6 +128,7 @@ def _features(path, tracklets):
     return evaluation.extract_features(extractor, tracklets, verbose=0)
 
 
+@pytest.mark.slow
 def test_int8_static_quantization(fp32, dataset, tmp_path):
     calibration = export.calibration_clips(dataset.train, seq_len=T, height=H, width=W,
                                            batches=4, batch_size=4)
@@ -127,6 +157,7 @@ def test_int8_static_quantization(fp32, dataset, tmp_path):
     # chance: 0.06 in fp32). int8 ranking is measured on a trained model (README, Deployment).
 
 
+@pytest.mark.slow
 def test_int8_for_tensorrt_is_symmetric(fp32, dataset, tmp_path):
     calibration = export.calibration_clips(dataset.train, seq_len=T, height=H, width=W,
                                            batches=2, batch_size=2)
@@ -142,6 +173,7 @@ def test_int8_for_tensorrt_is_symmetric(fp32, dataset, tmp_path):
                   deploy_onnx.run_onnx(export.onnx_session(fp32), clips)).min() > 0.98
 
 
+@pytest.mark.slow
 def test_quantize_onnx_refuses_bad_arguments(fp32, tmp_path):
     with pytest.raises(ValueError, match="target must be one of"):
         export.quantize_onnx(fp32, str(tmp_path / "x.onnx"), [np.zeros((1, T, H, W, 3))], target="gpu")
@@ -150,6 +182,7 @@ def test_quantize_onnx_refuses_bad_arguments(fp32, tmp_path):
     assert not (tmp_path / "x.onnx").exists()
 
 
+@pytest.mark.slow
 def test_fp16_graph(fp32, tmp_path):
     path = export.convert_onnx_fp16(fp32, str(tmp_path / "model.fp16.onnx"))
     model = onnx.load(path)
@@ -188,6 +221,7 @@ def test_tensorrt_engine(precision, fp32, dataset, tmp_path):
     assert tuple(engine.get_tensor_profile_shape("clips", 0)[2])[0] == 4
 
 
+@pytest.mark.slow
 def test_tensorrt_error_says_what_is_missing(fp32, tmp_path, monkeypatch):
     def no_driver(name, *args, **kwargs):
         raise OSError(f"{name}: cannot open shared object file")
@@ -204,6 +238,7 @@ def test_tensorrt_error_says_what_is_missing(fp32, tmp_path, monkeypatch):
     assert not (tmp_path / "model.plan").exists()
 
 
+@pytest.mark.slow
 def test_tensorrt_error_on_this_machine(fp32, tmp_path):
     if TENSORRT_MISSING is None:
         pytest.skip("this machine has a GPU and TensorRT")

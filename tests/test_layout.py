@@ -56,6 +56,7 @@ def run(args, **env):
                           timeout=300)
 
 
+@pytest.mark.slow
 def test_every_documented_import_path_works_in_a_fresh_interpreter():
     lines = ["import importlib"]
     for entry in DOCUMENTED:
@@ -68,6 +69,7 @@ def test_every_documented_import_path_works_in_a_fresh_interpreter():
     assert result.stdout.strip() == "ok"
 
 
+@pytest.mark.slow
 def test_every_old_path_is_the_moved_module_and_warns_naming_its_new_path():
     """In a fresh interpreter, importing each old path warns once
     (DeprecationWarning, attributed to the importing line, naming the new
@@ -100,6 +102,7 @@ def test_every_old_path_is_the_moved_module_and_warns_naming_its_new_path():
                            f"import {new} instead", "<string>"]], (old, caught)
 
 
+@pytest.mark.slow
 def test_old_paths_warn_where_they_are_imported():
     """``import`` and ``from nvan_tf import`` of an old path warn at the
     user's line (stacklevel past the alias and the import system), which

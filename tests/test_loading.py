@@ -41,6 +41,7 @@ def weights_equal(a, b):
     return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(a, b))
 
 
+@pytest.mark.slow
 def test_save_weights_records_the_config_and_loads_without_flags(tmp_path):
     model = randomized("nvan", 7, stripes=None, **toy.OVERRIDES)
     path = loading.save_weights(model, str(tmp_path / "nvan.weights.h5"))
@@ -55,6 +56,7 @@ def test_save_weights_records_the_config_and_loads_without_flags(tmp_path):
     assert loading.load_model(path, seq_len=2).config.seq_len == 2
 
 
+@pytest.mark.slow
 def test_a_variant_that_disagrees_with_the_file_is_refused(tmp_path):
     # NVAN and NVAN-stripe weights have identical shapes: only the record tells.
     model = randomized("nvan", 5, **toy.OVERRIDES)
@@ -145,6 +147,7 @@ def test_convert_cli_records_the_config(tmp_path):
     assert (loaded.config.variant, loaded.config.num_identities, loaded.config.seq_len) == ("baseline", 4, 1)
 
 
+@pytest.mark.slow
 def test_initialize_from_our_files_copies_the_classifier_only_when_it_fits(tmp_path):
     source = randomized("baseline", 5, seed=4, **toy.OVERRIDES)
     weights = loading.save_weights(source, str(tmp_path / "src.weights.h5"))
@@ -169,6 +172,7 @@ def test_initialize_from_our_files_copies_the_classifier_only_when_it_fits(tmp_p
         loading.initialize_from(nvan, weights)
 
 
+@pytest.mark.slow
 def test_initialize_from_torch_files(tmp_path):
     torch = pytest.importorskip("torch")
     from tests.torch_reference import build_reference, randomize_, reference_state_dict
@@ -202,6 +206,7 @@ def test_initialize_from_torch_files(tmp_path):
         loading.initialize_from(model, str(unknown))
 
 
+@pytest.mark.slow
 def test_initialize_from_refuses_what_it_cannot_use(tmp_path):
     import h5py
 
@@ -233,6 +238,7 @@ def test_top_level_load_model_is_the_loading_one():
     assert nvan_tf.load_model is loading.load_model
 
 
+@pytest.mark.slow
 def test_keras_applications_weights_load_all_or_nothing(tmp_path, monkeypatch):
     """A truncated file, a file of other shapes, or one source weight that does
     not fit the model: refused with the file named, and the model keeps every

@@ -239,6 +239,7 @@ def frozen_bfloat16(kind):
     return layer, np.random.default_rng(0).normal(size=shape).astype("float32")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["bottleneck", "backbone", "model"])
 def test_config_keeps_dtype_policy_trainable_and_name(kind):
     """get_config -> from_config keeps the base config: the clone is frozen
@@ -263,6 +264,7 @@ def test_config_keeps_dtype_policy_trainable_and_name(kind):
         np.testing.assert_array_equal(np.asarray(w), old, err_msg=w.path)
 
 
+@pytest.mark.slow
 def test_frozen_bfloat16_model_keras_file_round_trip(tmp_path):
     model, x = frozen_bfloat16("model")
     model.save(tmp_path / "m.keras")
@@ -296,6 +298,7 @@ def test_mixed_precision_keeps_float32_outputs():
     assert np.isfinite(np.asarray(features)).all()
 
 
+@pytest.mark.slow
 def test_savedmodel_export_after_a_call(tmp_path):
     tf = pytest.importorskip("tensorflow")
     model = small_model("ste-nvan")

@@ -19,6 +19,7 @@ def nonlocal_block_flops(tokens, channels):
     return projections + attention
 
 
+@pytest.mark.slow
 def test_nonlocal_flops_equal_the_hand_count():
     # 64x32 input, T=4: res3 maps are 8x4 (512 ch), res4 maps 4x2 (1024 ch).
     # at the toy depth (tests/toy.py): NVAN's five non-local blocks are the same
@@ -30,6 +31,7 @@ def test_nonlocal_flops_equal_the_hand_count():
     assert row["flops"] == baseline["flops"] + expected  # the rest is the same ResNet
 
 
+@pytest.mark.slow
 def test_json_output(capsys):
     assert profile_cli.main(["--variant", "ste-nvan", "--seq-len", "4", "--height", "64",
                          "--width", "32", "--stripes", "2", "--json"]) == 0

@@ -446,7 +446,7 @@ def test_track_commands(workspace):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("onnx_export")  # tf2onnx peaks near 11 GB: one conversion at a time (conftest)
+@pytest.mark.xdist_group("readme_commands")
 def test_onnx_commands(workspace):
     pytest.importorskip("tf2onnx", reason="needs the [export] extra")
     _check(workspace, "onnx")

@@ -160,6 +160,7 @@ def reference(model, paths, sampling="rrs"):
     return mean / np.linalg.norm(mean)
 
 
+@pytest.mark.slow
 def test_embeddings_match_the_keras_model(server, model, tracklets):
     client = ServingClient(server.url, seq_len=T)
     embeddings = client.embed_tracklets(tracklets, batch_size=2)

@@ -131,7 +131,7 @@ def stepped(request):
     return one_step(request.param, seed=21)
 
 
-# Not marked slow: ``stepped`` also serves the unmarked tests below, so make test-fast builds it anyway
+@pytest.mark.slow  # the steps: every test of ``stepped`` (a ResNet-50 step) is left out of make test-fast
 def test_first_step_losses_equal_torch(stepped):
     expected, logs = stepped["torch_losses"], stepped["logs"]
     assert set(logs) >= {"loss", "triplet", "identity"}
@@ -146,6 +146,7 @@ def adam_first_step(g, eps=1e-8):
     return g / (g + eps)
 
 
+@pytest.mark.slow
 def test_adam_step_moves_weights_as_torch(stepped):
     """The first Adam step is ``-lr * g / (|g| + eps)`` elementwise, with
     ``g = grad + 5e-5 * w`` (torch's effective gradient).
@@ -189,6 +190,7 @@ def test_adam_step_moves_weights_as_torch(stepped):
     assert np.all(neck_shift["torch_delta"] == 0) and np.all(neck_shift["keras_delta"] == 0)
 
 
+@pytest.mark.slow
 def test_adam_first_moment_is_torch_gradient(stepped):
     """After one step Adam's first moment is ``(1 - beta_1) * g``: the shallow,
     well-conditioned gradients (classifier, BN neck scale) equal torch's."""
@@ -201,6 +203,7 @@ def test_adam_first_moment_is_torch_gradient(stepped):
         assert np.linalg.norm(m / 0.1 - g) <= 1e-4 * np.linalg.norm(g), key
 
 
+@pytest.mark.slow
 def test_bn_running_statistics_after_the_step(stepped):
     """torch: ``running = 0.9 running + 0.1 batch`` (momentum 0.1), with the
     unbiased batch variance; Keras's BN momentum is the complement, 0.9."""
@@ -229,6 +232,7 @@ def tiny():
     return model, clips, np.array([0, 0, 3, 3])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("weights", [(1.0, 0.0), (2.0, 0.5)])
 def test_train_on_batch_twice_term_by_term(tiny, weights):
     model, clips, pids = tiny

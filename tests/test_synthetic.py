@@ -103,6 +103,7 @@ def test_cli(tmp_path, capsys):
         generate(str(tmp_path / "x"), cameras=12)
 
 
+@pytest.mark.slow
 def test_untrained_model_is_far_from_perfect(tree):
     """The issue's bar: an untrained model must not already score near 100% rank-1."""
     pytest.importorskip("tensorflow")
@@ -120,6 +121,7 @@ def test_untrained_model_is_far_from_perfect(tree):
     assert result["rank1"] < 0.6
 
 
+@pytest.mark.slow
 def test_a_generation_killed_midway_leaves_no_tree_and_is_generated_again(tmp_path):
     """The tree is swapped in whole: a kill while frames are written leaves
     nothing at the root, so the training task generates it again."""

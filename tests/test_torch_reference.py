@@ -73,6 +73,7 @@ def test_flops_per_clip(variant, gflops):
         assert 40e9 < attention < 41e9
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_output_shapes(variant):
     model = build_reference(variant, num_classes=7, **SMALL)
@@ -88,6 +89,7 @@ def test_output_shapes(variant):
             assert model.features.backbone(clip).shape == (2, 2048, t, 2, 1)
 
 
+@pytest.mark.slow
 def test_randomize_is_deterministic_and_covers_everything():
     a = randomize_(build_reference("ste-nvan", 5, **SMALL), seed=3)
     b = randomize_(build_reference("ste-nvan", 5, **SMALL), seed=3)

@@ -97,6 +97,7 @@ def test_step_decay_and_warmup():
     assert float(warm(5)) == pytest.approx(5.5e-4, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_compile_model_installs_the_recipe_and_reports_each_term():
     import nvan_tf
 
@@ -149,6 +150,7 @@ def test_keras_still_reduces_multiworker_logs_over_axis_0():
     assert 'strategy.reduce("MEAN", v, axis=0)' in source
 
 
+@pytest.mark.slow
 def test_train_step_logs_are_scalars_outside_multi_worker():
     import nvan_tf
 
@@ -186,6 +188,7 @@ def _tiny_step(policy, height=32, width=16):
     return model
 
 
+@pytest.mark.slow
 def test_mixed_bfloat16_runs_a_step():
     # 64x32, not 32x16: at 32x16, 1 of 8 seeded initialisations gave this step NaN losses in bfloat16
     # (seed 3; the cause is not traced), at 64x32 none of the same 8 (ResNet-50's depth; at the toy depth, which
@@ -250,6 +253,7 @@ def test_train_writes_everything_and_resumes_only_the_same_config(synth_root, tm
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.slow
 def test_a_nan_loss_stops_the_run_and_names_the_step(synth_root, tmp_path, monkeypatch):
     from nvan_tf.data import pipeline
 
@@ -281,6 +285,7 @@ def _nan_from_batch(monkeypatch, index):
     monkeypatch.setattr(task.ReIDTask, "build_inputs", poisoned)
 
 
+@pytest.mark.slow
 def test_a_nan_on_the_last_step_of_an_epoch_is_named_as_that_step(synth_root, tmp_path, monkeypatch):
     _nan_from_batch(monkeypatch, 1)  # the second of 2 steps of epoch 1
     out = str(tmp_path / "nan")
@@ -290,6 +295,7 @@ def test_a_nan_on_the_last_step_of_an_epoch_is_named_as_that_step(synth_root, tm
     assert checkpoints.latest(os.path.join(out, "checkpoints")) is None
 
 
+@pytest.mark.slow
 def test_non_finite_gradients_of_a_finite_loss_stop_the_run(synth_root, tmp_path, monkeypatch):
     """fp32: the forward pass (and so the loss) is finite, the gradients are
     not; the run stops before anything is checkpointed."""
@@ -386,6 +392,7 @@ def _weights(path):
 # -- distribution ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_mirrored_two_devices_matches_default_exactly_in_float64(tmp_path):
     """Triplet mining over the gathered global batch and synchronised BN:
     the replicas' gradients add up to the single-device gradient."""

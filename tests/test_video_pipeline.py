@@ -328,7 +328,7 @@ def test_cli_errors_name_the_argument(world, tiny_model, tmp_path, capsys):
     assert "none.mp4 does not exist" in capsys.readouterr().err
 
 
-@pytest.mark.xdist_group("onnx_export")  # tf2onnx peaks near 11 GB: one conversion at a time (conftest)
+@pytest.mark.slow
 def test_onnx_model_embeds_tracklets_as_the_keras_one(run, tiny_model, tmp_path):
     pytest.importorskip("onnxruntime", reason="needs the [export] extra")
     pytest.importorskip("tf2onnx", reason="needs the [export] extra")
