@@ -359,3 +359,18 @@ def test_torch_sgd_matches_torch_with_a_rate_change(nesterov):
                       rates)
     with pytest.raises(AssertionError):
         assert_same_updates(stock, no_decay, w0, 1e-3)
+
+
+def test_torch_adam_makes_the_step_terms_once_per_update():
+    """The bias corrections (two powers of the betas) are made once for an
+    update of many variables, not once per variable, and the update is
+    still torch's (the tests above)."""
+    import tensorflow as tf
+
+    variables = [keras.Variable(np.ones(shape, "float32")) for shape in ((3, 4), (5,), (2, 2, 2))]
+    optimizer = TorchAdam(1e-3, l2=1e-4)
+    optimizer.build(variables)
+    update = tf.function(lambda grads: optimizer.apply(grads, variables))
+    graph = update.get_concrete_function([tf.TensorSpec(v.shape, "float32") for v in variables]).graph
+    powers = [op for op in graph.get_operations() if op.type == "Pow"]
+    assert len(powers) == 2, len(powers)  # once per variable, it would be 6
