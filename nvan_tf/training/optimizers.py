@@ -95,6 +95,7 @@ class TorchAdam(_GradientRecord, keras.optimizers.Optimizer):
             raise ValueError(f"l2 must be >= 0. Received: l2={l2}")
         self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
         self.l2 = float(l2)
+        self._step_terms = None  # during apply: {(dtype, device): the step's terms}
 
     def build(self, variables):
         if self.built:
@@ -116,15 +117,16 @@ class TorchAdam(_GradientRecord, keras.optimizers.Optimizer):
 
     def _terms(self, variable, learning_rate):
         key = (variable.dtype, getattr(variable, "device", None))
-        terms = (getattr(self, "_step_terms", None) or {}).get(key)
+        cache = self._step_terms  # None outside apply (update_step called on its own): made every time
+        terms = cache.get(key) if cache is not None else None
         if terms is None:
             dtype = variable.dtype
             step = ops.cast(self.iterations + 1, dtype)
             correction_1 = 1 - ops.power(ops.cast(self.beta_1, dtype), step)
             correction_2 = 1 - ops.power(ops.cast(self.beta_2, dtype), step)
             terms = (ops.cast(learning_rate, dtype) / correction_1, correction_2, ops.cast(self.epsilon, dtype))
-            if getattr(self, "_step_terms", None) is not None:
-                self._step_terms[key] = terms
+            if cache is not None:
+                cache[key] = terms
         return terms
 
     def update_step(self, gradient, variable, learning_rate):
