@@ -131,7 +131,7 @@ def stepped(request):
     return one_step(request.param, seed=21)
 
 
-@pytest.mark.slow  # the steps: every test of ``stepped`` (a ResNet-50 step) is left out of make test-fast
+@pytest.mark.slow  # every test of ``stepped`` (its STE-NVAN step is at ResNet-50's depth) is left out of make test-fast
 def test_first_step_losses_equal_torch(stepped):
     expected, logs = stepped["torch_losses"], stepped["logs"]
     assert set(logs) >= {"loss", "triplet", "identity"}
