@@ -43,8 +43,8 @@ def collecting_garbage(every: float = COLLECT_EVERY):
     tf2onnx's ONNX optimizers (``tf2onnx.optimizer.optimize_graph``, 1.17) deep-copy the whole graph,
     weights included, before each optimizer of each pass. The copies hold reference cycles, which
     Python's generational collector frees only at its rare full collections, so they pile up: the
-    export of a 71 MB STE-NVAN (the tests' toy depth) peaked at 8.0 GB of memory, and at 2.4 GB
-    (TensorFlow's own graph optimization before it) with these collections.
+    export of a 71 MB STE-NVAN (the tests' toy depth) peaked at 8.0 GB of memory, and at 2.6 GB
+    with these collections (most of it TensorFlow's own graph optimization before tf2onnx's).
     """
     stop = threading.Event()
 
