@@ -18,7 +18,9 @@ from nvan_tf.deploy import onnx as deploy_onnx  # noqa: E402
 from nvan_tf.evaluation import ranking  # noqa: E402
 from nvan_tf.data.datasets import build_dataset  # noqa: E402
 from nvan_tf.data.datasets.synthetic import generate  # noqa: E402
-from nvan_tf.models.model import VARIANTS, ModelConfig  # noqa: E402
+from nvan_tf.models.model import VARIANTS  # noqa: E402
+
+from tests import toy  # noqa: E402
 
 try:
     from tests.test_export import H, T, W, keras_embedding, small_model
@@ -47,24 +49,14 @@ def dataset(tmp_path_factory):
     return build_dataset("mars", root, verbose=False)
 
 
-def smallest(variant):
-    """The overrides that keep every kind of block ``variant`` has, once: one residual block a stage and,
-    where it has non-local blocks, one in each stage that has them (its temporal reductions and stripes
-    as they are). tf2onnx's time grows with the graph: NVAN's conversion took 30 s at the toy depth and
-    15 s at this one."""
-    non_local = ModelConfig.from_variant(variant, 5).non_local
-    return {"stage_blocks": (1, 1, 1, 1), **({"non_local": tuple(min(n, 1) for n in non_local)}
-                                             if any(non_local) else {})}
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_onnx_runtime_matches_keras(variant, tmp_path, request):
     if variant == "ste-nvan":  # the module's model and export (the toy depth), which the other tests share
         model, path = request.getfixturevalue("model"), request.getfixturevalue("fp32")
     else:
-        model = small_model(variant, **smallest(variant))
-        assert model.config.non_local == smallest(variant).get("non_local", (0, 0, 0, 0))
+        model = small_model(variant, **toy.smallest(variant))
+        assert model.config.non_local == toy.smallest(variant).get("non_local", (0, 0, 0, 0))
         path = export.export_onnx(model, str(tmp_path / f"{variant}.onnx"))
     clips = np.random.default_rng(0).normal(size=(3, T, H, W, 3)).astype("float32")
     session = export.onnx_session(path)

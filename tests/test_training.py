@@ -38,7 +38,7 @@ def synth_root(tmp_path_factory):
 
 def small_config(root, **overrides):
     values = dict(variant="baseline", dataset="mars", root=root, epochs=2, eval_every=1,
-                  checkpoint_every=0, model_overrides=toy.OVERRIDES, **SMALL)
+                  checkpoint_every=0, model_overrides=toy.SHALLOW_OVERRIDES, **SMALL)
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -486,7 +486,7 @@ def test_init_starts_from_the_given_weights(synth_root, tmp_path, caplog):
     import nvan_tf
 
     keras.utils.set_random_seed(7)
-    start = nvan_tf.build_model("baseline", 3, seq_len=4, height=64, width=32, **toy.OVERRIDES)
+    start = nvan_tf.build_model("baseline", 3, seq_len=4, height=64, width=32, **toy.SHALLOW_OVERRIDES)
     path = str(tmp_path / "start.keras")
     start.save(path)
     caplog.set_level(logging.INFO, logger="nvan_tf")
@@ -496,5 +496,5 @@ def test_init_starts_from_the_given_weights(synth_root, tmp_path, caplog):
     trained = nvan_tf.load_model(result["last"])
     kernel = lambda m: np.asarray(m.backbone.stem_conv.kernel)
     assert np.abs(kernel(trained) - kernel(start)).max() <= 3e-4  # lr 1e-4: one Adam step
-    fresh = nvan_tf.build_model("baseline", 3, seq_len=4, height=64, width=32, **toy.OVERRIDES)
+    fresh = nvan_tf.build_model("baseline", 3, seq_len=4, height=64, width=32, **toy.SHALLOW_OVERRIDES)
     assert np.abs(kernel(fresh) - kernel(start)).max() > 1e-2  # the check can fail

@@ -3,8 +3,8 @@
 Each run is a separate process (tests/training_worker.py ``run``) that kills
 itself with SIGKILL at a chosen point: after a checkpoint, inside a
 checkpoint write, or before the first checkpoint. Tiny sizes: the baseline
-variant on clips of 4 frames at 64x32 (float16: 2 frames of 32x16), the toy
-depth (tests/toy.py), P=2 x K=2, 3 steps per epoch.
+variant on clips of 4 frames at 64x32 (float16: 2 frames of 32x16), one
+residual block a stage (tests/toy.py), P=2 x K=2, 3 steps per epoch.
 """
 
 import json
@@ -26,7 +26,7 @@ WORKER = os.path.join(ROOT, "tests", "training_worker.py")
 # 4 frames of 64x32 (at 2 frames of 32x16, to spare float16 its slow CPU convolutions, a bfloat16 run turned
 # NaN at step 4 once, with both cores busy)
 TINY = dict(variant="baseline", dataset="mars", seq_len=4, height=64, width=32, p=2, k=2, steps_per_epoch=3,
-            epochs=2, eval_every=0, checkpoint_every=1, progress=0, model_overrides=toy.OVERRIDES)
+            epochs=2, eval_every=0, checkpoint_every=1, progress=0, model_overrides=toy.SHALLOW_OVERRIDES)
 # float16 runs at 2 frames of 32x16: its CPU convolutions are the slowest (its loss scaling skips a step that
 # overflows rather than turning NaN, and the test checks the stream and the resume, not the weights)
 FLOAT16_SIZE = dict(seq_len=2, height=32, width=16)
@@ -161,7 +161,7 @@ def test_killed_before_the_first_checkpoint_the_rerun_still_starts_from_init(syn
     import nvan_tf
 
     keras.utils.set_random_seed(7)
-    start_model = nvan_tf.build_model("baseline", 5, seq_len=4, height=64, width=32, **toy.OVERRIDES)
+    start_model = nvan_tf.build_model("baseline", 5, seq_len=4, height=64, width=32, **toy.SHALLOW_OVERRIDES)
     init = str(tmp_path / "init.keras")
     start_model.save(init)
     # a negligible learning rate: the trained weights stay at their start
@@ -174,7 +174,7 @@ def test_killed_before_the_first_checkpoint_the_rerun_still_starts_from_init(syn
     expected = np.asarray(start_model.backbone.stem_conv.kernel)
     assert kernel.shape == expected.shape
     assert np.abs(kernel - expected).max() < 1e-6
-    fresh = nvan_tf.build_model("baseline", 5, seq_len=4, height=64, width=32, **toy.OVERRIDES)
+    fresh = nvan_tf.build_model("baseline", 5, seq_len=4, height=64, width=32, **toy.SHALLOW_OVERRIDES)
     assert np.abs(np.asarray(fresh.backbone.stem_conv.kernel) - expected).max() > 1e-2  # the check can fail
 
 

@@ -357,11 +357,11 @@ def test_hyperband_runs_two_brackets_and_a_continuation_keeps_its_training_state
 
     keras.utils.set_random_seed(3)
     init = str(tmp_path / "init.keras")
-    nvan_tf.build_model("baseline", 5, seq_len=4, height=64, width=32, **toy.OVERRIDES).save(init)
+    nvan_tf.build_model("baseline", 5, seq_len=4, height=64, width=32, **toy.SHALLOW_OVERRIDES).save(init)
     out = tmp_path / "hyperband"
     args = ["--dataset", "mars", "--root", synth_root, "--variant", "baseline", "--algorithm", "hyperband",
             "--epochs", "2", "--factor", "2", "--objective", "rank1", "--output-dir", str(out), "--quiet",
-            "--seq-len", "4", "--height", "64", "--width", "32", *toy.FLAG, "--p", "2", "--k", "2", "--val-ids", "2",
+            "--seq-len", "4", "--height", "64", "--width", "32", *toy.SHALLOW_FLAG, "--p", "2", "--k", "2", "--val-ids", "2",
             "--steps-per-epoch", "1", "--mixed-precision", "mixed_bfloat16", "--init", init]
     done = subprocess.run([sys.executable, "-m", "nvan_tf.cli.tune", *args], capture_output=True, text=True,
                           env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=900)
@@ -408,7 +408,7 @@ def test_a_continuation_whose_trial_state_is_missing_trains_that_trial_again(tmp
 
     base = ["--dataset", "mars", "--root", synth_root, "--variant", "baseline", "--algorithm", "hyperband",
             "--epochs", "2", "--factor", "2", "--objective", "mAP", "--quiet", "--deterministic",
-            "--seq-len", "4", "--height", "64", "--width", "32", *toy.FLAG, "--p", "2", "--k", "2", "--val-ids", "2",
+            "--seq-len", "4", "--height", "64", "--width", "32", *toy.SHALLOW_FLAG, "--p", "2", "--k", "2", "--val-ids", "2",
             "--steps-per-epoch", "1"]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     intact, copy = tmp_path / "intact", tmp_path / "copy"

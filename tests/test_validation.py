@@ -16,7 +16,7 @@ from nvan_tf.training.config import TrainConfig
 from tests import toy
 
 SMALL = dict(variant="baseline", dataset="mars", seq_len=4, height=64, width=32, p=2, k=2, steps_per_epoch=1,
-             progress=0, checkpoint_every=0, model_overrides=toy.OVERRIDES)
+             progress=0, checkpoint_every=0, model_overrides=toy.SHALLOW_OVERRIDES)
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +122,7 @@ def test_nvan_train_with_val_ids_keeps_the_validation_best_not_the_test_best(syn
     calls = _scripted_scores(monkeypatch, synth_root, validation=[0.9, 0.5, 0.4], test=[0.7])
     out = tmp_path / "run"
     code = train_cli.main(["--dataset", "mars", "--root", synth_root, "--variant", "baseline", "--seq-len", "4",
-                           "--height", "64", "--width", "32", *toy.FLAG, "--p", "2", "--k", "2",
+                           "--height", "64", "--width", "32", *toy.SHALLOW_FLAG, "--p", "2", "--k", "2",
                            "--steps-per-epoch", "1", "--epochs", "3", "--eval-every", "1", "--checkpoint-every", "0", "--progress", "0",
                            "--val-ids", "3", "--output-dir", str(out)])
     assert code == 0
@@ -215,7 +215,7 @@ def test_a_dataset_whose_bad_frames_exceed_the_limit_stops_the_run_naming_them(t
     for _ in range(20):  # earlier reads in this process, all good: 20 x len(good) frames
         pipeline.DEFAULT_CHECKER.read(good, np.arange(len(good)))
     argv = ["--dataset", "mars", "--root", root, "--variant", "baseline", "--seq-len", "4", "--height", "64",
-            "--width", "32", *toy.FLAG, "--p", "2", "--k", "2", "--steps-per-epoch", "8", "--epochs", "2",
+            "--width", "32", *toy.SHALLOW_FLAG, "--p", "2", "--k", "2", "--steps-per-epoch", "8", "--epochs", "2",
             "--eval-every", "0", "--checkpoint-every", "0", "--progress", "0", "--output-dir", str(tmp_path / "run")]
     assert train_cli.main(argv) == 2
     err = capsys.readouterr().err

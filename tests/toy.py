@@ -7,3 +7,21 @@ with the PyTorch reference or the published shapes keep ResNet-50."""
 BLOCKS = (1, 2, 3, 1)
 FLAG = ["--stage-blocks", ",".join(map(str, BLOCKS))]
 OVERRIDES = {"stage_blocks": BLOCKS}
+
+# The shallowest depth, one residual block a stage, for the baseline (no non-local blocks to fit) in the
+# runs that test training's machinery rather than a variant: faults, resume, validation, Hyperband. A
+# baseline nvan-train of 6 steps with a checkpoint each took 44 s at BLOCKS and 31 s at this depth.
+SHALLOW_BLOCKS = (1, 1, 1, 1)
+SHALLOW_FLAG = ["--stage-blocks", ",".join(map(str, SHALLOW_BLOCKS))]
+SHALLOW_OVERRIDES = {"stage_blocks": SHALLOW_BLOCKS}
+
+
+def smallest(variant):
+    """The overrides that keep every kind of block ``variant`` has, once: one residual block a stage and,
+    where it has non-local blocks, one in each stage that has them (its temporal reductions and stripes
+    as they are). tf2onnx's time grows with the graph: NVAN's conversion took 30 s at BLOCKS and 15 s
+    at this depth."""
+    from nvan_tf.models.model import ModelConfig
+
+    non_local = ModelConfig.from_variant(variant, 5).non_local
+    return {**SHALLOW_OVERRIDES, **({"non_local": tuple(min(n, 1) for n in non_local)} if any(non_local) else {})}
