@@ -22,7 +22,8 @@ from nvan_tf.video.stages import TrackConfig
 COMMANDS = {"nvan-convert": convert, "nvan-evaluate": evaluate, "nvan-export": export, "nvan-profile": profile,
             "nvan-track": track, "nvan-train": train, "nvan-tune": tune,
             "python -m nvan_tf.demo": demo, "python -m nvan_tf.video.demo": video_demo}
-SHAPELESS = ("nvan-track", "python -m nvan_tf.demo", "python -m nvan_tf.video.demo")  # no model-shape flags
+# no model-shape flags, or only some (the demo: its variant and depth)
+SHAPELESS = ("nvan-track", "python -m nvan_tf.demo", "python -m nvan_tf.video.demo")
 # The dataclasses each command's flags come from.
 CONFIGS = {"nvan-convert": [convert.ConvertConfig], "nvan-evaluate": [EvaluationConfig, ModelSpec, RankingConfig],
            "nvan-export": [ExportConfig], "nvan-profile": [profile.ProfileConfig], "nvan-track": [TrackConfig],
@@ -68,7 +69,7 @@ def test_every_command_has_the_same_model_shape_flags_with_the_same_defaults():
             flag = "--" + name.replace("_", "-")
             assert flag in found, (prog, flag)
             action = found[flag]
-            if prog == "nvan-tune" and name in ("seq_len", "stripes"):
+            if prog == "nvan-tune" and name in tune.SEARCHED_SHAPE:
                 assert action.nargs == "+"       # searched: the search space's values
                 continue
             shape = (action.default, action.help, action.type, tuple(action.choices or ()))
@@ -168,7 +169,7 @@ def test_each_fields_help_is_written_once_and_shown_by_every_command_using_it(pr
                 assert cls is flags.ModelShape, (prog, cls.__name__, field.name)   # the model flags it takes
                 continue
             if prog == "nvan-tune" and cls in (TrainConfig, flags.ModelShape) and field.name in (
-                    *tune.SEARCHED, "stripes"):
+                    *tune.SEARCHED, *tune.SEARCHED_SHAPE):
                 continue                        # searched: the search space's flag
             assert field.metadata["help"] in helps, (prog, cls.__name__, field.name)
             assert words(field.metadata["help"]) in text, (prog, cls.__name__, field.name)

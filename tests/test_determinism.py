@@ -24,7 +24,7 @@ def test_the_flag_is_recorded_and_a_resumed_run_keeps_it(synth_root, tmp_path, c
 
     out = str(tmp_path / "run")
     argv = ["--dataset", "mars", "--root", synth_root, "--variant", "baseline", "--seq-len", "4", "--height", "64",
-            "--width", "32", *toy.FLAG, "--p", "2", "--k", "2", "--steps-per-epoch", "1", "--epochs", "1",
+            "--width", "32", *toy.SHALLOW_FLAG, "--p", "2", "--k", "2", "--steps-per-epoch", "1", "--epochs", "1",
             "--eval-every", "0", "--progress", "0", "--output-dir", out]
     assert train_cli.main(argv) == 0  # without --deterministic the run works
     with open(os.path.join(out, "config.json")) as f:

@@ -39,7 +39,7 @@ def keras_model_path(tmp_path_factory):
     import nvan_tf
 
     model = nvan_tf.build_model("baseline", num_identities=3, seq_len=SEQ_LEN,
-                                height=HEIGHT, width=WIDTH, **toy.OVERRIDES)
+                                height=HEIGHT, width=WIDTH, **toy.SHALLOW_OVERRIDES)
     path = str(tmp_path_factory.mktemp("model") / "baseline.keras")
     model.save(path)
     return path

@@ -24,11 +24,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def small_model(variant="ste-nvan", seed=0, **overrides):
-    """A small model (the toy depth, tests/toy.py) with non-trivial BN
-    statistics and non-local blocks that are not the identity (their
-    zero-initialised BN gamma made non-zero)."""
+    """A small model (the variant's smallest depth, tests/toy.py: every kind of
+    block it has, once) with non-trivial BN statistics and non-local blocks
+    that are not the identity (their zero-initialised BN gamma made non-zero)."""
     keras.utils.set_random_seed(seed)
-    model = build_model(variant, 5, seq_len=T, height=H, width=W, stripes=4, **{**toy.OVERRIDES, **overrides})
+    model = build_model(variant, 5, seq_len=T, height=H, width=W, stripes=4,
+                        **{**toy.smallest(variant), **overrides})
     rng = np.random.default_rng(seed)
     for v in model.weights:
         shape, path = tuple(v.shape), v.path
@@ -201,7 +202,7 @@ def test_clip_shape_recorded_for_readers(saved, loaded):
 def test_mixed_precision_model_exports(tmp_path):
     reference = small_model("nvan")
     with dtype_policy("mixed_bfloat16"):
-        mixed = build_model("nvan", 5, seq_len=T, height=H, width=W, stripes=4, **toy.OVERRIDES)
+        mixed = build_model("nvan", 5, seq_len=T, height=H, width=W, stripes=4, **toy.smallest("nvan"))
     mixed.set_weights(reference.get_weights())
     copy = float32_copy(mixed, normalize_embedding=True)
     assert copy.backbone.compute_dtype == "float32" and copy.config.normalize_embedding
@@ -261,7 +262,7 @@ def test_killed_export_never_leaves_a_half_written_model(tmp_path):
             os.kill(os.getpid(), signal.SIGKILL)
 
         type(keras.export.ExportArchive()).write_out = write_then_die
-        model = build_model("baseline", 3, seq_len=2, height=32, width=16, stage_blocks={toy.BLOCKS!r})
+        model = build_model("baseline", 3, seq_len=2, height=32, width=16, stage_blocks={toy.SHALLOW_BLOCKS!r})
         export.export_saved_model(model, {str(tmp_path / "model")!r})
     """)
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,

@@ -29,8 +29,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NVAN_TRAIN = os.path.join(os.path.dirname(sys.executable), "nvan-train")
 # the README's multi-worker command (docs: "Several GPUs or machines"), without --root / --output-dir
 COMMAND = ["--dataset", "synthetic", "--variant", "ste-nvan", "--seq-len", "4", "--height", "64", "--width", "32",
-           "--stripes", "4", "--stage-blocks", "1,2,3,1", "--p", "4", "--k", "2", "--steps-per-epoch", "2", "--epochs", "2", "--eval-every", "1",
-           "--strategy", "multiworker"]
+           "--stripes", "4", "--stage-blocks", "1,1,1,1", "--non-local", "0,1,1,0", "--p", "4", "--k", "2",
+           "--steps-per-epoch", "2", "--epochs", "2", "--eval-every", "1", "--strategy", "multiworker"]
 SCORE = re.compile(r"epoch (\d+): test rank-1 ([\d.]+)%, mAP ([\d.]+)%")
 
 

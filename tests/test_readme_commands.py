@@ -47,8 +47,11 @@ except ImportError:  # tests/ itself on sys.path
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
 
-# toy sizes: the model's (the toy depth of tests/toy.py), then a training run's (one step of one epoch, evaluated)
-MODEL = {"--seq-len": "4", "--height": "64", "--width": "32", "--stripes": "4", toy.FLAG[0]: toy.FLAG[1]}
+# toy sizes: the model's (STE-NVAN's smallest depth, tests/toy.py: one residual block a stage, one non-local
+# block in res3 and res4), then a training run's (one step of one epoch, evaluated)
+SMALLEST = toy.smallest_flags("ste-nvan")
+MODEL = {"--seq-len": "4", "--height": "64", "--width": "32", "--stripes": "4",
+         **dict(zip(SMALLEST[::2], SMALLEST[1::2]))}
 TRAIN = {**MODEL, "--p": "4", "--k": "2", "--steps-per-epoch": "1", "--epochs": "1"}
 EVALUATED = {**TRAIN, "--eval-every": "1"}  # the run the other commands use: its model.keras is the best epoch
 TUNE = {**MODEL, "--p": "4", "--k": "2", "--steps-per-epoch": "1", "--max-trials": "1", "--epochs": "1"}
@@ -64,7 +67,7 @@ MULTIWORKER_WHY = "two nvan-train processes with TF_CONFIG on 127.0.0.1, this co
 SEARCH_CLUSTER = ("tests/test_tuning_distributed.py::"
                   "test_chief_and_two_workers_share_a_search_through_a_killed_worker")
 SEARCH_CLUSTER_WORDS = ("--dataset synthetic --root data/synthetic --variant baseline --max-trials 4 --epochs 1 "
-                        "--seq-len 4 --height 64 --width 32 --stage-blocks 1,2,3,1 --p 2 --k 2 --val-ids 2 --steps-per-epoch 1 --quiet "
+                        "--seq-len 4 --height 64 --width 32 --stage-blocks 1,1,1,1 --p 2 --k 2 --val-ids 2 --steps-per-epoch 1 --quiet "
                         "--output-dir runs/search_cluster")
 RUN_FILES = ("config.json", "history.csv", "model.keras", "last.keras", "training.png", "checkpoints/checkpoint")
 
@@ -102,13 +105,13 @@ TABLE = {
         Elsewhere(MULTIWORKER, "the cluster of its two workers, on free ports"),
     'TF_CONFIG="{\\"cluster\\": $CLUSTER, \\"task\\": {\\"type\\": \\"worker\\", \\"index\\": 0}}" nvan-train '
     "--dataset synthetic --root data/synthetic --variant ste-nvan --seq-len 4 --height 64 --width 32 --stripes 4 "
-    "--stage-blocks 1,2,3,1 --p 4 --k 2 --steps-per-epoch 2 --epochs 2 --eval-every 1 --strategy multiworker "
-    "--output-dir runs/two_workers &":
+    "--stage-blocks 1,1,1,1 --non-local 0,1,1,0 --p 4 --k 2 --steps-per-epoch 2 --epochs 2 --eval-every 1 "
+    "--strategy multiworker --output-dir runs/two_workers &":
         Elsewhere(MULTIWORKER, MULTIWORKER_WHY),
     'TF_CONFIG="{\\"cluster\\": $CLUSTER, \\"task\\": {\\"type\\": \\"worker\\", \\"index\\": 1}}" nvan-train '
     "--dataset synthetic --root data/synthetic --variant ste-nvan --seq-len 4 --height 64 --width 32 --stripes 4 "
-    "--stage-blocks 1,2,3,1 --p 4 --k 2 --steps-per-epoch 2 --epochs 2 --eval-every 1 --strategy multiworker "
-    "--output-dir runs/two_workers":
+    "--stage-blocks 1,1,1,1 --non-local 0,1,1,0 --p 4 --k 2 --steps-per-epoch 2 --epochs 2 --eval-every 1 "
+    "--strategy multiworker --output-dir runs/two_workers":
         Elsewhere(MULTIWORKER, MULTIWORKER_WHY),
     "wait": Elsewhere(MULTIWORKER, "it waits for both workers"),
     # hyper-parameter search
@@ -198,7 +201,10 @@ def _ilidsvid(path, ws):
 def _torch_reference(variant):
     from tests.torch_reference import build_reference, randomize_, reference_state_dict
 
-    return reference_state_dict(randomize_(build_reference(variant, 6, stripes=4, blocks=toy.BLOCKS), seed=0).eval())
+    small = toy.smallest(variant)  # MODEL's depth
+    model = build_reference(variant, 6, non_layers=small.get("non_local", (0, 0, 0, 0)), stripes=4,
+                            blocks=small["stage_blocks"])
+    return reference_state_dict(randomize_(model, seed=0).eval())
 
 
 def _authors_checkpoint(path, ws):
@@ -208,7 +214,7 @@ def _authors_checkpoint(path, ws):
 
 
 def _torchvision_resnet50(path, ws):
-    """A torchvision ResNet state_dict (the backbone keys and an ImageNet fc), of the toy depth."""
+    """A torchvision ResNet state_dict (the backbone keys and an ImageNet fc), of MODEL's depth."""
     import torch
 
     prefix = "module.features.backbone."
@@ -270,9 +276,9 @@ INPUTS = {
     "data/DukeMTMC-VideoReID": "the DukeMTMC-VideoReID layout (tests/data_trees.py)",
     "my_footage": "the folder layout (train / query / gallery, tests/data_trees.py)",
     "data/i-LIDS-VID": "the iLIDS-VID layout, 8 persons (tests/data_trees.py), read with --root data",
-    "ckpt_best.pth": "an authors' STE-NVAN checkpoint (4 stripes, 6 identities, the toy depth, "
+    "ckpt_best.pth": "an authors' STE-NVAN checkpoint (4 stripes, 6 identities, MODEL's depth, "
                      "tests/torch_reference.py)",
-    "resnet50-0676ba61.pth": "a torchvision ResNet state_dict (random weights, the toy depth, "
+    "resnet50-0676ba61.pth": "a torchvision ResNet state_dict (random weights, MODEL's depth, "
                              "tests/torch_reference.py)",
     "ste_nvan.keras": "the tiny model TRAIN_LINE trains (runs/ste_nvan/model.keras)",
     "m.keras": "the same",

@@ -101,7 +101,7 @@ def test_step_decay_and_warmup():
 def test_compile_model_installs_the_recipe_and_reports_each_term():
     import nvan_tf
 
-    model = nvan_tf.build_model("baseline", 3, seq_len=2, height=32, width=16, **toy.OVERRIDES)
+    model = nvan_tf.build_model("baseline", 3, seq_len=2, height=32, width=16, **toy.SHALLOW_OVERRIDES)
     schedule = training.compile_model(model, TrainConfig(), steps_per_epoch=10)
     assert isinstance(model.optimizer, TorchAdam) and model.optimizer.l2 == 5e-5
     assert schedule.step_size == 500  # 50 epochs of 10 steps
@@ -124,7 +124,7 @@ def test_every_variable_finds_the_optimizer_slot_built_for_it(optimizer):
     import nvan_tf
     from nvan_tf.training.optimizers import _slot, build_optimizer
 
-    model = nvan_tf.build_model("baseline", 3, seq_len=2, height=32, width=16, **toy.OVERRIDES)
+    model = nvan_tf.build_model("baseline", 3, seq_len=2, height=32, width=16, **toy.SHALLOW_OVERRIDES)
     opt = build_optimizer(optimizer, 1e-3, momentum=0.9)
     opt.build(model.trainable_variables)
     names = {"adam": ["momentum", "velocity"], "sgd": ["momentum"]}[optimizer]
@@ -154,7 +154,7 @@ def test_keras_still_reduces_multiworker_logs_over_axis_0():
 def test_train_step_logs_are_scalars_outside_multi_worker():
     import nvan_tf
 
-    model = nvan_tf.build_model("baseline", 3, seq_len=2, height=32, width=16, **toy.OVERRIDES)
+    model = nvan_tf.build_model("baseline", 3, seq_len=2, height=32, width=16, **toy.SHALLOW_OVERRIDES)
     training.compile_model(model, TrainConfig(), steps_per_epoch=10)
     clips = np.random.default_rng(0).normal(size=(6, 2, 32, 16, 3)).astype("float32")
     logs = model.train_step((clips, np.asarray([0, 0, 1, 1, 2, 2], "int32")))
@@ -166,7 +166,7 @@ def test_the_model_hands_fit_its_objective_through_public_compile():
 
     import nvan_tf
 
-    model = nvan_tf.build_model("baseline", 3, seq_len=2, height=32, width=16, **toy.OVERRIDES)
+    model = nvan_tf.build_model("baseline", 3, seq_len=2, height=32, width=16, **toy.SHALLOW_OVERRIDES)
     assert model.objective is None
     model.compile(optimizer="sgd", loss=keras.losses.MeanSquaredError())  # plain Keras still works
     assert model.objective is None
@@ -183,7 +183,7 @@ def _tiny_step(policy, height=32, width=16):
     from nvan_tf.models.model import dtype_policy
 
     with dtype_policy(policy):
-        model = nvan_tf.build_model("baseline", 3, seq_len=2, height=height, width=width, **toy.OVERRIDES)
+        model = nvan_tf.build_model("baseline", 3, seq_len=2, height=height, width=width, **toy.SHALLOW_OVERRIDES)
         training.compile_model(model, TrainConfig(), steps_per_epoch=10)
     return model
 
@@ -412,7 +412,7 @@ def test_mirrored_two_devices_matches_default_exactly_in_float64(tmp_path):
 
 @pytest.mark.slow
 def test_mirrored_two_devices_matches_default_on_nvan(tmp_path):
-    """NVAN (at the toy depth, tests/toy.py), fp32: same first-step losses and (SGD) updates.
+    """NVAN (at its smallest depth, tests/toy.py), fp32: same first-step losses and (SGD) updates.
 
     float32 gradients of a randomly initialised ResNet with train-mode BN
     agree only to ~2% of a tensor's scale between two ways of summing
@@ -438,9 +438,9 @@ def test_mirrored_two_devices_matches_default_on_nvan(tmp_path):
 @pytest.mark.slow
 def test_cli_end_to_end_and_config_file(synth_root, tmp_path, capsys):
     out = str(tmp_path / "cli")
-    argv = ["--dataset", "mars", "--root", synth_root, "--variant", "ste-nvan", "--stripes", "4", *toy.FLAG,
-            "--seq-len", "4", "--height", "64", "--width", "32", "--p", "2", "--k", "2",
-            "--steps-per-epoch", "1", "--epochs", "1", "--eval-every", "1", "--progress", "0",
+    argv = ["--dataset", "mars", "--root", synth_root, "--variant", "ste-nvan", "--stripes", "4",
+            *toy.smallest_flags("ste-nvan"), "--seq-len", "4", "--height", "64", "--width", "32",
+            "--p", "2", "--k", "2", "--steps-per-epoch", "1", "--epochs", "1", "--eval-every", "1", "--progress", "0",
             "--output-dir", out]
     assert train_cli.main(argv) == 0
     printed = capsys.readouterr().out
@@ -448,7 +448,7 @@ def test_cli_end_to_end_and_config_file(synth_root, tmp_path, capsys):
     with open(os.path.join(out, "config.json")) as f:
         recorded = json.load(f)["train"]
     assert recorded["variant"] == "ste-nvan"
-    assert recorded["model_overrides"] == {"stripes": 4, "stage_blocks": list(toy.BLOCKS)}
+    assert recorded["model_overrides"] == {"stripes": 4, **{k: list(v) for k, v in toy.smallest("ste-nvan").items()}}
     # --config reproduces the run: it resumes (nothing left to do) instead of refusing
     assert train_cli.main(["--config", os.path.join(out, "config.json"), "--output-dir", out]) == 0
     # an explicit flag overrides the file and is refused for this folder
@@ -463,6 +463,8 @@ def test_cli_end_to_end_and_config_file(synth_root, tmp_path, capsys):
     (["--margin", "hard"], "argument --margin: expected 'soft' or a number"),
     (["--model-overrides", "[1]"], "argument --model-overrides: expected a JSON object"),
     (["--stage-blocks", "3,4,6"], "argument --stage-blocks: expected 4 comma-separated block counts of at least 1"),
+    (["--non-local", "0,1"], "argument --non-local: expected 4 comma-separated non-local block counts of at least 0"),
+    (["--non-local", "0,5,0,0"], "non_local asks for 5 blocks in res3, which has 4 residual blocks"),
     (["--config", "/does/not/exist.json"], "--config /does/not/exist.json: cannot read"),
     (["--dataset", "mars"], "--root is required for dataset 'mars'"),
 ])

@@ -3,8 +3,8 @@ tiny keras-tuner trials on synthetic data (the second killed with SIGKILL and
 resumed), the objective against the evaluation of the best trial's weights,
 the summary files, and the command line's errors.
 
-Small sizes keep it fast: clips of 4 frames at 64x32, the toy depth
-(tests/toy.py), P=2 x K=2, one step per epoch, one epoch per trial, one
+Small sizes keep it fast: clips of 4 frames at 64x32, one residual block a
+stage (tests/toy.py), P=2 x K=2, one step per epoch, one epoch per trial, one
 non-local block.
 """
 
@@ -26,8 +26,8 @@ from nvan_tf.training.loop import TrainConfig
 from tests import toy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SIZE = ["--seq-len", "4", "--height", "64", "--width", "32", *toy.FLAG, "--p", "2", "--k", "2", "--val-ids", "2",
-        "--steps-per-epoch", "1", "--epochs", "1"]
+SIZE = ["--seq-len", "4", "--height", "64", "--width", "32", *toy.SHALLOW_FLAG, "--p", "2", "--k", "2",
+        "--val-ids", "2", "--steps-per-epoch", "1", "--epochs", "1"]
 SPACE = ["--non-local", "0,0,1,0", "--stripes", "2", "4", "--margin", "soft", "0.3"]
 
 
@@ -131,6 +131,16 @@ def test_bad_arguments_are_reported(tmp_path, capsys, synth_root, extra, message
     assert err.startswith("nvan-train --tune: error: ") and message in err, err
     assert "Traceback" not in err
     assert not (tmp_path / "s" / "trials").exists()
+
+
+def test_a_shallower_depth_starts_from_the_first_searched_table(capsys):
+    """The recipe's placement table is the space's first, not the variant's (0, 2, 3, 0), which one
+    residual block a stage cannot hold."""
+    assert tune_cli.main(["--variant", "ste-nvan", "--stage-blocks", "1,1,1,1", "--non-local", "0,1,1,0", "0,0,1,0",
+                          "--print-config"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["train"]["model_overrides"] == {"stage_blocks": [1, 1, 1, 1], "non_local": [0, 1, 1, 0]}
+    assert printed["space"]["non_local"] == ["0,1,1,0", "0,0,1,0"]
 
 
 def test_a_missing_dataset_is_reported(tmp_path, capsys):
@@ -283,7 +293,7 @@ def test_search_is_killed_and_resumed(tmp_path, capsys, synth_root):
     assert best["trial"] == int(best_row["trial"]) and best["mAP"] == float(best_row["score"])
     assert best_config.lr == float(best_row["lr"])
     assert best_config.model_overrides["stripes"] == int(best_row["stripes"])
-    assert best_config.model_overrides["stage_blocks"] == toy.BLOCKS  # --stage-blocks: fixed, not searched
+    assert best_config.model_overrides["stage_blocks"] == toy.SHALLOW_BLOCKS  # --stage-blocks: fixed, not searched
     # chosen on the validation split; the test split scored once, for that configuration, reported apart
     assert best["selection"] == "validation" and best["validation"]["mAP"] == float(best_row["mAP"])
     assert set(best["test"]) == {"rank1", "mAP"} and "test split, once, for the best configuration" in printed
@@ -295,7 +305,7 @@ def test_search_is_killed_and_resumed(tmp_path, capsys, synth_root):
     dataset = build_dataset("mars", synth_root, verbose=False)
     config = TrainConfig.preset("ste-nvan", dataset="mars", root=synth_root, seq_len=4, height=64, width=32,
                                 p=2, k=2, steps_per_epoch=1, epochs=1, progress=0, val_ids=2,
-                                model_overrides=toy.OVERRIDES)  # SIZE's --stage-blocks
+                                model_overrides={**toy.SHALLOW_OVERRIDES, "non_local": (0, 0, 1, 0)})  # SIZE, SPACE
     space = tuning.SearchSpace(non_local=("0,0,1,0",), stripes=(2, 4), margin=("soft", 0.3), seq_len=(4,))
     hypermodel = tuning.ReIDHyperModel(config, space.resolve("ste-nvan", 64), dataset)
     tuner = tuning.build_tuner(hypermodel, str(out), max_trials=2)

@@ -29,7 +29,7 @@ from nvan_tf.data.datasets import synthetic
 NVAN_TUNE = os.path.join(os.path.dirname(sys.executable), "nvan-tune")
 # the README's "Search across machines" commands, with the synthetic tree and folder of the test
 SEARCH = ["--dataset", "synthetic", "--variant", "baseline", "--max-trials", "4", "--epochs", "1",
-          "--seq-len", "4", "--height", "64", "--width", "32", "--stage-blocks", "1,2,3,1", "--p", "2", "--k", "2",
+          "--seq-len", "4", "--height", "64", "--width", "32", "--stage-blocks", "1,1,1,1", "--p", "2", "--k", "2",
           "--val-ids", "2", "--steps-per-epoch", "1", "--quiet"]
 
 

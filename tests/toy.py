@@ -21,7 +21,13 @@ def smallest(variant):
     where it has non-local blocks, one in each stage that has them (its temporal reductions and stripes
     as they are). tf2onnx's time grows with the graph: NVAN's conversion took 30 s at BLOCKS and 15 s
     at this depth."""
-    from nvan_tf.models.model import ModelConfig
+    from nvan_tf.choices import VARIANTS
 
-    non_local = ModelConfig.from_variant(variant, 5).non_local
-    return {**SHALLOW_OVERRIDES, **({"non_local": tuple(min(n, 1) for n in non_local)} if any(non_local) else {})}
+    non_local = VARIANTS[variant].get("non_local")
+    return {**SHALLOW_OVERRIDES, **({"non_local": tuple(min(n, 1) for n in non_local)} if non_local else {})}
+
+
+def smallest_flags(variant):
+    """:func:`smallest` as command-line flags (``--stage-blocks``, ``--non-local``)."""
+    return [word for name, value in smallest(variant).items()
+            for word in ("--" + name.replace("_", "-"), ",".join(map(str, value)))]

@@ -55,7 +55,7 @@ def mirrored(out):
     for name, strategy in strategies.items():
         # SGD: the update is the gradient itself (Adam's first step is its sign)
         config = training.TrainConfig(variant="nvan", seq_len=SEQ_LEN, height=HEIGHT, width=WIDTH, optimizer="sgd",
-                                      lr=0.01, momentum=0.0, seed=0, model_overrides=toy.OVERRIDES)
+                                      lr=0.01, momentum=0.0, seed=0, model_overrides=toy.smallest("nvan"))
         task = ReIDTask(config, num_identities=4)
         model = task.build_model(strategy)  # as nvan_tf.training.train builds it: BNs synchronised on 2 replicas
         assert model.config.sync_batch_norm == (strategy.num_replicas_in_sync > 1)
@@ -64,7 +64,7 @@ def mirrored(out):
 
             with strategy.scope():
                 plain = nvan_tf.build_model("baseline", 4, seq_len=SEQ_LEN, height=HEIGHT, width=WIDTH,
-                                            **toy.OVERRIDES)
+                                            **toy.SHALLOW_OVERRIDES)
                 try:
                     training.compile_model(plain, config, steps_per_epoch=5)
                     raise AssertionError("compile_model accepted BNs that are not synchronised")

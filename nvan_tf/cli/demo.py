@@ -77,7 +77,8 @@ def build_parser():
     from nvan_tf.core import flags
 
     parser = cli.make_parser("python -m nvan_tf.demo", __doc__.split("\n\n")[0])
-    flags.add_model_group(parser, ["variant"], defaults={"variant": DemoConfig.variant})
+    # the variant and its depth (a quicker, smaller model with fewer blocks; default ResNet-50's)
+    flags.add_model_group(parser, ["variant", "stage_blocks", "non_local"], defaults={"variant": DemoConfig.variant})
     flags.add_fields(parser, DemoConfig, exclude=("output_dir", "variant"))
     flags.add_run_group(parser, DemoConfig)
     parser.set_defaults(log_level="WARNING")  # the demo prints its own steps
@@ -113,7 +114,8 @@ def main(argv=None):
 
     config = TrainConfig.preset(args.variant, dataset="mars", root=data_root, epochs=args.epochs,
                                 seed=args.seed, progress=cli.progress_verbosity(1), init=args.init,
-                                **{**DEMO_RECIPE, "lr": args.lr})
+                                **{**DEMO_RECIPE, "lr": args.lr, "model_overrides": {
+                                    **DEMO_RECIPE["model_overrides"], **flags.model_overrides(args)}})
     print(f"[2/4] Evaluating the untrained {args.variant} (clips of {config.seq_len} x "
           f"{config.height}x{config.width})")
     task = ReIDTask(config, dataset=dataset)

@@ -61,8 +61,9 @@ def main(argv=None):
     rows = []
     for variant in variants:
         overrides = flags.model_overrides(args)
-        if not choices.VARIANTS[variant].get("stripes"):
-            overrides.pop("stripes", None)  # --all: the stripe count applies where there are stripes
+        for name in ("stripes", "non_local"):  # --all: each applies to the variants that have those blocks
+            if not choices.VARIANTS[variant].get(name):
+                overrides.pop(name, None)
         try:
             rows.append(profile_variant(variant, args.seq_len, args.height, args.width, **overrides))
         except ValueError as err:

@@ -19,6 +19,8 @@ TUNE_DEFAULTS = {"epochs": 10, "progress": 0}
 RECIPE_TITLE = ("recipe: nvan-train's flags, fixed during the search (defaults: the variant's preset; --epochs: "
                 "per trial, hyperband's longest bracket)")
 SPACE = "search space (one value fixes it)"
+# The model-shape flags that are the search space's here (several values).
+SEARCHED_SHAPE = ("seq_len", "stripes", "non_local")
 
 
 def build_parser(prog="nvan-tune"):
@@ -26,7 +28,7 @@ def build_parser(prog="nvan-tune"):
     flags.add_run_group(parser, tuning.SearchConfig,
                         record="or the recipe of nvan-train's config.json or best_config.json")
     flags.add_fields(parser, tuning.SearchConfig, exclude=("output_dir",), group="search")
-    flags.add_model_group(parser, tuple(n for n in flags.SHAPE_NAMES if n not in ("seq_len", "stripes")))
+    flags.add_model_group(parser, tuple(n for n in flags.SHAPE_NAMES if n not in SEARCHED_SHAPE))
     recipe = {f.name: TUNE_DEFAULTS.get(f.name, argparse.SUPPRESS) for f in dataclasses.fields(TrainConfig)}
     flags.add_fields(parser, TrainConfig, exclude=(*flags.SHAPE_NAMES, *SEARCHED), defaults=recipe,
                      group=RECIPE_TITLE)
@@ -55,8 +57,13 @@ def space_from_args(args):
 def config_from_args(args, space):
     """The recipe of the variant with the run's flags; searched fields start at the space's first value."""
     given = recipe_flags(args, exclude=SEARCHED)
-    if args.stage_blocks is not None:  # a fixed model override (--stripes is searched)
-        given["model_overrides"] = {**given.get("model_overrides", {}), "stage_blocks": args.stage_blocks}
+    overrides = {}
+    if args.stage_blocks is not None:  # a fixed model override (--stripes and --non-local are searched)
+        overrides["stage_blocks"] = args.stage_blocks
+    if space.non_local:  # the first table, not the variant's, which a shallower --stage-blocks may not fit
+        overrides["non_local"] = space.non_local[0]
+    if overrides:
+        given["model_overrides"] = {**given.get("model_overrides", {}), **overrides}
     return TrainConfig.preset(given.pop("variant", "ste-nvan"), **{**given, "seq_len": space.seq_len[0]})
 
 

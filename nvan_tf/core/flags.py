@@ -62,16 +62,25 @@ def json_dict(text):
     return value
 
 
-def block_counts(text):
-    """``argparse`` type: four comma-separated residual block counts (res2..res5)."""
+def _four_counts(text, minimum, what, example):
     try:
         values = tuple(int(v) for v in text.replace(" ", "").split(","))
     except ValueError:
         values = ()
-    if len(values) != 4 or min(values) < 1:
+    if len(values) != 4 or min(values) < minimum:
         raise argparse.ArgumentTypeError(
-            f"expected 4 comma-separated block counts of at least 1 (res2..res5), such as 3,4,6,3; got {text!r}")
+            f"expected 4 comma-separated {what} of at least {minimum} (res2..res5), such as {example}; got {text!r}")
     return values
+
+
+def block_counts(text):
+    """``argparse`` type: four comma-separated residual block counts (res2..res5)."""
+    return _four_counts(text, 1, "block counts", "3,4,6,3")
+
+
+def non_local_counts(text):
+    """``argparse`` type: four comma-separated non-local block counts (res2..res5)."""
+    return _four_counts(text, 0, "non-local block counts", "0,2,3,0")
 
 
 @dataclasses.dataclass
@@ -96,12 +105,16 @@ class ModelShape:
         "help": "residual blocks per stage res2..res5 (a model override; default 3,4,6,3: ResNet-50, the "
                 "reference's; 3,4,23,3: ResNet-101; fewer blocks make a quicker, smaller model)",
         "type": block_counts, "metavar": "N,N,N,N"})
+    non_local: tuple | None = dataclasses.field(default=None, metadata={
+        "help": "non-local blocks per stage res2..res5 (a model override; default the variant's: 0,2,3,0 for "
+                "the NVAN variants, none for the baseline; at most a stage's residual blocks, none in res2)",
+        "type": non_local_counts, "metavar": "N,N,N,N"})
 
 
 # The model-shape flags of every command; --num-identities only where a model file is read.
-SHAPE_NAMES = ("variant", "seq_len", "height", "width", "stripes", "stage_blocks")
+SHAPE_NAMES = ("variant", "seq_len", "height", "width", "stripes", "stage_blocks", "non_local")
 # The ModelShape flags that override a variant's preset (ModelConfig fields).
-OVERRIDE_NAMES = ("stripes", "stage_blocks")
+OVERRIDE_NAMES = ("stripes", "stage_blocks", "non_local")
 
 
 def model_overrides(args):
