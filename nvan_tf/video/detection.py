@@ -411,13 +411,14 @@ def export_ssdlite_onnx(path, *, opset=17):
     except ImportError as err:
         raise ImportError(f"the ONNX export needs tf2onnx: pip install 'nvan-tf[export]' ({err})") from err
     from nvan_tf.core.atomic import atomic_path
-    from nvan_tf.deploy.onnx import collecting_garbage
+    from nvan_tf.deploy.onnx import run_tf2onnx
 
     graph_def = tf.compat.v1.GraphDef()
     graph_def.ParseFromString(ssdlite_graph().read_bytes())
-    with atomic_path(path) as tmp, collecting_garbage():  # tf2onnx's graph copies (see there)
-        tf2onnx.convert.from_graph_def(graph_def, input_names=[SSDLITE_INPUT], output_names=list(SSDLITE_OUTPUTS),
-                                       opset=int(opset), output_path=tmp)
+    with atomic_path(path) as tmp:
+        run_tf2onnx(lambda: tf2onnx.convert.from_graph_def(
+            graph_def, input_names=[SSDLITE_INPUT], output_names=list(SSDLITE_OUTPUTS), opset=int(opset),
+            output_path=tmp))
     return path
 
 
