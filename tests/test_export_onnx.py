@@ -1,6 +1,7 @@
 """ONNX export against Keras in ONNX Runtime (CPU), int8 and fp16 graphs, the TensorRT path."""
 
 import ctypes
+import os
 import sys
 
 import numpy as np
@@ -248,3 +249,25 @@ def test_tensorrt_error_on_this_machine(fp32, tmp_path):
         pytest.skip("this machine has a GPU and TensorRT")
     with pytest.raises(export.TensorRTUnavailableError, match="Cannot build a TensorRT engine"):
         export.build_tensorrt_engine(fp32, str(tmp_path / "model.plan"))
+
+
+def test_tf2onnx_runs_without_its_copies_and_again_with_them_on_failure(monkeypatch, caplog):
+    """The first conversion sees TF2ONNX_CATCH_ERRORS set (tf2onnx then skips
+    its per-optimizer graph copies); one that fails so is converted again
+    without it, and the variable is left as it was either way."""
+    monkeypatch.delenv("TF2ONNX_CATCH_ERRORS", raising=False)
+    seen = []
+
+    def convert():
+        seen.append(os.environ.get("TF2ONNX_CATCH_ERRORS"))
+        if len(seen) == 1:
+            raise ValueError("an optimizer raised")
+        return "converted"
+
+    assert deploy_onnx.run_tf2onnx(convert) == "converted"
+    assert seen == ["FALSE", None] and "TF2ONNX_CATCH_ERRORS" not in os.environ
+    assert "converting again with them" in caplog.text
+    monkeypatch.setenv("TF2ONNX_CATCH_ERRORS", "mine")
+    seen.clear()
+    assert deploy_onnx.run_tf2onnx(lambda: seen.append(os.environ["TF2ONNX_CATCH_ERRORS"]) or "ok") == "ok"
+    assert seen == ["FALSE"] and os.environ["TF2ONNX_CATCH_ERRORS"] == "mine"
