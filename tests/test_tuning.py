@@ -351,75 +351,39 @@ def test_hyperband_tuner(tmp_path, synth_root):
 
 
 @pytest.mark.slow
-def test_hyperband_runs_two_brackets_and_a_continuation_keeps_its_training_state(tmp_path, synth_root):
-    """max_epochs 2, factor 2: bracket 1 trains two trials 1 epoch each and
-    continues the best to 2 epochs; bracket 0 trains two trials 2 epochs each.
-    The continuation goes on from its trial's final state: its optimizer has
-    taken 2 steps, not 1, and it read batch 1 of the stream, not batch 0.
-    Trials start from --init and are scored on the float32 copy.
-    nvan-tune runs in its own process, as a user starts it: five bfloat16
-    trials are the heaviest use of TensorFlow in the suite, kept out of the
-    pytest process."""
+def test_hyperband_continues_a_trial_from_its_training_state_or_trains_it_again_when_it_is_missing(
+        tmp_path, synth_root):
+    """Hyperband, max_epochs 2, factor 2: bracket 1 trains two trials 1 epoch
+    each and continues the best to 2 epochs; bracket 0 trains two trials 2
+    epochs each. The search is stopped after bracket 1's two 1-epoch trials
+    (--max-trials 2), and a copy of it loses both trials' training states
+    (trials/trial_N/state). The intact search is resumed to the end
+    (--max-trials 5): its continuation goes on from the continued trial's
+    state (its optimizer has taken 2 steps, not 1, and it read batch 1 of the
+    stream, not batch 0). The copy is resumed at the same time with
+    --max-trials 3: it says the state is missing and trains the continued
+    epoch again from the start first. Both continuations end in the same
+    training state (float rounding apart), which the weights alone
+    (keras-tuner loads the best epoch's) with a new optimizer from batch 0
+    would not reach. Trials start from --init, train in mixed_bfloat16 and
+    are scored on the float32 copy. nvan-tune runs in its own processes, as
+    a user starts it."""
+    import shutil
+
     import keras
+    import numpy as np
     import tensorflow as tf
 
     import nvan_tf
+    from nvan_tf.training.checkpoints import latest_number
 
     keras.utils.set_random_seed(3)
     init = str(tmp_path / "init.keras")
     nvan_tf.build_model("baseline", 5, seq_len=4, height=64, width=32, **toy.SHALLOW_OVERRIDES).save(init)
-    out = tmp_path / "hyperband"
-    args = ["--dataset", "mars", "--root", synth_root, "--variant", "baseline", "--algorithm", "hyperband",
-            "--epochs", "2", "--factor", "2", "--objective", "rank1", "--output-dir", str(out), "--quiet",
-            "--seq-len", "4", "--height", "64", "--width", "32", *toy.SHALLOW_FLAG, "--p", "2", "--k", "2", "--val-ids", "2",
-            "--steps-per-epoch", "1", "--mixed-precision", "mixed_bfloat16", "--init", init]
-    done = subprocess.run([sys.executable, "-m", "nvan_tf.cli.tune", *args], capture_output=True, text=True,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    log = done.stderr
-    trials = {}
-    for name in sorted(os.listdir(out / "trials")):
-        if name.startswith("trial_"):
-            trials[name] = json.loads((out / "trials" / name / "trial.json").read_text())
-    values = [t["hyperparameters"]["values"] for t in trials.values()]
-    assert sorted(v["tuner/bracket"] for v in values) == [0, 0, 1, 1, 1]  # two brackets
-    continuations = [(name, t) for name, t in trials.items() if "tuner/trial_id" in t["hyperparameters"]["values"]]
-    assert len(continuations) == 1
-    name, trial = continuations[0]
-    assert trial["hyperparameters"]["values"]["tuner/initial_epoch"] == 1
-    assert "trial continues trial" in log and "from batch 1" in log, log[-3000:]
-    state = tf.train.load_checkpoint(str(out / "trials" / name / "state" / "ckpt-2"))
-    assert int(state.get_tensor("batches/.ATTRIBUTES/VARIABLE_VALUE")) == 2
-    iterations = [k for k in state.get_variable_to_shape_map() if k.endswith("torch_adam.Siteration/.ATTRIBUTES/VARIABLE_VALUE")]
-    assert len(iterations) == 1 and int(state.get_tensor(iterations[0])) == 2
-    assert "initialised from" in log  # --init reached the trials
-    # every trial's score is the float32 copy's, between 0 and 1
-    for t in trials.values():
-        assert t["status"] == "COMPLETED" and 0.0 <= t["score"] <= 1.0
-
-
-@pytest.mark.slow
-def test_a_continuation_whose_trial_state_is_missing_trains_that_trial_again(tmp_path, synth_root):
-    """Hyperband (max_epochs 2, factor 2) stopped after bracket 1's two
-    1-epoch trials (--max-trials 2). A copy of the search loses both trials'
-    training states (trials/trial_N/state). Both are resumed with
-    --max-trials 3, which runs the continuation: the intact search goes on
-    from the continued trial's state; the copy says the state is missing and
-    trains the continued epoch again from the start first. Both end in the
-    same training state (float rounding apart), which the weights alone
-    (keras-tuner loads the best epoch's) with a new optimizer from batch 0
-    would not reach."""
-    import shutil
-
-    import numpy as np
-    import tensorflow as tf
-
-    from nvan_tf.training.checkpoints import latest_number
-
     base = ["--dataset", "mars", "--root", synth_root, "--variant", "baseline", "--algorithm", "hyperband",
-            "--epochs", "2", "--factor", "2", "--objective", "mAP", "--quiet", "--deterministic",
-            "--seq-len", "4", "--height", "64", "--width", "32", *toy.SHALLOW_FLAG, "--p", "2", "--k", "2", "--val-ids", "2",
-            "--steps-per-epoch", "1"]
+            "--epochs", "2", "--factor", "2", "--objective", "rank1", "--quiet", "--deterministic",
+            "--seq-len", "4", "--height", "64", "--width", "32", *toy.SHALLOW_FLAG, "--p", "2", "--k", "2",
+            "--val-ids", "2", "--steps-per-epoch", "1", "--mixed-precision", "mixed_bfloat16", "--init", init]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     intact, copy = tmp_path / "intact", tmp_path / "copy"
 
@@ -428,14 +392,25 @@ def test_a_continuation_whose_trial_state_is_missing_trains_that_trial_again(tmp
 
     first = subprocess.run(command(intact, "2"), capture_output=True, text=True, env=env, timeout=900)
     assert first.returncode == 0, first.stderr[-3000:]
+    assert "initialised from" in first.stderr  # --init reached the trials
     shutil.copytree(intact, copy)
     for name in ("trial_0", "trial_1"):
         shutil.rmtree(copy / "trials" / name / tuning.STATE)
 
-    procs = [subprocess.Popen(command(out, "3"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-             for out in (intact, copy)]
+    procs = [subprocess.Popen(command(out, trials), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=env) for out, trials in ((intact, "5"), (copy, "3"))]
     (_, intact_log), (_, copy_log) = [p.communicate(timeout=900) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], (intact_log[-3000:], copy_log[-3000:])
+
+    # the intact search ran both brackets, with one continuation
+    trials = {name: json.loads((intact / "trials" / name / "trial.json").read_text())
+              for name in sorted(os.listdir(intact / "trials")) if name.startswith("trial_")}
+    values = [t["hyperparameters"]["values"] for t in trials.values()]
+    assert sorted(v["tuner/bracket"] for v in values) == [0, 0, 1, 1, 1]  # two brackets
+    assert [name for name, t in trials.items() if "tuner/trial_id" in t["hyperparameters"]["values"]] == ["trial_2"]
+    # every trial's score is the float32 copy's, between 0 and 1
+    for t in trials.values():
+        assert t["status"] == "COMPLETED" and 0.0 <= t["score"] <= 1.0
 
     values = json.loads((copy / "trials" / "trial_2" / "trial.json").read_text())["hyperparameters"]["values"]
     previous = values["tuner/trial_id"]
@@ -462,8 +437,8 @@ def test_a_continuation_whose_trial_state_is_missing_trains_that_trial_again(tmp
         mine, theirs, before = (s.get_tensor(name) for s in (states[1], states[0], continued))
         gap, step = float(np.max(np.abs(mine - theirs))), float(np.max(np.abs(theirs - before)))
         assert gap <= 1e-3 * step + 1e-7 * max(1.0, float(np.max(np.abs(theirs)))), (name, gap, step)
-    iterations = [n for n in names if n.endswith("iteration/.ATTRIBUTES/VARIABLE_VALUE")]
-    assert [int(s.get_tensor(iterations[0])) for s in states] == [2, 2]
+    iterations = [n for n in names if n.endswith("torch_adam.Siteration/.ATTRIBUTES/VARIABLE_VALUE")]
+    assert len(iterations) == 1 and [int(s.get_tensor(iterations[0])) for s in states] == [2, 2]
 
     with open(copy / "trials.csv", newline="") as f:
         rows = {r["trial"]: r for r in csv.DictReader(f)}
