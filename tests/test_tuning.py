@@ -439,6 +439,7 @@ def test_hyperband_continues_a_trial_from_its_training_state_or_trains_it_again_
         assert gap <= 1e-3 * step + 1e-7 * max(1.0, float(np.max(np.abs(theirs)))), (name, gap, step)
     iterations = [n for n in names if n.endswith("torch_adam.Siteration/.ATTRIBUTES/VARIABLE_VALUE")]
     assert len(iterations) == 1 and [int(s.get_tensor(iterations[0])) for s in states] == [2, 2]
+    assert [int(s.get_tensor("batches/.ATTRIBUTES/VARIABLE_VALUE")) for s in states] == [2, 2]
 
     with open(copy / "trials.csv", newline="") as f:
         rows = {r["trial"]: r for r in csv.DictReader(f)}
