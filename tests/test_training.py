@@ -367,22 +367,6 @@ def test_a_collapsed_loss_scale_stops_the_run(synth_root, tmp_path, monkeypatch)
         training.train(config, str(tmp_path / "inf"), callbacks=[_LossScale.make(3.0e38)])
 
 
-@pytest.mark.slow
-def test_an_invalid_model_override_is_refused_and_nothing_is_written(synth_root, tmp_path, capsys):
-    out = tmp_path / "bad"
-    argv = ["--dataset", "mars", "--root", synth_root, "--variant", "ste-nvan", "--seq-len", "4", "--height", "64",
-            "--width", "32", "--model-overrides", json.dumps({"stripe": 4, **toy.OVERRIDES}),
-            "--output-dir", str(out)]
-    assert train_cli.main(argv) == 2
-    err = capsys.readouterr().err
-    assert "nvan-train: error: model_overrides: Unknown model option(s) ['stripe']" in err, err
-    assert "Traceback" not in err and not out.exists()
-    # the corrected command runs in that folder: nothing of the refused one is in the way
-    fixed = [a.replace('"stripe"', '"stripes"') for a in argv]
-    assert train_cli.main([*fixed, "--p", "2", "--k", "2", "--steps-per-epoch", "1", "--epochs", "1",
-                           "--eval-every", "0", "--progress", "0"]) == 0
-
-
 def _weights(path):
     import nvan_tf
 
@@ -436,13 +420,21 @@ def test_mirrored_two_devices_matches_default_on_nvan(tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_end_to_end_and_config_file(synth_root, tmp_path, capsys):
+def test_cli_refuses_an_invalid_override_then_trains_and_reproduces_from_its_config(synth_root, tmp_path, capsys):
+    """nvan-train's own path: a refused command writes nothing, the corrected one trains in that folder
+    (evaluated, best epoch printed, overrides recorded), --config resumes it and a changed flag is refused."""
     out = str(tmp_path / "cli")
-    argv = ["--dataset", "mars", "--root", synth_root, "--variant", "ste-nvan", "--stripes", "4",
-            *toy.smallest_flags("ste-nvan"), "--seq-len", "4", "--height", "64", "--width", "32",
-            "--p", "2", "--k", "2", "--steps-per-epoch", "1", "--epochs", "1", "--eval-every", "1", "--progress", "0",
+    argv = ["--dataset", "mars", "--root", synth_root, "--variant", "ste-nvan", "--seq-len", "4", "--height", "64",
+            "--width", "32", "--model-overrides", json.dumps({"stripe": 4, **toy.smallest("ste-nvan")}),
             "--output-dir", out]
-    assert train_cli.main(argv) == 0
+    assert train_cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "nvan-train: error: model_overrides: Unknown model option(s) ['stripe']" in err, err
+    assert "Traceback" not in err and not os.path.exists(out)
+    # the corrected command runs in that folder: nothing of the refused one is in the way
+    fixed = [a.replace('"stripe"', '"stripes"') for a in argv]
+    assert train_cli.main([*fixed, "--p", "2", "--k", "2", "--steps-per-epoch", "1", "--epochs", "1",
+                           "--eval-every", "1", "--progress", "0"]) == 0
     printed = capsys.readouterr().out
     assert "best: epoch 1, test rank-1" in printed and "chosen on the test split" in printed and "model:" in printed
     with open(os.path.join(out, "config.json")) as f:
