@@ -112,15 +112,27 @@ def stream(config, count):
 @pytest.mark.parametrize("precision", ["fp32", "mixed_float16", "mixed_bfloat16"])
 def test_killed_after_a_checkpoint_the_rerun_reads_the_same_batches_and_finishes(
         synth_root, tmp_path, uninterrupted, precision):
+    """Killed right after checkpoint 4 (mid-epoch 2: batches 4, 5, 6), the rerun reads the uninterrupted
+    run's batches from batch 4 on and finishes. In fp32 that rerun is killed again, inside checkpoint 5's
+    write (its files written, the state file still naming 4): a third run resumes from 4, cleans up, and
+    ends with the uninterrupted run's weights."""
     config = {**TINY, **(FLOAT16_SIZE if precision == "mixed_float16" else {}), "root": synth_root,
               "mixed_precision": precision}
     whole_weights, whole_log = uninterrupted
     expected = stream(config, 6)
     if precision != "mixed_float16":
         assert whole_log[:6] == expected          # the stream is the same in every precision
-    # checkpoint 4 is mid-epoch 2 (batches 4, 5, 6)
+    folder = tmp_path / "killed" / "checkpoints"
     run(tmp_path, "killed", config, tmp_path / "killed", kill="after-checkpoint:4")
-    assert checkpoints.latest(str(tmp_path / "killed" / "checkpoints"))["batches"] == 4
+    assert checkpoints.latest(str(folder))["batches"] == 4
+    if precision == "fp32":
+        log = tmp_path / "killed_again.batches"
+        run(tmp_path, "killed_again", config, tmp_path / "killed", kill="in-checkpoint:5",
+            env={"NVAN_TEST_BATCH_LOG": str(log)})
+        assert batch_log(log)[:1] == expected[4:5]
+        # checkpoint 5's files exist, but the state file still names 4
+        assert os.path.exists(folder / "ckpt-5.index")
+        assert checkpoints.latest(str(folder))["batches"] == 4
     log = tmp_path / "resumed.batches"
     resumed = run(tmp_path, "resumed", config, tmp_path / "killed", env={"NVAN_TEST_BATCH_LOG": str(log)})
     assert result(resumed)["steps"] == 6
@@ -134,24 +146,10 @@ def test_killed_after_a_checkpoint_the_rerun_reads_the_same_batches_and_finishes
     if precision == "fp32":
         for a, b in zip(whole_weights, weights(resumed)):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.slow
-def test_killed_inside_a_checkpoint_write_resumes_from_the_previous_one_and_cleans_up(
-        synth_root, tmp_path, uninterrupted):
-    config = {**TINY, "root": synth_root}
-    folder = tmp_path / "run" / "checkpoints"
-    run(tmp_path, "killed", config, tmp_path / "run", kill="in-checkpoint:4")
-    # checkpoint 4's files exist, but the state file still names 3
-    assert os.path.exists(folder / "ckpt-4.index")
-    assert checkpoints.latest(str(folder))["batches"] == 3
-    resumed = run(tmp_path, "resumed", config, tmp_path / "run")
-    assert result(resumed)["steps"] == 6
-    for a, b in zip(uninterrupted[0], weights(resumed)):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    left = sorted(os.listdir(folder))
-    named = {f"ckpt-{n}" for n in (5, 6)}
-    assert all(name == "checkpoint" or name.split(".")[0] in named for name in left), left
+        # only the checkpoints kept are left: the half-written one is gone or rewritten
+        left = sorted(os.listdir(folder))
+        named = {f"ckpt-{n}" for n in (5, 6)}
+        assert all(name == "checkpoint" or name.split(".")[0] in named for name in left), left
 
 
 @pytest.mark.slow
