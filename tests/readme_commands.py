@@ -93,7 +93,8 @@ class Run:
     other README lines). ``cwd``: the working folder, relative to the test's.
     ``instead``: the command run for a line that names no program (``make
     demo-video``: what its recipe runs). ``writes``: files or folders the
-    README says it writes; ``expect``: text its output must hold."""
+    README says it writes; ``expect``: text its output must hold; ``quiet``:
+    nothing may reach stderr (TensorFlow's start-up logging included)."""
 
     group: str
     set: dict = dataclasses.field(default_factory=dict)
@@ -103,6 +104,7 @@ class Run:
     instead: str | None = None
     writes: tuple = ()
     expect: tuple = ()
+    quiet: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,6 +207,8 @@ def run_line(line, run, cwd, env=None, timeout=600):
     missing = [p for p in run.writes if not os.path.exists(os.path.join(cwd, p))]
     if missing:
         return f"{line}\n  ran: {shown}\n  exit 0 but did not write {missing}"
+    if run.quiet and done.stderr:
+        return f"{line}\n  ran: {shown}\n  exit 0 but wrote to stderr:\n{done.stderr[-2500:]}"
     output = done.stdout + done.stderr
     absent = [text for text in run.expect if text not in output]
     if absent:

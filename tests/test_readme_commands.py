@@ -4,14 +4,14 @@ README.md is parsed when the tests run (``tests/readme_commands.py``), and
 ``TABLE`` maps each command line, by its exact text (continuations joined,
 comments dropped), to how it runs here:
 
-- ``Run(group, set, drop, needs, cwd, instead, writes, expect)``: the line's program
+- ``Run(group, set, drop, needs, cwd, instead, writes, expect, quiet)``: the line's program
   (the console script beside ``sys.executable``; ``python``:
   ``sys.executable``) started in a fresh process, in a working folder under
   pytest's ``tmp_path`` where the README's relative paths (``data/MARS``,
   ``ste_nvan.keras``, ...) are the toy files of ``INPUTS``; the flags of
   ``set`` replace or join the line's (the real sizes become the toy ones:
   clips of 4 frames of 64x32, 4 stripes, P=4 x K=2, 1 step, 1 epoch) and those
-  of ``drop`` go. It must exit 0, write ``writes`` and print ``expect``.
+  of ``drop`` go. It must exit 0, write ``writes``, print ``expect`` and, where ``quiet``, leave stderr empty.
   ``needs`` names the inputs and the README lines it runs after (once each);
   ``cwd`` gives alternatives that write the same default folder their own;
   ``instead`` is what a ``make`` target's recipe runs.
@@ -78,7 +78,7 @@ TABLE = {
     "nvan-convert --torch ckpt_best.pth --variant ste-nvan --out ste_nvan.weights.h5":
         Run("convert", set=MODEL, needs=("ckpt_best.pth",), writes=("ste_nvan.weights.h5",)),
     "nvan-profile --variant ste-nvan --seq-len 8 --height 256 --width 128 --json":
-        Run("convert", set=MODEL, expect=("ste-nvan",)),
+        Run("convert", set=MODEL, expect=('"variant": "ste-nvan"',), quiet=True),  # a user's logging: JSON alone
     "nvan-profile --all": Run("convert", set=MODEL, expect=("ste-nvan",)),
     "python -m nvan_tf.data.datasets.synthetic --out data/synthetic --ids 24 --cameras 4 --seed 0":
         Run("convert", writes=("data/synthetic/info/query_IDX.mat",)),  # as written: a few seconds
