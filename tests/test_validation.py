@@ -179,7 +179,8 @@ def test_a_folder_dataset_that_gains_an_identity_refuses_a_resume_listing_the_ch
     root = write_folder_tree(tmp_path / "footage", {"train": tracks, "query": [(9, 1, 1, 4)],
                                                    "gallery": [(9, 2, 1, 4)]}, size=(64, 32))
     config = TrainConfig(variant="baseline", dataset="folder", root=root, seq_len=4, height=64, width=32, p=2,
-                         k=2, steps_per_epoch=1, epochs=1, eval_every=0, checkpoint_every=0, progress=0)
+                         k=2, steps_per_epoch=1, epochs=1, eval_every=0, checkpoint_every=0, progress=0,
+                         model_overrides=toy.SHALLOW_OVERRIDES)
     out = tmp_path / "run"
     loop.train(config, str(out))
     os.remove(out / "config.json")  # the checkpoint's own record decides, not only config.json
@@ -215,7 +216,7 @@ def test_a_dataset_whose_bad_frames_exceed_the_limit_stops_the_run_naming_them(t
     for _ in range(20):  # earlier reads in this process, all good: 20 x len(good) frames
         pipeline.DEFAULT_CHECKER.read(good, np.arange(len(good)))
     argv = ["--dataset", "mars", "--root", root, "--variant", "baseline", "--seq-len", "4", "--height", "64",
-            "--width", "32", *toy.SHALLOW_FLAG, "--p", "2", "--k", "2", "--steps-per-epoch", "8", "--epochs", "2",
+            "--width", "32", *toy.SHALLOW_FLAG, "--p", "2", "--k", "2", "--steps-per-epoch", "8", "--epochs", "1",
             "--eval-every", "0", "--checkpoint-every", "0", "--progress", "0", "--output-dir", str(tmp_path / "run")]
     assert train_cli.main(argv) == 2
     err = capsys.readouterr().err
