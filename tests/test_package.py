@@ -51,16 +51,18 @@ def test_no_import_hook_in_the_package():
 
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory):
-    """A small non-local model saved as .keras, one input and its output."""
+    """A small non-local model (nvan-temporal at its smallest depth, tests/toy.py) saved as .keras, one
+    input and its output. Made here: the fresh interpreters are the ones that load it."""
+    import numpy as np
+
+    import nvan_tf
+
     folder = tmp_path_factory.mktemp("saved")
-    run_python(
-        "import numpy as np, nvan_tf\n"
-        f"model = nvan_tf.build_model('nvan-temporal', 3, seq_len=4, height=64, width=32, stage_blocks={toy.BLOCKS})\n"
-        "x = np.random.default_rng(0).random((1, 4, 64, 32, 3), dtype=np.float32)\n"
-        f"np.save({str(folder / 'x.npy')!r}, x)\n"
-        f"np.save({str(folder / 'y.npy')!r}, np.asarray(model(x, training=False)))\n"
-        f"model.save({str(folder / 'm.keras')!r})\n"
-    )
+    model = nvan_tf.build_model("nvan-temporal", 3, seq_len=4, height=64, width=32, **toy.smallest("nvan-temporal"))
+    x = np.random.default_rng(0).random((1, 4, 64, 32, 3), dtype=np.float32)
+    np.save(folder / "x.npy", x)
+    np.save(folder / "y.npy", np.asarray(model(x, training=False)))
+    model.save(str(folder / "m.keras"))
     return folder
 
 
