@@ -76,28 +76,13 @@ def loaded(saved):
     return tf.saved_model.load(saved)
 
 
-@pytest.mark.slow
-def test_signatures_as_documented(saved):
-    out = subprocess.run(
-        [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "show", "--dir", saved, "--all"],
-        capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=300,
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    text = out.stdout
-    for name in export.SIGNATURES:
-        assert f"signature_def['{name}']" in text
-    blocks = {b.split("']", 1)[0]: b for b in text.split("signature_def['")[1:]}
-    assert "inputs['frames']" in blocks["serving_default"] and "DT_UINT8" in blocks["serving_default"]
-    assert "inputs['frames']" in blocks["embed_jpeg"] and "DT_STRING" in blocks["embed_jpeg"]
-    assert "inputs['clips']" in blocks["embed_clips"] and "DT_FLOAT" in blocks["embed_clips"]
-    for name in export.SIGNATURES:
-        assert "outputs['embedding']" in blocks[name]
-        assert "shape: (-1, 2048)" in blocks[name]
-        assert "tensorflow/serving/predict" in blocks[name]
-
-
-@pytest.mark.slow  # a fresh interpreter importing TensorFlow
-def test_reload_parity_in_a_fresh_process(model, saved, tmp_path):
+@pytest.fixture(scope="module")
+def fresh_process(saved, tmp_path_factory):
+    """One fresh interpreter that loads the SavedModel with TensorFlow alone and embeds clips, raw frames and
+    JPEG frames through its signatures, then runs ``saved_model_cli show --all`` on it (the module that
+    ``saved_model_cli`` and ``python -m tensorflow.python.tools.saved_model_cli`` run). Returns its inputs,
+    outputs and the tool's text."""
+    tmp_path = tmp_path_factory.mktemp("fresh")
     rng = np.random.default_rng(1)
     clips = rng.normal(size=(3, T, H, W, 3)).astype("float32")
     frames = rng.integers(0, 256, size=(2, T, 50, 27, 3), dtype=np.uint8)  # resized to 64 x 32 inside
@@ -113,6 +98,7 @@ def test_reload_parity_in_a_fresh_process(model, saved, tmp_path):
     jpeg = np.array([[open(p, "rb").read() for p in paths]], dtype=object)
     np.savez(tmp_path / "inputs.npz", clips=clips, frames=frames, jpeg=jpeg)
     script = textwrap.dedent(f"""
+        import runpy, sys
         import numpy as np, tensorflow as tf
         inputs = np.load({str(tmp_path / "inputs.npz")!r}, allow_pickle=True)
         loaded = tf.saved_model.load({saved!r})
@@ -121,17 +107,40 @@ def test_reload_parity_in_a_fresh_process(model, saved, tmp_path):
             clips=sig["embed_clips"](clips=tf.constant(inputs["clips"]))["embedding"].numpy(),
             frames=sig["serving_default"](frames=tf.constant(inputs["frames"]))["embedding"].numpy(),
             jpeg=sig["embed_jpeg"](frames=tf.constant(inputs["jpeg"].astype(bytes)))["embedding"].numpy())
+        sys.argv = ["saved_model_cli", "show", "--dir", {saved!r}, "--all"]
+        runpy.run_module("tensorflow.python.tools.saved_model_cli", run_name="__main__")
     """)
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, cwd=str(tmp_path))
     assert run.returncode == 0, run.stderr[-3000:]
-    out = np.load(tmp_path / "outputs.npz")
+    return {"clips": clips, "frames": frames, "paths": paths, "outputs": np.load(tmp_path / "outputs.npz"),
+            "saved_model_cli": run.stdout}
 
+
+@pytest.mark.slow
+def test_signatures_as_documented(fresh_process):
+    text = fresh_process["saved_model_cli"]
+    for name in export.SIGNATURES:
+        assert f"signature_def['{name}']" in text
+    blocks = {b.split("']", 1)[0]: b for b in text.split("signature_def['")[1:]}
+    assert "inputs['frames']" in blocks["serving_default"] and "DT_UINT8" in blocks["serving_default"]
+    assert "inputs['frames']" in blocks["embed_jpeg"] and "DT_STRING" in blocks["embed_jpeg"]
+    assert "inputs['clips']" in blocks["embed_clips"] and "DT_FLOAT" in blocks["embed_clips"]
+    for name in export.SIGNATURES:
+        assert "outputs['embedding']" in blocks[name]
+        assert "shape: (-1, 2048)" in blocks[name]
+        assert "tensorflow/serving/predict" in blocks[name]
+
+
+@pytest.mark.slow  # a fresh interpreter importing TensorFlow
+def test_reload_parity_in_a_fresh_process(model, fresh_process):
+    out, clips, frames = fresh_process["outputs"], fresh_process["clips"], fresh_process["frames"]
     np.testing.assert_allclose(out["clips"], keras_embedding(model, clips), atol=1e-5)
     resized = pipeline.resize_frames(tf.constant(frames.reshape(-1, 50, 27, 3)), H, W)
     reference = pipeline.normalize(tf.reshape(resized, (-1, T, H, W, 3)))
     np.testing.assert_allclose(out["frames"], keras_embedding(model, reference), atol=1e-5)
-    clip, *_ = next(iter(pipeline.eval_dataset([Tracklet(paths, 1, 1, 1)], seq_len=T, height=H, width=W)))
+    clip, *_ = next(iter(pipeline.eval_dataset([Tracklet(fresh_process["paths"], 1, 1, 1)], seq_len=T, height=H,
+                                               width=W)))
     np.testing.assert_allclose(out["jpeg"], keras_embedding(model, clip), atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(out["jpeg"], axis=1), 1.0, atol=1e-6)
 
