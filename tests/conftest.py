@@ -1,6 +1,7 @@
 """Shared test settings.
 
-- TensorFlow's C++ logging is quiet before TensorFlow is imported.
+- TensorFlow's C++ logging is quiet before TensorFlow is imported, and
+  OpenMP's idle threads wait without spinning (``OMP_WAIT_POLICY``).
 - Under pytest-xdist (``make test``, ``--dist loadgroup``) each test file
   is one work unit, run in one worker in file order, unless its tests name
   an xdist group: a file's module-scoped fixtures (trained models, worker
@@ -21,6 +22,11 @@ import time
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Two xdist workers share two cores, and OpenMP's idle threads (PyTorch's, in the reference tests) spin for
+# a core the other worker holds. Passive waiting changes no result, only how an idle thread waits: with the
+# other core busy, tests/test_torch_reference.py took 44.8 s spinning and 25.3 s waiting passively (23 s
+# alone). libgomp reads it when it loads, so it is set before anything imports PyTorch.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups into the test ids

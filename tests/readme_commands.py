@@ -188,9 +188,11 @@ def argv_of(line, run):
 
 
 def user_environment(**extra):
-    """The environment a user's shell gives: TensorFlow's logging left at its
-    default (the test session quiets it), the project not on PYTHONPATH."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TF_CPP") and k != "PYTHONPATH"}
+    """The environment a user's shell gives: TensorFlow's logging and OpenMP's
+    waiting left at their defaults (the test session sets both, tests/conftest.py),
+    the project not on PYTHONPATH."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("TF_CPP") and k not in ("PYTHONPATH", "OMP_WAIT_POLICY")}
     env.update(extra)
     return env
 
