@@ -422,19 +422,19 @@ def test_mirrored_two_devices_matches_default_on_nvan(tmp_path):
 @pytest.mark.slow
 def test_cli_refuses_an_invalid_override_then_trains_and_reproduces_from_its_config(synth_root, tmp_path, capsys):
     """nvan-train's own path: a refused command writes nothing, the corrected one trains in that folder
-    (evaluated, best epoch printed, overrides recorded), --config resumes it and a changed flag is refused."""
+    (evaluated, best epoch printed, the model flags recorded as overrides), --config resumes it and a
+    changed flag is refused."""
     out = str(tmp_path / "cli")
-    argv = ["--dataset", "mars", "--root", synth_root, "--variant", "ste-nvan", "--seq-len", "4", "--height", "64",
-            "--width", "32", "--model-overrides", json.dumps({"stripe": 4, **toy.smallest("ste-nvan")}),
-            "--output-dir", out]
-    assert train_cli.main(argv) == 2
+    argv = ["--dataset", "mars", "--root", synth_root, "--variant", "ste-nvan", *toy.smallest_flags("ste-nvan"),
+            "--seq-len", "4", "--height", "64", "--width", "32", "--output-dir", out]
+    assert train_cli.main([*argv, "--model-overrides", json.dumps({"stripe": 4})]) == 2
     err = capsys.readouterr().err
     assert "nvan-train: error: model_overrides: Unknown model option(s) ['stripe']" in err, err
     assert "Traceback" not in err and not os.path.exists(out)
-    # the corrected command runs in that folder: nothing of the refused one is in the way
-    fixed = [a.replace('"stripe"', '"stripes"') for a in argv]
-    assert train_cli.main([*fixed, "--p", "2", "--k", "2", "--steps-per-epoch", "1", "--epochs", "1",
-                           "--eval-every", "1", "--progress", "0"]) == 0
+    # the corrected command (the flag, not the misspelt override) runs in that folder: nothing of the
+    # refused one is in the way
+    assert train_cli.main([*argv, "--stripes", "4", "--p", "2", "--k", "2", "--steps-per-epoch", "1", "--epochs",
+                           "1", "--eval-every", "1", "--progress", "0"]) == 0
     printed = capsys.readouterr().out
     assert "best: epoch 1, test rank-1" in printed and "chosen on the test split" in printed and "model:" in printed
     with open(os.path.join(out, "config.json")) as f:
