@@ -410,6 +410,14 @@ def test_a_threshold_without_labels_from_the_pairs_known_to_be_two_people():
     np.testing.assert_allclose(cross, [expected[0]], atol=1e-6)
     with pytest.raises(ValueError, match="needs at least 2 pairs .* this footage has 1"):
         association.threshold_from_negatives(features, cameras, starts, ends, rules=rules, least=2)
+    # on the re-ranked scale (an association with rerank): the same pairs, read from that matrix
+    reranked = np.arange(25, dtype=np.float64).reshape(5, 5) / 100
+    reranked = reranked + reranked.T
+    cross, _ = association.known_negative_distances(features, cameras, starts, ends, reranked=reranked)
+    np.testing.assert_allclose(np.sort(cross), sorted([reranked[0, 1], reranked[3, 4]]))
+    threshold, _ = association.threshold_from_negatives(features, cameras, starts, ends, quantile=0.5, least=2,
+                                                        reranked=reranked)
+    assert threshold == pytest.approx((reranked[0, 1] + reranked[3, 4]) / 2)
 
 
 def test_centring_by_camera_takes_out_what_a_camera_adds():

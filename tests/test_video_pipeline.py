@@ -270,6 +270,16 @@ def test_time_rules_auto_threshold_and_camera_centring_as_nvan_track_runs_them(w
     cross, within = association.known_negative_distances(centred, cams, starts, ends)
     negatives = cross if len(cross) >= 10 else np.concatenate([cross, within])
     assert summary["threshold"] == pytest.approx(np.quantile(negatives, 0.05), rel=1e-6)
+    # with --rerank the quantile is taken on the re-ranked distances, the scale its threshold applies to
+    assert track.main(_argv(world, out, tiny_model, "--auto-threshold", "0.05", "--centre-cameras", "--rerank",
+                            "--min-length", "6", "--no-video")) == 0
+    with open(os.path.join(out, "association.json")) as f:
+        reranked_summary = json.load(f)
+    cross, within = association.known_negative_distances(centred, cams, starts, ends,
+                                                         reranked=association.reranked_distances(centred))
+    negatives = cross if len(cross) >= 10 else np.concatenate([cross, within])
+    assert reranked_summary["threshold"] == pytest.approx(np.quantile(negatives, 0.05), rel=1e-6)
+    assert reranked_summary["threshold"] != pytest.approx(summary["threshold"], rel=1e-3)
     # no identity is in two of the world's cameras (which do not overlap) at once
     identities = read_identities(out)
     for a in identities:

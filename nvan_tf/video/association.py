@@ -364,10 +364,11 @@ def choose_threshold(features, truth, camids, starts, ends, *, metric="cosine", 
     return best[0], table
 
 
-def known_negative_distances(features, camids, starts, ends, *, metric="cosine", rules=TimeRules()):
+def known_negative_distances(features, camids, starts, ends, *, metric="cosine", rules=TimeRules(), reranked=None):
     """Distances of the pairs that ``rules`` say are two people (seen at once in
     one camera, or in two cameras that do not overlap): labels the footage
-    gives for free.
+    gives for free. ``reranked``: the :func:`reranked_distances` of
+    ``features``, to read them on the re-ranked scale instead.
 
     Returns:
         (cross-camera pairs' distances, one-camera pairs' distances), float64.
@@ -381,7 +382,8 @@ def known_negative_distances(features, camids, starts, ends, *, metric="cosine",
                                                ends[cols])
         if not mask.any():
             continue
-        distances = distance_lib.pairwise_distance(features[rows[:, 0]], features, metric=metric)
+        distances = (distance_lib.pairwise_distance(features[rows[:, 0]], features, metric=metric)
+                     if reranked is None else reranked[rows[:, 0]])
         same = camids[rows] == camids[cols]
         cross.append(distances[mask & ~same])
         within.append(distances[mask & same])
@@ -390,12 +392,14 @@ def known_negative_distances(features, camids, starts, ends, *, metric="cosine",
 
 
 def threshold_from_negatives(features, camids, starts, ends, *, quantile=0.01, metric="cosine", rules=TimeRules(),
-                             least=10):
+                             least=10, reranked=None):
     """A threshold chosen without labels, on the footage itself: the
     ``quantile`` of the distances between tracklets known to be two people
     (:func:`known_negative_distances`; the cross-camera ones, which carry the
     cameras' differences as true matches do, and the one-camera ones as well
-    when there are fewer than ``least``).
+    when there are fewer than ``least``). With ``reranked`` (the
+    :func:`reranked_distances` an association with ``rerank`` uses) the
+    quantile is taken on that scale, the one its threshold applies to.
 
     Returns:
         (threshold, a dict of what it rests on: ``known_negatives``,
@@ -404,7 +408,8 @@ def threshold_from_negatives(features, camids, starts, ends, *, quantile=0.01, m
     """
     if not 0 <= quantile < 1:
         raise ValueError(f"the negatives' quantile must be in [0, 1). Received: {quantile!r}")
-    cross, within = known_negative_distances(features, camids, starts, ends, metric=metric, rules=rules)
+    cross, within = known_negative_distances(features, camids, starts, ends, metric=metric, rules=rules,
+                                             reranked=reranked)
     negatives = cross if len(cross) >= least else np.concatenate([cross, within])
     if len(negatives) < least:
         raise ValueError(f"choosing a threshold without labels needs at least {least} pairs of tracklets known to "

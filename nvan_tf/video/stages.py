@@ -538,6 +538,7 @@ def _associate(config, out, extractor, sampling):
     camids = np.array([r["camera"] for r in rows])
     starts, ends = np.array([r["start_time"] for r in rows]), np.array([r["end_time"] for r in rows])
     linked = association.centre_by_camera(features, camids) if config.centre_cameras else features
+    reranked = association.reranked_distances(linked, config.metric) if config.rerank else None
     threshold, chosen, basis = config.threshold, "given", {}
     if config.calibrate is not None:
         threshold, basis = _calibrate(config, extractor, sampling)
@@ -545,11 +546,12 @@ def _associate(config, out, extractor, sampling):
     elif config.auto_threshold is not None:
         threshold, basis = association.threshold_from_negatives(linked, camids, starts, ends,
                                                                 quantile=config.auto_threshold,
-                                                                metric=config.metric, rules=config.rules)
+                                                                metric=config.metric, rules=config.rules,
+                                                                reranked=reranked)
         chosen = f"the {config.auto_threshold:g} quantile of {basis['known_negatives']} known negatives"
     started = time.perf_counter()
     result = association.associate(linked, camids, starts, ends, threshold=threshold, metric=config.metric,
-                                   rerank=config.rerank, rules=config.rules)
+                                   rerank=config.rerank, reranked=reranked, rules=config.rules)
     ids = result.ids
     gallery = Gallery.load(config.gallery) if config.gallery and os.path.isfile(config.gallery) else Gallery()
     if len(gallery):
