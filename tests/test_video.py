@@ -420,6 +420,27 @@ def test_a_threshold_without_labels_from_the_pairs_known_to_be_two_people():
     assert threshold == pytest.approx((reranked[0, 1] + reranked[3, 4]) / 2)
 
 
+def test_a_threshold_without_labels_takes_its_scale_from_the_cross_camera_negatives():
+    """A few cross-camera negatives set the threshold, not the many one-camera
+    pairs, whose distances sit on another (lower) scale."""
+    cameras = np.array([1, 1, 1, 2, 2, 2])
+    # 0-2 at once in camera 1, and at once with 3 in camera 2; 4 and 5 at once in camera 2, later
+    starts, ends = np.array([0.0, 0, 0, 0, 20, 20]), np.array([10.0, 10, 10, 10, 30, 30])
+    distances = np.full((6, 6), 0.5)
+    distances[[0, 1, 2], 3] = distances[3, [0, 1, 2]] = [0.6, 0.7, 0.8]   # the three cross-camera negatives
+    for i, j in ((0, 1), (0, 2), (1, 2), (4, 5)):                          # the four one-camera ones
+        distances[i, j] = distances[j, i] = 0.1
+    features = np.eye(6)
+    threshold, info = association.threshold_from_negatives(features, cameras, starts, ends, quantile=0.0, least=5,
+                                                           reranked=distances)
+    assert threshold == pytest.approx(0.6) and info["known_negatives"] == 3 and info["cross_camera"] == 3
+    threshold, info = association.threshold_from_negatives(features, cameras, starts, ends, quantile=0.0, least=5,
+                                                           least_cross=4, reranked=distances)
+    assert threshold == pytest.approx(0.1) and info["known_negatives"] == 7
+    with pytest.raises(ValueError, match="needs at least 8 pairs .* this footage has 7"):
+        association.threshold_from_negatives(features, cameras, starts, ends, least=8, reranked=distances)
+
+
 def test_centring_by_camera_takes_out_what_a_camera_adds():
     rng = np.random.default_rng(0)
     people = rng.standard_normal((6, 16))

@@ -392,12 +392,17 @@ def known_negative_distances(features, camids, starts, ends, *, metric="cosine",
 
 
 def threshold_from_negatives(features, camids, starts, ends, *, quantile=0.01, metric="cosine", rules=TimeRules(),
-                             least=10, reranked=None):
+                             least=10, least_cross=3, reranked=None):
     """A threshold chosen without labels, on the footage itself: the
     ``quantile`` of the distances between tracklets known to be two people
-    (:func:`known_negative_distances`; the cross-camera ones, which carry the
-    cameras' differences as true matches do, and the one-camera ones as well
-    when there are fewer than ``least``). With ``reranked`` (the
+    (:func:`known_negative_distances`): the cross-camera ones, which carry the
+    cameras' differences as true matches do, when there are ``least_cross``
+    or more, and the one-camera ones as well when there are fewer (two
+    tracklets of one camera share its background and lighting, so their
+    distances sit lower, on another scale than a match across cameras; on
+    held-out worlds with 6-7 cross-camera negatives among 100+ they pulled
+    the threshold under nearly every true match). ``least``: the known
+    negatives needed at all. With ``reranked`` (the
     :func:`reranked_distances` an association with ``rerank`` uses) the
     quantile is taken on that scale, the one its threshold applies to.
 
@@ -410,11 +415,11 @@ def threshold_from_negatives(features, camids, starts, ends, *, quantile=0.01, m
         raise ValueError(f"the negatives' quantile must be in [0, 1). Received: {quantile!r}")
     cross, within = known_negative_distances(features, camids, starts, ends, metric=metric, rules=rules,
                                              reranked=reranked)
-    negatives = cross if len(cross) >= least else np.concatenate([cross, within])
-    if len(negatives) < least:
+    if len(cross) + len(within) < least:
         raise ValueError(f"choosing a threshold without labels needs at least {least} pairs of tracklets known to "
                          f"be two people (seen at once in one camera, or in two cameras that do not overlap); "
-                         f"this footage has {len(negatives)}. Give --threshold or --calibrate")
+                         f"this footage has {len(cross) + len(within)}. Give --threshold or --calibrate")
+    negatives = cross if len(cross) >= least_cross else np.concatenate([cross, within])
     threshold = float(np.quantile(negatives, quantile))
     info = {"known_negatives": int(len(negatives)), "cross_camera": int(len(cross)), "quantile": float(quantile),
             "linked_negatives": float(np.mean(negatives <= threshold))}
