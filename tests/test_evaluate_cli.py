@@ -425,6 +425,91 @@ def test_unreadable_cache_is_recomputed_or_refused(hand_root, tmp_path, capsys):
     assert "no feature cache at" in capsys.readouterr().err
 
 
+def _batch_norm_first(seq_len=SEQ_LEN, height=HEIGHT, width=WIDTH):
+    """A model whose feature is the clip's mean of the batch-normalised pixels, per channel."""
+    import keras
+
+    from nvan_tf.models.layers import batch_norm
+
+    model = keras.Sequential([keras.Input((seq_len, height, width, 3)), batch_norm("bn"),
+                              keras.layers.GlobalAveragePooling3D()])
+    return model, model.layers[0]
+
+
+def test_batch_norm_statistics_estimated_on_the_tracklets_then_restored(synth_root):
+    """After estimated_batch_norm's estimate, a BatchNorm's moving mean and variance are the clip-weighted
+    averages of its per-batch mean and unbiased variance over the tracklets' dense clips (the
+    equations: mean over clips x T x H x W per channel, variance times n / (n - 1)), and the model
+    normalises with them; outside, its own statistics, momentum and features are back."""
+    from nvan_tf.data import pipeline
+
+    tracklets = build_dataset("mars", synth_root, verbose=False).test_set()[0][:5]
+    model, bn = _batch_norm_first()
+    extractor = evaluation.model_extractor(model)
+    clips = np.random.default_rng(0).standard_normal((2, SEQ_LEN, HEIGHT, WIDTH, 3)).astype(np.float32)
+    before = extractor(clips)
+    batches = [c.numpy() for c, *_ in pipeline.eval_dataset(tracklets, seq_len=SEQ_LEN, sampling="dense",
+                                                            batch_size=3, height=HEIGHT, width=WIDTH)]
+    assert len(batches) > 1 and len(batches[-1]) != len(batches[0])  # the weighting is checked
+    weights = np.array([len(b) for b in batches], float)
+    means = np.stack([b.reshape(-1, 3).mean(axis=0) for b in batches])
+    variances = np.stack([b.reshape(-1, 3).var(axis=0, ddof=1) for b in batches])
+    mean = (weights[:, None] * means).sum(axis=0) / weights.sum()
+    variance = (weights[:, None] * variances).sum(axis=0) / weights.sum()
+    with features_lib.estimated_batch_norm(extractor, batch_size=3) as estimate:
+        estimate(tracklets)
+        np.testing.assert_allclose(bn.moving_mean.numpy(), mean, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(bn.moving_variance.numpy(), variance, rtol=1e-5, atol=1e-6)
+        expected = (clips.mean(axis=(1, 2, 3)) - mean) / np.sqrt(variance + bn.epsilon)
+        np.testing.assert_allclose(extractor(clips), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(bn.moving_mean.numpy(), np.zeros(3))
+    np.testing.assert_array_equal(bn.moving_variance.numpy(), np.ones(3))
+    assert bn.momentum == 0.9 and bn.trainable
+    np.testing.assert_array_equal(extractor(clips), before)
+    with pytest.raises(ValueError, match="toy is not a Keras model"):
+        with features_lib.estimated_batch_norm(ToyExtractor()):
+            pass
+
+
+def test_camera_batch_norm_takes_out_each_cameras_colour_cast(tmp_path):
+    """The same person seen by two cameras, the second's pixels a per-channel affine map of the
+    first's (a darker camera: x / 2 + 16, exact in PNG): normalised by each camera's own BatchNorm
+    statistics (--batch-norm camera) a BatchNorm-first model gives both the same feature; with the
+    model's statistics or the footage's together it does not. A camera's features are those of its
+    tracklets embedded alone with footage statistics."""
+    from PIL import Image
+
+    from nvan_tf.data.datasets import Tracklet
+    from nvan_tf.video.embedding import embed_tracklets
+
+    rng = np.random.default_rng(1)
+    tracklets = []
+    for person in range(3):
+        frames = 2 * rng.integers(0, 128, (SEQ_LEN * 2, HEIGHT, WIDTH, 3), dtype=np.uint8)  # even values
+        for camid, pixels in ((1, frames), (2, frames // 2 + 16)):  # a darker camera
+            folder = tmp_path / f"c{camid}p{person}"
+            folder.mkdir()
+            paths = []
+            for i, frame in enumerate(pixels):
+                paths.append(str(folder / f"{i:04d}.png"))
+                Image.fromarray(frame).save(paths[-1])
+            tracklets.append(Tracklet(paths, person + 1, camid, person + 1))
+    model, _ = _batch_norm_first()
+    extractor = evaluation.model_extractor(model)
+    options = dict(sampling="evenly", batch_size=4, verbose=0)  # raw features (dense would normalise them)
+    by_camera = {mode: embed_tracklets(extractor, tracklets, batch_norm=mode, **options)
+                 for mode in ("model", "footage", "camera")}
+    first, second = slice(0, None, 2), slice(1, None, 2)
+    # (features on the normalised pixels' scale, about 1: float32 sums over a clip's pixels differ by ~2e-4)
+    np.testing.assert_allclose(by_camera["camera"][first], by_camera["camera"][second], atol=1e-3)
+    for mode in ("model", "footage"):
+        assert np.abs(by_camera[mode][first] - by_camera[mode][second]).max() > 0.1
+    alone = embed_tracklets(extractor, tracklets[1::2], batch_norm="footage", **options)
+    np.testing.assert_allclose(by_camera["camera"][second], alone, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="batch_norm must be one of"):
+        embed_tracklets(extractor, tracklets, batch_norm="cameras", **options)
+
+
 def test_model_extractor(keras_model_path):
     import keras
 

@@ -288,6 +288,55 @@ def test_time_rules_auto_threshold_and_camera_centring_as_nvan_track_runs_them(w
                 assert a["end_time"] < b["start_time"] or b["end_time"] < a["start_time"], (a, b)
 
 
+def test_camera_batch_norm_as_nvan_track_runs_it(world, run, tmp_path, capsys):
+    """--batch-norm camera: each camera's tracklets are embedded with BatchNorm statistics estimated on
+    that camera's tracklets alone (the features of footage statistics over that camera's alone), recorded
+    in the embed stage and part of its key; refused before anything runs for a model without BatchNorm."""
+    import json
+
+    import keras
+
+    from nvan_tf.cli import track
+    from nvan_tf.evaluation.evaluator import ModelSpec, load_feature_extractor
+    from nvan_tf.video.embedding import embed_tracklets
+    from nvan_tf.video.stages import read_tracklets
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4, 32, 16, 3))
+    x = keras.layers.BatchNormalization()(keras.layers.Conv3D(8, (1, 3, 3))(inputs))
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling3D()(keras.layers.ReLU()(x)))
+    path = str(tmp_path / "bn.keras")
+    model.save(path)
+    out = str(tmp_path / "camera_bn")
+    shutil.copytree(run, out)
+    assert track.main(_argv(world, out, path, "--threshold", "0.05", "--min-length", "6", "--no-video",
+                            "--batch-norm", "camera")) == 0
+    with open(os.path.join(out, "stages", "embed.json")) as f:
+        assert json.load(f)["result"]["batch_norm"] == "camera"
+    rows = read_tracklets(out)
+    with np.load(os.path.join(out, "embeddings.npz")) as data:
+        features = data["features"]
+    cams = np.array([r["camera"] for r in rows])
+    extractor = load_feature_extractor(ModelSpec(path))
+    for camid in (1, 2):
+        alone = embed_tracklets(extractor, [r["record"] for r in rows if r["camera"] == camid], sampling="rrs",
+                                batch_size=16, verbose=0, batch_norm="footage")
+        np.testing.assert_allclose(features[cams == camid], alone, rtol=1e-4, atol=1e-5)
+    # the model's own statistics: another embedding (the stage's key holds the setting)
+    assert track.main(_argv(world, out, path, "--threshold", "0.05", "--min-length", "6", "--no-video")) == 0
+    with np.load(os.path.join(out, "embeddings.npz")) as data:
+        assert np.abs(data["features"] - features).max() > 1e-3
+    # refused before anything runs: a model without BatchNorm, the colour histogram
+    for model_path, message in ((str(tmp_path / "none.keras"), "has no BatchNormalization layer"),
+                                ("colour-histogram", "--model colour-histogram has no BatchNorm statistics")):
+        if model_path.endswith(".keras"):
+            keras.Model(inputs, keras.layers.GlobalAveragePooling3D()(inputs)).save(model_path)
+        assert track.main(_argv(world, str(tmp_path / "refused"), model_path, "--threshold", "0.05",
+                                "--batch-norm", "camera")) == 2
+        assert message in capsys.readouterr().err
+        assert not os.path.exists(tmp_path / "refused")
+
+
 def test_association_options_are_checked_before_anything_runs(world, tiny_model, tmp_path, capsys):
     from nvan_tf.cli import track
 

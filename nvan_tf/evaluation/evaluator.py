@@ -207,7 +207,7 @@ def model_extractor(model, description=None):
     def infer(clips):
         return model(clips, training=False)
 
-    return FeatureExtractor(lambda clips: infer(clips).numpy(), seq_len, height, width, description)
+    return FeatureExtractor(lambda clips: infer(clips).numpy(), seq_len, height, width, description, model=model)
 
 
 def _clip_size(spec, fixed, what):

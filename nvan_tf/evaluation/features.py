@@ -18,6 +18,10 @@ One tracklet, one feature, by sampling mode:
   and of its horizontally flipped copy, taken before the normalisation of
   dense sampling.
 
+:func:`estimated_batch_norm` re-estimates a Keras model's BatchNorm
+statistics on the tracklets about to be embedded (AdaBN; camera by camera,
+camera-based BN): inside it, the extractor normalises with them.
+
 The cache (``save_feature_cache`` / ``read_feature_cache`` /
 ``load_feature_cache``) is an ``.npz`` with the features, the labels, the
 query / gallery indices and a JSON ``key`` that says what produced them
@@ -28,6 +32,7 @@ file leave one complete cache, never a mixture.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -49,6 +54,8 @@ __all__ = [
     "CACHE_VERSION",
     "FeatureExtractor",
     "TrackletAverage",
+    "batch_norm_layers",
+    "estimated_batch_norm",
     "extract_features",
     "file_digest",
     "load_feature_cache",
@@ -67,10 +74,13 @@ class FeatureExtractor:
     Attributes:
         seq_len, height, width: the clip size the model takes.
         description: what was loaded, for logs and results.json.
+        model: the Keras model ``fn`` runs, where it runs one (``None``: a
+            SavedModel, an ONNX session, a baseline).
     """
 
-    def __init__(self, fn, seq_len, height, width, description):
+    def __init__(self, fn, seq_len, height, width, description, model=None):
         self._fn = fn
+        self.model = model
         self.seq_len = int(seq_len)
         self.height = int(height)
         self.width = int(width)
@@ -168,6 +178,87 @@ def extract_features(extractor, tracklets, *, sampling="rrs", batch_size=16,
     pids = np.asarray([t.pid for t in tracklets], dtype=np.int64)
     camids = np.asarray([t.camid for t in tracklets], dtype=np.int64)
     return features, pids, camids
+
+
+def batch_norm_layers(extractor):
+    """The BatchNormalization layers of the Keras model ``extractor`` runs.
+
+    Raises:
+        ValueError: ``extractor`` runs no Keras model (a SavedModel, ONNX, a
+            baseline), or the model has no BatchNormalization layer.
+    """
+    import keras
+
+    model = getattr(extractor, "model", None)
+    if model is None:
+        raise ValueError(f"{extractor.description} is not a Keras model: its BatchNorm statistics cannot be "
+                         f"estimated again (load a .keras or .weights.h5 file)")
+    # private: Keras 3 has no public listing of a model's nested layers (checked on 3.15.1)
+    layers = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)]
+    if not layers:
+        raise ValueError(f"{extractor.description} has no BatchNormalization layer to estimate statistics for")
+    return layers
+
+
+@contextlib.contextmanager
+def estimated_batch_norm(extractor, *, batch_size=16):
+    """A context in which the BatchNorm layers of ``extractor.model``
+    normalise with statistics estimated on given tracklets; on leaving it,
+    the model's own statistics are back.
+
+    Yields ``estimate(tracklets)``, which estimates them (AdaBN): every
+    dense clip of ``tracklets`` runs through the model in training mode, each
+    BatchNorm layer's batch mean and variance (the unbiased one, as its
+    moving variance) are taken per batch, and the layer's moving mean and
+    variance become their averages over the batches, weighted by the
+    batches' clips. Nothing trainable changes. Features taken after it are
+    normalised as those tracklets' own lighting and colours are, not as the
+    training data's were; calling it again for other tracklets (camera by
+    camera, say) replaces the estimate, with one trace of the model.
+
+    Raises:
+        ValueError: as :func:`batch_norm_layers`.
+    """
+    import tensorflow as tf
+
+    from nvan_tf.data import pipeline
+
+    layers, model = batch_norm_layers(extractor), extractor.model
+    saved = [(layer.momentum, layer.trainable, layer.moving_mean.numpy(), layer.moving_variance.numpy())
+             for layer in layers]
+    signature = tf.TensorSpec((None, extractor.seq_len, extractor.height, extractor.width, 3), tf.float32)
+    batch_moments = tf.function(lambda clips: model(clips, training=True), input_signature=[signature])
+
+    def estimate(tracklets):
+        tracklets = list(tracklets)
+        if not tracklets:
+            raise ValueError("tracklets is empty: no statistics to estimate")
+        sums = [[np.zeros(v.shape, np.float64) for v in (layer.moving_mean, layer.moving_variance)]
+                for layer in layers]
+        clips_seen = 0
+        for clips, _, _, _ in pipeline.eval_dataset(tracklets, seq_len=extractor.seq_len, sampling="dense",
+                                                     batch_size=batch_size, height=extractor.height,
+                                                     width=extractor.width):
+            batch_moments(clips)
+            count = int(clips.shape[0])
+            for (mean, variance), layer in zip(sums, layers):
+                mean += count * layer.moving_mean.numpy()
+                variance += count * layer.moving_variance.numpy()
+            clips_seen += count
+        for (mean, variance), layer in zip(sums, layers):
+            layer.moving_mean.assign((mean / clips_seen).astype(layer.moving_mean.dtype))
+            layer.moving_variance.assign((variance / clips_seen).astype(layer.moving_variance.dtype))
+
+    try:
+        for layer in layers:
+            layer.momentum = 0.0  # a training-mode call leaves the batch's own statistics in the moving ones
+            layer.trainable = True  # a frozen BatchNormalization normalises with its moving statistics
+        yield estimate
+    finally:
+        for layer, (momentum, trainable, mean, variance) in zip(layers, saved):
+            layer.momentum, layer.trainable = momentum, trainable
+            layer.moving_mean.assign(mean)
+            layer.moving_variance.assign(variance)
 
 
 # ----------------------------------------------------------------------------

@@ -50,7 +50,8 @@ import time
 
 import numpy as np
 
-from nvan_tf.choices import DETECTORS, DISTANCE_METRICS, EMBEDDING_BASELINES, SAMPLING_MODES, listing
+from nvan_tf.choices import BATCH_NORM_STATISTICS, DETECTORS, DISTANCE_METRICS, EMBEDDING_BASELINES, SAMPLING_MODES, \
+    listing
 from nvan_tf.core import records
 from nvan_tf.core.digests import content_digest, stat_key
 from nvan_tf.core.atomic import atomic_path, remove_stale, write_json, write_text
@@ -145,6 +146,12 @@ class TrackConfig:
     flip: bool = False
     metric: str = "cosine"
     rerank: bool = False
+    batch_norm: str = dataclasses.field(default="model", metadata={
+        "help": "the BatchNorm statistics the model embeds with: its own (model), estimated again on this "
+                "footage's tracklets (footage), or on each camera's own tracklets for that camera's "
+                "(camera: each camera's lighting and colour cast normalised away; the --calibrate set's per its "
+                "cameras). A Keras model (.keras, .weights.h5) only", "choices": BATCH_NORM_STATISTICS,
+        "group": ASSOCIATION})
     gallery: str | None = dataclasses.field(default=None, metadata={
         "help": "a gallery .npz to continue: its ids are kept for those it holds", "group": ASSOCIATION})
     videos: bool = dataclasses.field(default=True, metadata={
@@ -214,6 +221,12 @@ class TrackConfig:
         if self.model not in embedding.BASELINES and not os.path.exists(self.model):
             raise FileNotFoundError(f"--model {self.model}: no such file or folder "
                                     f"(or one of {', '.join(embedding.BASELINES)})")
+        if self.batch_norm not in BATCH_NORM_STATISTICS:
+            raise ValueError(f"--batch-norm must be one of {listing(BATCH_NORM_STATISTICS)}. "
+                             f"Received: {self.batch_norm!r}")
+        if self.batch_norm != "model" and self.model in embedding.BASELINES:
+            raise ValueError(f"--batch-norm {self.batch_norm}: --model {self.model} has no BatchNorm statistics "
+                             f"(give a Keras model, or --batch-norm model)")
         if self.min_length < 1 or self.max_gap < 0:
             raise ValueError(f"--min-length must be >= 1 and --max-gap >= 0. Received: {self.min_length}, "
                              f"{self.max_gap}")
@@ -444,13 +457,15 @@ def _embed(config, out, extractor, sampling):
     logger.info("embedding %d tracklets with %s (sampling %s)", len(rows), extractor.description, sampling)
     started = time.perf_counter()
     features = embedding.embed_tracklets(extractor, [r["record"] for r in rows], sampling=sampling,
-                                         batch_size=config.batch_size, flip=config.flip, verbose=config.verbose)
+                                         batch_size=config.batch_size, flip=config.flip, verbose=config.verbose,
+                                         batch_norm=config.batch_norm)
     seconds = time.perf_counter() - started
     with atomic_path(os.path.join(out, "embeddings.npz")) as tmp, open(tmp, "wb") as f:
         np.savez(f, features=features, cameras=np.array([r["camera"] for r in rows]),
                  tracklets=np.array([r["tracklet"] for r in rows]))
     return {"tracklets": len(rows), "dim": int(features.shape[1]), "seconds": seconds,
-            "crops": int(sum(r["frames"] for r in rows)), "model": extractor.description, "sampling": sampling}
+            "crops": int(sum(r["frames"] for r in rows)), "model": extractor.description, "sampling": sampling,
+            "batch_norm": config.batch_norm}
 
 
 def _calibrate(config, extractor, sampling):
@@ -464,7 +479,7 @@ def _calibrate(config, extractor, sampling):
         raise ValueError(f"--calibrate {config.calibrate}: fewer than two labelled tracklets (pid > 0)")
     logger.info("choosing the threshold on %d labelled tracklets of %s", len(labelled), config.calibrate)
     features = embedding.embed_tracklets(extractor, labelled, sampling=sampling, batch_size=config.batch_size,
-                                         flip=config.flip, verbose=config.verbose)
+                                         flip=config.flip, verbose=config.verbose, batch_norm=config.batch_norm)
     # times, where the layout was written by nvan-track (its tracklets.csv); a
     # folder dataset of other origin records none: no same-camera overlap constraint then
     times = {}
@@ -691,6 +706,8 @@ def run_tracking(config):
                                    if config.model not in embedding.BASELINES else "rrs")
     key = {"cameras": camera_keys, "model": _file_key(config.model, content=True), "sampling": sampling,
            "flip": config.flip}
+    if config.batch_norm != "model":  # (absent with the model's own statistics: runs before it still resume)
+        key["batch_norm"] = config.batch_norm
     for stage, params in (
             ("embed", {}),
             ("associate", {"threshold": config.threshold, "calibrate": _file_key(config.calibrate),
@@ -711,6 +728,13 @@ def run_tracking(config):
                                   score_threshold=config.detect_threshold)
     if "embed" in pending or ("associate" in pending and config.calibrate is not None):
         extractor = embedding.load_embedder(config.model)
+        if config.batch_norm != "model":
+            from nvan_tf.evaluation.features import batch_norm_layers
+
+            try:
+                batch_norm_layers(extractor)
+            except ValueError as error:
+                raise ValueError(f"--batch-norm {config.batch_norm}: {error} (or give --batch-norm model)") from None
     os.makedirs(out, exist_ok=True)
     for sub in ("", "detections", "tracks", "crops", "stages", "report"):
         remove_stale(os.path.join(out, sub))
