@@ -288,6 +288,7 @@ def test_time_rules_auto_threshold_and_camera_centring_as_nvan_track_runs_them(w
                 assert a["end_time"] < b["start_time"] or b["end_time"] < a["start_time"], (a, b)
 
 
+@pytest.mark.slow  # two nvan-track runs that embed (8 s)
 def test_camera_batch_norm_as_nvan_track_runs_it(world, run, tmp_path, capsys):
     """--batch-norm camera: each camera's tracklets are embedded with BatchNorm statistics estimated on
     that camera's tracklets alone (the features of footage statistics over that camera's alone), recorded
