@@ -54,9 +54,9 @@ EXPORT_PRECISIONS = ("fp32", "fp16", "int8")
 TRACKERS = ("bytetrack", "sort", "ocsort", "botsort")
 DETECTORS = ("ssdlite", "hog", "onnx:PATH")
 EMBEDDING_BASELINES = ("colour-histogram",)
-# The BatchNorm statistics an embedding normalises with: the model's own (from its training), or
-# estimated again on the tracklets being embedded, all together or camera by camera.
-BATCH_NORM_STATISTICS = ("model", "footage", "camera")
+# The BatchNorm statistics features are taken with: the model's own (from its training), or estimated
+# again on the tracklets being embedded, all together or camera by camera.
+BATCH_NORM_STATISTICS = ("model", "all", "camera")
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 

@@ -475,12 +475,11 @@ def test_camera_batch_norm_takes_out_each_cameras_colour_cast(tmp_path):
     """The same person seen by two cameras, the second's pixels a per-channel affine map of the
     first's (a darker camera: x / 2 + 16, exact in PNG): normalised by each camera's own BatchNorm
     statistics (--batch-norm camera) a BatchNorm-first model gives both the same feature; with the
-    model's statistics or the footage's together it does not. A camera's features are those of its
-    tracklets embedded alone with footage statistics."""
+    model's statistics or all the tracklets' together it does not. A camera's features are those of its
+    tracklets taken alone with statistics estimated on all of them."""
     from PIL import Image
 
     from nvan_tf.data.datasets import Tracklet
-    from nvan_tf.video.embedding import embed_tracklets
 
     rng = np.random.default_rng(1)
     tracklets = []
@@ -497,17 +496,48 @@ def test_camera_batch_norm_takes_out_each_cameras_colour_cast(tmp_path):
     model, _ = _batch_norm_first()
     extractor = evaluation.model_extractor(model)
     options = dict(sampling="evenly", batch_size=4, verbose=0)  # raw features (dense would normalise them)
-    by_camera = {mode: embed_tracklets(extractor, tracklets, batch_norm=mode, **options)
-                 for mode in ("model", "footage", "camera")}
+    by_camera = {mode: evaluation.extract_features(extractor, tracklets, batch_norm=mode, **options)[0]
+                 for mode in ("model", "all", "camera")}
     first, second = slice(0, None, 2), slice(1, None, 2)
     # (features on the normalised pixels' scale, about 1: float32 sums over a clip's pixels differ by ~2e-4)
     np.testing.assert_allclose(by_camera["camera"][first], by_camera["camera"][second], atol=1e-3)
-    for mode in ("model", "footage"):
+    for mode in ("model", "all"):
         assert np.abs(by_camera[mode][first] - by_camera[mode][second]).max() > 0.1
-    alone = embed_tracklets(extractor, tracklets[1::2], batch_norm="footage", **options)
+    alone = evaluation.extract_features(extractor, tracklets[1::2], batch_norm="all", **options)[0]
     np.testing.assert_allclose(by_camera["camera"][second], alone, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="batch_norm must be one of"):
-        embed_tracklets(extractor, tracklets, batch_norm="cameras", **options)
+        evaluation.extract_features(extractor, tracklets, batch_norm="cameras", **options)
+
+
+@pytest.mark.slow  # three nvan-evaluate runs (15 s)
+def test_nvan_evaluate_takes_features_with_camera_batch_norm(synth_root, keras_model_path, tmp_path, capsys):
+    """--batch-norm camera: the features of each camera's test tracklets are those of that camera's
+    alone with statistics estimated on them, recorded in results.json and in the cache's key (a run
+    with the model's statistics does not reuse them, a second camera run does)."""
+    import nvan_tf
+
+    out = str(tmp_path / "camera")
+    argv = ["--model", keras_model_path, "--root", synth_root, "--output-dir", out, "--quiet"]
+    assert evaluate.main(argv + ["--batch-norm", "camera"]) == 0
+    with open(os.path.join(out, "results.json")) as f:
+        assert json.load(f)["batch_norm"] == "camera"
+    cache = features_lib.read_feature_cache(os.path.join(out, "features.npz"))
+    tracklets = build_dataset("mars", synth_root, verbose=False).test_set()[0]
+    extractor = evaluation.model_extractor(nvan_tf.load_model(keras_model_path))
+    camids = np.array([t.camid for t in tracklets])
+    for camid in np.unique(camids)[:2]:
+        alone = evaluation.extract_features(extractor, [t for t in tracklets if t.camid == camid], verbose=0,
+                                            batch_norm="all")[0]
+        np.testing.assert_allclose(cache["features"][camids == camid], alone, rtol=1e-4, atol=1e-5)
+    assert evaluate.main(argv + ["--batch-norm", "camera"]) == 0
+    with open(os.path.join(out, "results.json")) as f:
+        assert json.load(f)["features"]["from_cache"] is True
+    assert evaluate.main(argv) == 0
+    with open(os.path.join(out, "results.json")) as f:
+        own = json.load(f)
+    assert own["features"]["from_cache"] is False and own["batch_norm"] == "model"
+    cached = features_lib.read_feature_cache(os.path.join(out, "features.npz"))["features"]
+    assert np.abs(cached - cache["features"]).max() > 1e-3
 
 
 def test_model_extractor(keras_model_path):

@@ -321,7 +321,7 @@ def test_camera_batch_norm_as_nvan_track_runs_it(world, run, tmp_path, capsys):
     extractor = load_feature_extractor(ModelSpec(path))
     for camid in (1, 2):
         alone = embed_tracklets(extractor, [r["record"] for r in rows if r["camera"] == camid], sampling="rrs",
-                                batch_size=16, verbose=0, batch_norm="footage")
+                                batch_size=16, verbose=0, batch_norm="all")
         np.testing.assert_allclose(features[cams == camid], alone, rtol=1e-4, atol=1e-5)
     # the model's own statistics: another embedding (the stage's key holds the setting)
     assert track.main(_argv(world, out, path, "--threshold", "0.05", "--min-length", "6", "--no-video")) == 0

@@ -247,7 +247,7 @@ def add_model_group(parser, names=SHAPE_NAMES, *, defaults=None):
     return group
 
 
-SHARED_SAMPLING = ("sampling", "batch_size", "flip", "metric", "rerank")
+SHARED_SAMPLING = ("sampling", "batch_size", "flip", "batch_norm", "metric", "rerank")
 
 
 def add_sampling_and_ranking(parser, sampling, ranking, defaults_from=None):

@@ -27,10 +27,11 @@ import time
 
 import numpy as np
 
-from nvan_tf.choices import DATASETS, DISTANCE_METRICS, PROTOCOLS, SAMPLING_MODES
+from nvan_tf.choices import BATCH_NORM_STATISTICS, DATASETS, DISTANCE_METRICS, PROTOCOLS, SAMPLING_MODES
 from nvan_tf.evaluation import metrics, ranking
 from nvan_tf.evaluation.features import (
     FeatureExtractor,
+    check_batch_norm,
     extract_features,
     file_digest,
     load_feature_cache,
@@ -138,6 +139,12 @@ class EvaluationConfig:
                 "evaluated with, else rrs)", "choices": SAMPLING_MODES})
     batch_size: int = dataclasses.field(default=16, metadata={"help": "clips per batch"})
     flip: bool = dataclasses.field(default=False, metadata={"help": "average with horizontally flipped clips"})
+    batch_norm: str = dataclasses.field(default="model", metadata={
+        "help": "the BatchNorm statistics features are taken with: the model's own (model), estimated again on "
+                "the tracklets embedded (all), or on each camera's tracklets for that camera's (camera: "
+                "camera-based BatchNorm, for data unlike the training data's, each camera's lighting and colour "
+                "cast normalised away). A Keras model (.keras, .weights.h5, an authors' checkpoint) only",
+        "choices": BATCH_NORM_STATISTICS})
     ranking: RankingConfig = dataclasses.field(default_factory=RankingConfig, metadata={"cli": False})
     features: str | None = dataclasses.field(default=None, metadata={   # cache path; default output_dir/features.npz
         "help": "feature cache (.npz); default: OUTPUT_DIR/features.npz", "group": "output"})
@@ -161,6 +168,8 @@ class EvaluationConfig:
             raise ValueError(f"sampling must be one of {SAMPLING_MODES}; received {self.sampling!r}")
         if int(self.batch_size) != self.batch_size or self.batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer; received {self.batch_size!r}")
+        if self.batch_norm not in BATCH_NORM_STATISTICS:
+            raise ValueError(f"batch_norm must be one of {BATCH_NORM_STATISTICS}; received {self.batch_norm!r}")
 
 
 # ----------------------------------------------------------------------------
@@ -314,21 +323,27 @@ def dataset_key(dataset, root, split_id, tracklets, query_index, gallery_index):
     }
 
 
-def feature_cache_key(spec, extractor, sampling, flip, data):
+def feature_cache_key(spec, extractor, sampling, flip, data, batch_norm="model", batch_size=None):
     """Everything that changes the features: the model file's content
     (sha256; every file of a SavedModel folder), how it is loaded (variant,
     identities, clip size, overrides) and the clip size it runs at, the
-    sampling, the flip, and ``data`` (``dataset_key``). The batch size is
-    left out: features do not depend on it."""
+    sampling, the flip, the BatchNorm statistics (absent for the model's
+    own, so caches written before the option still match; estimated ones
+    with ``batch_size``, as the estimate averages per-batch moments), and
+    ``data`` (``dataset_key``). The batch size is otherwise left out:
+    features do not depend on it."""
     options = dataclasses.asdict(spec)
     options.pop("path")
-    return {
+    key = {
         "model": {"sha256": file_digest(spec.path), "options": options,
                   "clip": [extractor.seq_len, extractor.height, extractor.width]},
         "sampling": sampling,
         "flip": bool(flip),
         "data": data,
     }
+    if batch_norm != "model":
+        key["batch_norm"] = {"statistics": batch_norm, "batch_size": batch_size}
+    return key
 
 
 def _describe_data(key):
@@ -411,7 +426,8 @@ def _cached_or_extracted(config, extractor, cache_path, test_set, data):
         cache = read_feature_cache(cache_path)
         check_cache_matches(cache_path, cache, data)
         return cache["features"], cache["pids"], cache["camids"], cache, 0.0
-    key = feature_cache_key(config.model, extractor, config.sampling, config.flip, data)
+    key = feature_cache_key(config.model, extractor, config.sampling, config.flip, data, config.batch_norm,
+                            config.batch_size)
     cache = load_feature_cache(cache_path, key) if config.reuse_features else None
     if cache is not None:
         logger.info("using cached features from %s", cache_path)
@@ -420,7 +436,7 @@ def _cached_or_extracted(config, extractor, cache_path, test_set, data):
     start = time.perf_counter()
     features, pids, camids = extract_features(
         extractor, tracklets, sampling=config.sampling, batch_size=config.batch_size,
-        flip=config.flip, verbose=config.verbose,
+        flip=config.flip, verbose=config.verbose, batch_norm=config.batch_norm,
     )
     seconds = time.perf_counter() - start
     save_feature_cache(cache_path, features, pids, camids, query_index, gallery_index, key,
@@ -437,6 +453,7 @@ def _results(config, model, result, test_set, features, cache_path, from_cache, 
         "model": model,
         "sampling": config.sampling,
         "flip": bool(config.flip),
+        "batch_norm": config.batch_norm,
         "ranking": dataclasses.asdict(config.ranking),
         "metrics": {
             "rank1": result["rank1"], "rank5": result["rank5"],
@@ -488,6 +505,8 @@ def run_evaluation(config):
     # The model first: a missing file or a wrong variant is reported before
     # the (possibly large) dataset is read.
     extractor = load_feature_extractor(config.model) if config.model is not None else None
+    if extractor is not None:
+        check_batch_norm(extractor, config.batch_norm)
     dataset = build_dataset(config.dataset, config.root, verbose=False, **config.dataset_kwargs)
     test_set = dataset.test_set()
     tracklets, query_index, gallery_index = test_set

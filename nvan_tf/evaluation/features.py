@@ -41,7 +41,7 @@ import zipfile
 
 import numpy as np
 
-from nvan_tf.choices import SAMPLING_MODES
+from nvan_tf.choices import BATCH_NORM_STATISTICS, SAMPLING_MODES
 from nvan_tf.core import records
 from nvan_tf.core.digests import content_digest, frames_digest
 from nvan_tf.core.progress import progress_verbosity
@@ -55,6 +55,7 @@ __all__ = [
     "FeatureExtractor",
     "TrackletAverage",
     "batch_norm_layers",
+    "check_batch_norm",
     "estimated_batch_norm",
     "extract_features",
     "file_digest",
@@ -129,7 +130,7 @@ class TrackletAverage:
 
 
 def extract_features(extractor, tracklets, *, sampling="rrs", batch_size=16,
-                     flip=False, verbose=1):
+                     flip=False, verbose=1, batch_norm="model"):
     """One feature per tracklet, in the order of ``tracklets``.
 
     Args:
@@ -144,6 +145,11 @@ def extract_features(extractor, tracklets, *, sampling="rrs", batch_size=16,
             the mean of both raw features (before dense normalisation).
         verbose: 1 shows a progress bar (a one-line summary when stdout is
             not a terminal, so logs hold no control codes), 0 nothing.
+        batch_norm: the BatchNorm statistics the features are taken with
+            (``choices.BATCH_NORM_STATISTICS``): ``model``, the model's own;
+            ``all``, estimated on all of ``tracklets``; ``camera``, each
+            camera's tracklets with statistics estimated on that camera's
+            alone (camera-based BatchNorm). See :func:`estimated_batch_norm`.
 
     Returns:
         (features (N, D) float32, pids (N,) int64, camids (N,) int64).
@@ -158,6 +164,11 @@ def extract_features(extractor, tracklets, *, sampling="rrs", batch_size=16,
         raise ValueError("tracklets is empty: nothing to extract")
     if sampling not in SAMPLING_MODES:
         raise ValueError(f"sampling must be one of {SAMPLING_MODES}; received {sampling!r}")
+    if batch_norm not in BATCH_NORM_STATISTICS:
+        raise ValueError(f"batch_norm must be one of {BATCH_NORM_STATISTICS}; received {batch_norm!r}")
+    if batch_norm != "model":
+        return _with_estimated_batch_norm(extractor, tracklets, batch_norm, sampling=sampling,
+                                          batch_size=batch_size, flip=flip, verbose=verbose)
     dataset = pipeline.eval_dataset(
         tracklets, seq_len=extractor.seq_len, sampling=sampling,
         batch_size=batch_size, height=extractor.height, width=extractor.width,
@@ -178,6 +189,37 @@ def extract_features(extractor, tracklets, *, sampling="rrs", batch_size=16,
     pids = np.asarray([t.pid for t in tracklets], dtype=np.int64)
     camids = np.asarray([t.camid for t in tracklets], dtype=np.int64)
     return features, pids, camids
+
+
+def check_batch_norm(extractor, batch_norm):
+    """Refuses (ValueError naming ``--batch-norm``) statistics ``batch_norm``
+    that ``extractor`` cannot estimate: a command checks this before it
+    reads or runs anything long."""
+    if batch_norm not in BATCH_NORM_STATISTICS:
+        raise ValueError(f"--batch-norm must be one of {BATCH_NORM_STATISTICS}; received {batch_norm!r}")
+    if batch_norm != "model":
+        try:
+            batch_norm_layers(extractor)
+        except ValueError as error:
+            raise ValueError(f"--batch-norm {batch_norm}: {error} (or give --batch-norm model)") from None
+
+
+def _with_estimated_batch_norm(extractor, tracklets, batch_norm, **options):
+    """extract_features with ``batch_norm`` ``all`` or ``camera``."""
+    camids = np.asarray([t.camid for t in tracklets])
+    groups = np.unique(camids) if batch_norm == "camera" else [None]
+    features = None
+    with estimated_batch_norm(extractor, batch_size=options["batch_size"]) as estimate:
+        for camid in groups:
+            members = np.arange(len(tracklets)) if camid is None else np.flatnonzero(camids == camid)
+            group = [tracklets[i] for i in members]
+            estimate(group)
+            part = extract_features(extractor, group, **options)[0]
+            if features is None:
+                features = np.zeros((len(tracklets), part.shape[1]), np.float32)
+            features[members] = part
+    pids = np.asarray([t.pid for t in tracklets], dtype=np.int64)
+    return features, pids, camids.astype(np.int64)
 
 
 def batch_norm_layers(extractor):

@@ -92,32 +92,10 @@ def load_embedder(model):
 def embed_tracklets(extractor, tracklets, *, sampling="rrs", batch_size=16, flip=False, verbose=1,
                     batch_norm="model"):
     """(N, D) float32 embeddings of ``tracklets`` (``nvan_tf.data.datasets.Tracklet``
-    records whose frames are the crops), by the evaluation's feature extraction.
+    records whose frames are the crops), by the evaluation's feature extraction
+    (``batch_norm``: the BatchNorm statistics, as ``extract_features`` takes them;
+    ``camera``: each camera's tracklets with statistics estimated on that camera's)."""
+    from nvan_tf.evaluation.features import extract_features
 
-    ``batch_norm``: the BatchNorm statistics the model normalises with
-    (``choices.BATCH_NORM_STATISTICS``): ``model``, its own; ``footage``,
-    estimated on all of ``tracklets``; ``camera``, each camera's tracklets
-    embedded with statistics estimated on that camera's alone (camera-based
-    BN: what a camera's lighting and colour cast do to every feature is
-    normalised away). The estimate: ``nvan_tf.evaluation.features.estimated_batch_norm``.
-    """
-    from nvan_tf.evaluation.features import estimated_batch_norm, extract_features
-
-    if batch_norm not in choices.BATCH_NORM_STATISTICS:
-        raise ValueError(f"batch_norm must be one of {choices.BATCH_NORM_STATISTICS}; received {batch_norm!r}")
-    tracklets = list(tracklets)
-    options = dict(sampling=sampling, batch_size=batch_size, flip=flip, verbose=verbose)
-    if batch_norm == "model":
-        return extract_features(extractor, tracklets, **options)[0]
-    camids = np.array([t.camid for t in tracklets]) if batch_norm == "camera" else np.zeros(len(tracklets))
-    features = None
-    with estimated_batch_norm(extractor, batch_size=batch_size) as estimate:
-        for camid in np.unique(camids):
-            members = np.flatnonzero(camids == camid)
-            group = [tracklets[i] for i in members]
-            estimate(group)
-            part = extract_features(extractor, group, **options)[0]
-            if features is None:
-                features = np.zeros((len(tracklets), part.shape[1]), np.float32)
-            features[members] = part
-    return features
+    return extract_features(extractor, tracklets, sampling=sampling, batch_size=batch_size, flip=flip,
+                            verbose=verbose, batch_norm=batch_norm)[0]

@@ -75,7 +75,7 @@ IDENTITY_COLUMNS = ("global_id", "camera", "tracklet", "start_time", "end_time",
 class TrackConfig:
     """One ``nvan-track`` run. The metadata's help: ``nvan-track``'s flags
     (``nvan_tf.core.flags``); ``sampling``, ``batch_size``, ``flip``,
-    ``metric`` and ``rerank`` are the sampling-and-ranking flags it shares
+    ``batch_norm``, ``metric`` and ``rerank`` are the sampling-and-ranking flags it shares
     with ``nvan-evaluate`` (their help: ``EvaluationConfig``'s and
     ``RankingConfig``'s)."""
 
@@ -146,12 +146,7 @@ class TrackConfig:
     flip: bool = False
     metric: str = "cosine"
     rerank: bool = False
-    batch_norm: str = dataclasses.field(default="model", metadata={
-        "help": "the BatchNorm statistics the model embeds with: its own (model), estimated again on this "
-                "footage's tracklets (footage), or on each camera's own tracklets for that camera's "
-                "(camera: each camera's lighting and colour cast normalised away; the --calibrate set's per its "
-                "cameras). A Keras model (.keras, .weights.h5) only", "choices": BATCH_NORM_STATISTICS,
-        "group": ASSOCIATION})
+    batch_norm: str = "model"
     gallery: str | None = dataclasses.field(default=None, metadata={
         "help": "a gallery .npz to continue: its ids are kept for those it holds", "group": ASSOCIATION})
     videos: bool = dataclasses.field(default=True, metadata={
@@ -707,7 +702,7 @@ def run_tracking(config):
     key = {"cameras": camera_keys, "model": _file_key(config.model, content=True), "sampling": sampling,
            "flip": config.flip}
     if config.batch_norm != "model":  # (absent with the model's own statistics: runs before it still resume)
-        key["batch_norm"] = config.batch_norm
+        key["batch_norm"] = [config.batch_norm, config.batch_size]  # estimated from per-batch moments
     for stage, params in (
             ("embed", {}),
             ("associate", {"threshold": config.threshold, "calibrate": _file_key(config.calibrate),
@@ -728,13 +723,9 @@ def run_tracking(config):
                                   score_threshold=config.detect_threshold)
     if "embed" in pending or ("associate" in pending and config.calibrate is not None):
         extractor = embedding.load_embedder(config.model)
-        if config.batch_norm != "model":
-            from nvan_tf.evaluation.features import batch_norm_layers
+        from nvan_tf.evaluation.features import check_batch_norm
 
-            try:
-                batch_norm_layers(extractor)
-            except ValueError as error:
-                raise ValueError(f"--batch-norm {config.batch_norm}: {error} (or give --batch-norm model)") from None
+        check_batch_norm(extractor, config.batch_norm)  # a Keras model with BatchNorm, before anything runs
     os.makedirs(out, exist_ok=True)
     for sub in ("", "detections", "tracks", "crops", "stages", "report"):
         remove_stale(os.path.join(out, sub))
