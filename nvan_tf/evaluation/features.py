@@ -250,8 +250,9 @@ def estimated_batch_norm(extractor, *, batch_size=16):
 
     Yields ``estimate(tracklets)``, which estimates them (AdaBN): every
     dense clip of ``tracklets`` runs through the model in training mode, each
-    BatchNorm layer's batch mean and variance (the unbiased one, as its
-    moving variance) are taken per batch, and the layer's moving mean and
+    BatchNorm layer's batch mean and variance (as the layer updates its
+    moving variance: the unbiased one for ``nvan_tf.models.layers.BatchNorm``,
+    Keras's biased one for its own) are taken per batch, and the layer's moving mean and
     variance become their averages over the batches, weighted by the
     batches' clips. Nothing trainable changes. Features taken after it are
     normalised as those tracklets' own lighting and colours are, not as the
