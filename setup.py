@@ -22,7 +22,7 @@ setup(
         "scikit-learn==1.9.1",
         "numpy>=1.26,<3",
         # 0.7.0's extension takes about 1 s to initialise, in every process that imports TensorFlow;
-        # 0.6.0's 10 ms (README, Tests). TensorFlow 2.21 asks >=0.5.1, onnx 1.23 >=0.5.4.
+        # 0.6.0's 8 ms (README, Tests). TensorFlow 2.21 asks >=0.5.1, onnx 1.23 >=0.5.4.
         "ml_dtypes==0.6.0",
         "scipy>=1.13,<2",
         "matplotlib>=3.8,<4",
