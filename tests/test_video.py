@@ -441,6 +441,59 @@ def test_a_threshold_without_labels_takes_its_scale_from_the_cross_camera_negati
         association.threshold_from_negatives(features, cameras, starts, ends, least=8, reranked=distances)
 
 
+def _otsu_by_definition(values):
+    """The split of ``values`` with the largest between-class variance, from
+    the variance decomposition (total = within + between), every split tried."""
+    values = np.sort(values)
+    best = max(range(1, len(values)), key=lambda i: np.var(values) - (i * np.var(values[:i]) + (len(values) - i)
+                                                                      * np.var(values[i:])) / len(values))
+    within = (best * np.var(values[:best]) + (len(values) - best) * np.var(values[best:])) / len(values)
+    return (values[best - 1] + values[best]) / 2, best, 1 - within / np.var(values)
+
+
+def test_a_threshold_without_labels_from_the_valley_of_the_nearest_cross_camera_distances():
+    """Three people seen by both cameras (their tracklets 0.10-0.14 apart) and
+    two seen by one each, whose nearest allowed tracklet is a stranger; those
+    two are 0.05 apart but at once in two cameras, so the time rule keeps that
+    pair out of the nearest distances."""
+    cameras = np.array([1, 1, 1, 1, 2, 2, 2, 2])
+    starts = np.array([0.0, 20, 40, 60, 10, 30, 50, 60])
+    ends = starts + 5
+    distances = np.full((8, 8), 0.9)
+    for (i, j), d in {(0, 4): 0.10, (1, 5): 0.12, (2, 6): 0.14, (3, 7): 0.05, (3, 4): 0.60, (7, 0): 0.70}.items():
+        distances[i, j] = distances[j, i] = d
+    features = np.eye(8)
+    nearest = association.nearest_allowed_distances(features, cameras, starts, ends, reranked=distances)
+    np.testing.assert_allclose(nearest, [0.10, 0.12, 0.14, 0.60, 0.10, 0.12, 0.14, 0.70])
+    threshold, info = association.threshold_from_valley(features, cameras, starts, ends, reranked=distances)
+    expected, below, separation = _otsu_by_definition(nearest)
+    assert threshold == pytest.approx(expected) == pytest.approx(0.37)
+    assert info["tracklets"] == 8 and info["below"] == below == 6
+    assert info["separation"] == pytest.approx(separation) and 0.9 < info["separation"] <= 1
+    # every view overlapping: 3 and 7 could be one person, 0.05 apart, and the split moves
+    everything = association.TimeRules("all")
+    nearest = association.nearest_allowed_distances(features, cameras, starts, ends, reranked=distances,
+                                                    rules=everything)
+    assert nearest[3] == nearest[7] == pytest.approx(0.05)
+    threshold, _ = association.threshold_from_valley(features, cameras, starts, ends, reranked=distances,
+                                                     rules=everything)
+    assert threshold == pytest.approx(_otsu_by_definition(nearest)[0]) and threshold != pytest.approx(0.37)
+    # on cosine distances of the embeddings themselves (no re-ranking): the same rule
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(8, 16))
+    nearest = association.nearest_allowed_distances(features, cameras, starts, ends)
+    full = 1 - (features / np.linalg.norm(features, axis=1, keepdims=True)) @ (
+        features / np.linalg.norm(features, axis=1, keepdims=True)).T
+    allowed = (cameras[:, None] != cameras[None, :]) & ~((starts[:, None] <= ends[None, :])
+                                                          & (starts[None, :] <= ends[:, None]))
+    np.testing.assert_allclose(nearest, np.where(allowed, full, np.inf).min(axis=1), atol=1e-6)
+    assert association.threshold_from_valley(features, cameras, starts, ends)[0] == pytest.approx(
+        _otsu_by_definition(nearest)[0], abs=1e-6)
+    # too few tracklets with a cross-camera tracklet they could be: refused, saying what to give instead
+    with pytest.raises(ValueError, match="needs at least 4 tracklets .* this footage has 3.*--threshold"):
+        association.threshold_from_valley(np.eye(3), [1, 1, 2], [0.0, 10, 20], [5.0, 15, 25])
+
+
 def test_centring_by_camera_takes_out_what_a_camera_adds():
     rng = np.random.default_rng(0)
     people = rng.standard_normal((6, 16))

@@ -280,6 +280,19 @@ def test_time_rules_auto_threshold_and_camera_centring_as_nvan_track_runs_them(w
     negatives = cross if len(cross) >= 3 else np.concatenate([cross, within])
     assert reranked_summary["threshold"] == pytest.approx(np.quantile(negatives, 0.05), rel=1e-6)
     assert reranked_summary["threshold"] != pytest.approx(summary["threshold"], rel=1e-3)
+    # --auto-threshold valley: Otsu's split of each tracklet's nearest allowed cross-camera distance
+    assert track.main(_argv(world, out, tiny_model, "--auto-threshold", "valley", "--centre-cameras",
+                            "--min-length", "6", "--no-video")) == 0
+    with open(os.path.join(out, "association.json")) as f:
+        valley = json.load(f)
+    nearest = association.nearest_allowed_distances(centred, cams, starts, ends)
+    values = np.sort(nearest[np.isfinite(nearest)])
+    splits = [np.var(values) * len(values) - i * np.var(values[:i]) - (len(values) - i) * np.var(values[i:])
+              for i in range(1, len(values))]
+    best = int(np.argmax(splits)) + 1
+    assert valley["threshold"] == pytest.approx((values[best - 1] + values[best]) / 2, rel=1e-6)
+    assert valley["threshold_chosen"].startswith(f"Otsu's split of {len(values)} tracklets' nearest")
+    assert valley["threshold_basis"]["below"] == best and 0 < valley["threshold_basis"]["separation"] <= 1
     # no identity is in two of the world's cameras (which do not overlap) at once
     identities = read_identities(out)
     for a in identities:
@@ -338,6 +351,30 @@ def test_camera_batch_norm_as_nvan_track_runs_it(world, run, tmp_path, capsys):
         assert not os.path.exists(tmp_path / "refused")
 
 
+def test_a_run_reused_on_the_same_world_keeps_its_embeddings_only_where_their_settings_match(world, tiny_model,
+                                                                                              run, tmp_path):
+    """video.demo.track_world(reuse=RUN), as the held-out benchmark runs its rows: the earlier run's
+    embeddings are taken where the embed stage's record matches, and computed again where it does not."""
+    import json
+
+    from nvan_tf.video.demo import track_world
+
+    def embed_record(out):
+        with open(os.path.join(out, "stages", "embed.json")) as f:
+            return json.load(f)
+
+    same = track_world(world, str(tmp_path / "same"), tiny_model, reuse=run, crop_size=(64, 32), min_length=6,
+                       threshold=0.3, videos=False, verbose=0)
+    assert embed_record(same) == embed_record(run)  # not run again: the same record, its timing included
+    with np.load(os.path.join(run, "embeddings.npz")) as a, np.load(os.path.join(same, "embeddings.npz")) as b:
+        np.testing.assert_array_equal(a["features"], b["features"])
+    dense = track_world(world, str(tmp_path / "dense"), tiny_model, reuse=run, crop_size=(64, 32), min_length=6,
+                        threshold=0.3, videos=False, verbose=0, sampling="dense")
+    assert embed_record(dense)["key"] != embed_record(run)["key"]  # another sampling: embedded again
+    with np.load(os.path.join(run, "embeddings.npz")) as a, np.load(os.path.join(dense, "embeddings.npz")) as b:
+        assert np.abs(a["features"] - b["features"]).max() > 1e-4
+
+
 def test_association_options_are_checked_before_anything_runs(world, tiny_model, tmp_path, capsys):
     from nvan_tf.cli import track
 
@@ -345,7 +382,11 @@ def test_association_options_are_checked_before_anything_runs(world, tiny_model,
     assert track.main(argv + ["--threshold", "0.3", "--auto-threshold", "0.01"]) == 2
     assert "one of them. Received: ['threshold', 'auto_threshold']" in capsys.readouterr().err
     assert track.main(argv + ["--auto-threshold", "1.5"]) == 2
-    assert "--auto-threshold is a quantile in [0, 1)" in capsys.readouterr().err
+    assert "--auto-threshold is a quantile in [0, 1) or 'valley'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        track.main(argv + ["--auto-threshold", "valey"])
+    assert "--auto-threshold takes 'valley' or a quantile in [0, 1) such as 0.01. Received: 'valey'" in \
+        capsys.readouterr().err
     assert track.main(argv + ["--threshold", "0.3", "--overlapping", "1,7"]) == 2
     assert "--overlapping names camera(s) [7]" in capsys.readouterr().err
     assert track.main(argv + ["--threshold", "0.3", "--overlapping", "1,b"]) == 2

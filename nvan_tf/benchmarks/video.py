@@ -25,7 +25,12 @@ chosen on ``--calibrate`` (what ``make demo-video`` writes), for each
 setting of :data:`HELD_OUT_SETTINGS` (each lever added to the one before:
 the one-camera-at-a-time rule, dense sampling, centring per camera, the
 threshold from known negatives, k-reciprocal re-ranking; then camera
-BatchNorm in place of the re-ranking).
+BatchNorm in place of the re-ranking, and with it the threshold from the
+valley of the nearest cross-camera distances instead). ``--seed`` takes
+several seeds (one held-out world each, ``OUT/held_out_seedN``; seed 0's is
+``OUT/held_out``) and then prints each setting's pairwise F1 per world and
+their mean; ``--settings`` runs some rows only (their numbers in
+:data:`HELD_OUT_SETTINGS`, from 0).
 
 Throughput on this machine, at 1280x720 (a one-camera world): frames/s of
 decoding (PyAV), detection (SSDLite where installed, HOG; an ONNX detector with
@@ -70,7 +75,9 @@ def quality(out, models, config, *, calibrate=None, name="quality", setting="", 
     seed; none with ``auto_threshold`` among the ``options``); ``options``:
     further ``TrackConfig`` fields for every run, whose folders are
     ``OUT/NAME/run_SETTING_EMBEDDING`` (the detection and tracking stages
-    of the first run on the world are copied into the others).
+    of the first run on the world are copied into the others, and an
+    embedding's latest run before, for its embeddings where their settings
+    match).
     """
     from nvan_tf.video.demo import prepare_worlds, score_run, track_world
     from nvan_tf.video.track_metrics import multi_camera_metrics
@@ -82,13 +89,16 @@ def quality(out, models, config, *, calibrate=None, name="quality", setting="", 
     labelled = None if unlabelled else calibrate or labelled
     world, _ = read_world(world_root)
     gt_paths = {c["camid"]: os.path.join(world_root, c["gt"]) for c in world["cameras"]}
-    existing = sorted(d for d in os.listdir(os.path.join(out, name)) if d.startswith("run_"))
+    existing = sorted((d for d in os.listdir(os.path.join(out, name)) if d.startswith("run_")),
+                      key=lambda d: (int(d.split("_")[1]) if d.split("_")[1].isdigit() else -1, d))
     first = os.path.join(out, name, existing[0]) if existing else None
     results = {}
     for embedding, model in models.items():
         own = {k: v for k, v in options.items() if k != "batch_norm" or model not in BASELINES}  # no BN there
+        mine = [d for d in existing if d.split("_", 2)[-1] == embedding and d != f"run_{setting}{embedding}"]
+        reuse = os.path.join(out, name, mine[-1]) if mine else first  # its embeddings, where still valid
         run = track_world(world_root, os.path.join(out, name, f"run_{setting}{embedding}"), model,
-                          calibrate=labelled, crop_size=(128, 64), videos=False, verbose=0, reuse=first, **own)
+                          calibrate=labelled, crop_size=(128, 64), videos=False, verbose=0, reuse=reuse, **own)
         first = first or run
         scores = score_run(world_root, run)
         with open(os.path.join(run, "association.json"), encoding="utf-8") as f:
@@ -112,6 +122,9 @@ HELD_OUT_SETTINGS = (
     # BatchNorm, runs as in the row before it without re-ranking)
     ("camera BatchNorm, not re-ranked", {"sampling": "dense", "centre_cameras": True, "auto_threshold": 0.01,
                                          "batch_norm": "camera"}),
+    # the row before with the label-free threshold from the valley of the nearest cross-camera distances
+    ("camera BatchNorm, threshold from the valley", {"sampling": "dense", "centre_cameras": True,
+                                                     "auto_threshold": "valley", "batch_norm": "camera"}),
 )
 
 
@@ -215,6 +228,18 @@ def format_association(quality):
     return "\n".join(lines)
 
 
+def format_seeds(by_seed):
+    """Pairwise F1 per held-out world (a column per seed) and their mean, a row per setting and embedding."""
+    seeds = list(by_seed)
+    lines = ["pairwise F1 on each held-out world:",
+             f"{'setting':<46} {'embedding':<18} " + " ".join(f"{'seed ' + str(s):>7}" for s in seeds) + "    mean"]
+    for setting, scores in by_seed[seeds[0]].items():
+        for name in scores:
+            f1 = [100 * by_seed[s][setting][name]["association"]["pairwise_f1"] for s in seeds]
+            lines.append(f"{setting:<46} {name:<18} " + " ".join(f"{v:7.1f}" for v in f1) + f" {np.mean(f1):7.1f}")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     from nvan_tf.video.world import HELD_OUT_WORLD, WorldConfig
 
@@ -227,7 +252,12 @@ def main(argv=None):
     parser.add_argument("--cameras", type=int, default=4)
     parser.add_argument("--identities", type=int, default=16)
     parser.add_argument("--frames", type=int, default=200)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, nargs="+", default=[0],
+                        help="seed of the world (the first, for the quality world); with --held-out, one "
+                             "held-out world per seed, and their mean")
+    parser.add_argument("--settings", type=int, nargs="+", metavar="N",
+                        help=f"with --held-out, only these rows of HELD_OUT_SETTINGS (0-{len(HELD_OUT_SETTINGS) - 1}; "
+                             "default all)")
     parser.add_argument("--throughput-frames", type=int, default=60)
     parser.add_argument("--detector-onnx", help="also time this YOLO ONNX detector")
     parser.add_argument("--vtest", help="vtest.avi (make footage): also measure tracklet purity on it")
@@ -256,7 +286,8 @@ def main(argv=None):
         with open(path, encoding="utf-8") as f:
             results = json.load(f)
     if not args.skip_quality:
-        config = WorldConfig(cameras=args.cameras, identities=args.identities, frames=args.frames, seed=args.seed)
+        config = WorldConfig(cameras=args.cameras, identities=args.identities, frames=args.frames,
+                             seed=args.seed[0])
         results["world"] = {"cameras": config.cameras, "identities": config.identities, "frames": config.frames,
                             "size": f"{config.width}x{config.height}", "fps": config.fps}
         results["quality"] = quality(args.out, models, config)
@@ -266,17 +297,30 @@ def main(argv=None):
             print(f"--calibrate {args.calibrate} does not exist: run make demo-video first (it writes it)",
                   file=sys.stderr)
             return 2
-        config = WorldConfig(**{**HELD_OUT_WORLD, "cameras": args.cameras, "identities": args.identities,
-                                "frames": args.frames, "seed": args.seed})
-        results["held_out_world"] = dataclasses.asdict(config)
-        results["held_out"] = {}
-        print(f"the held-out world ({config.looks} looks, {config.width}x{config.height} at {config.fps:g} fps; "
-              f"thresholds chosen on {args.calibrate} unless from known negatives):")
-        for number, (setting, options) in enumerate(HELD_OUT_SETTINGS):
-            results["held_out"][setting] = quality(args.out, models, config, calibrate=args.calibrate,
-                                                   name="held_out", setting=f"{number}_", **options)
-            print(f"{setting}:")
-            print((format_quality if number == 0 else format_association)(results["held_out"][setting]))
+        rows = range(len(HELD_OUT_SETTINGS)) if args.settings is None else args.settings
+        if not set(rows) <= set(range(len(HELD_OUT_SETTINGS))):
+            print(f"--settings: rows of HELD_OUT_SETTINGS are 0-{len(HELD_OUT_SETTINGS) - 1}. Received: "
+                  f"{args.settings}", file=sys.stderr)
+            return 2
+        by_seed = {}
+        for seed in args.seed:
+            config = WorldConfig(**{**HELD_OUT_WORLD, "cameras": args.cameras, "identities": args.identities,
+                                    "frames": args.frames, "seed": seed})
+            results["held_out_world"] = dataclasses.asdict(config)
+            print(f"the held-out world, seed {seed} ({config.looks} looks, {config.width}x{config.height} at "
+                  f"{config.fps:g} fps; thresholds chosen on {args.calibrate} unless chosen on the footage):")
+            by_seed[seed] = {}
+            for number in rows:
+                setting, options = HELD_OUT_SETTINGS[number]
+                by_seed[seed][setting] = quality(args.out, models, config, calibrate=args.calibrate,
+                                                 name="held_out" + (f"_seed{seed}" if seed else ""),
+                                                 setting=f"{number}_", **options)
+                print(f"{setting}:")
+                print((format_quality if number == 0 else format_association)(by_seed[seed][setting]))
+        results["held_out"] = by_seed[args.seed[0]]
+        if len(args.seed) > 1:
+            results["held_out_by_seed"] = {str(seed): scores for seed, scores in by_seed.items()}
+            print(format_seeds(by_seed))
     if args.vtest:
         results["purity_vtest"] = purity(args.out, args.vtest, args.labels)
         print("tracklets holding one person on vtest.avi (hand labels):")

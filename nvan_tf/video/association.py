@@ -28,7 +28,9 @@ nearest-neighbour graph:
 
 Global ids number the groups 1, 2, ... in order of their first appearance.
 :func:`choose_threshold` picks the threshold on a labelled set (the best
-pairwise F1 of :func:`nvan_tf.video.track_metrics.association_scores`).
+pairwise F1 of :func:`nvan_tf.video.track_metrics.association_scores`);
+:func:`threshold_from_negatives` and :func:`threshold_from_valley` pick it
+on the footage itself, without labels.
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ from nvan_tf.video.track_metrics import association_scores
 logger = logging.getLogger(__name__)
 
 __all__ = ["RERANK_LIMIT", "Association", "TimeRules", "candidate_pairs", "associate", "centre_by_camera",
-           "choose_threshold", "known_negative_distances", "threshold_from_negatives", "time_conflicts"]
+           "choose_threshold", "known_negative_distances", "nearest_allowed_distances", "threshold_from_negatives",
+           "threshold_from_valley", "time_conflicts"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -425,4 +428,68 @@ def threshold_from_negatives(features, camids, starts, ends, *, quantile=0.01, m
             "linked_negatives": float(np.mean(negatives <= threshold))}
     logger.info("association threshold %.4f: the %g quantile of %d pairs known to be two people",
                 threshold, quantile, len(negatives))
+    return threshold, info
+
+
+def nearest_allowed_distances(features, camids, starts, ends, *, metric="cosine", rules=TimeRules(), reranked=None):
+    """Each tracklet's distance to its nearest tracklet in another camera that
+    ``rules`` allow to be the same person (``inf`` where there is none).
+    ``reranked``: the :func:`reranked_distances` of ``features``, to read them
+    on that scale instead. Float64, one per tracklet."""
+    features, camids, starts, ends = _check(features, camids, starts, ends, metric)
+    nearest = np.full(len(features), np.inf)
+    cols = np.arange(len(features))[None, :]
+    for block in range(0, len(features), 1024):  # memory: a block of rows at a time
+        rows = np.arange(block, min(block + 1024, len(features)))[:, None]
+        allowed = (camids[rows] != camids[cols]) & ~rules.forbidden(camids[rows], starts[rows], ends[rows],
+                                                                    camids[cols], starts[cols], ends[cols])
+        if not allowed.any():
+            continue
+        distances = (distance_lib.pairwise_distance(features[rows[:, 0]], features, metric=metric)
+                     if reranked is None else reranked[rows[:, 0]])
+        nearest[rows[:, 0]] = np.where(allowed, distances, np.inf).min(axis=1)
+    return nearest
+
+
+def threshold_from_valley(features, camids, starts, ends, *, metric="cosine", rules=TimeRules(), least=4,
+                          reranked=None):
+    """A threshold chosen without labels, on the footage itself: Otsu's split
+    of every tracklet's nearest allowed cross-camera distance
+    (:func:`nearest_allowed_distances`). A person seen in two cameras has
+    their other tracklet nearest, close; one seen by one camera only has a
+    stranger nearest, further: the two clusters of those distances, split
+    where the variance between them is largest (Otsu, 1979), with nothing to
+    tune. Unlike :func:`threshold_from_negatives` it does not hang on the few
+    pairs the time rules mark as two people. ``least``: the tracklets with
+    an allowed cross-camera neighbour needed at all. With ``reranked`` the
+    distances are read on the re-ranked scale, the one its threshold applies
+    to.
+
+    Returns:
+        (threshold: midway between the two values the split falls between,
+        a dict of what it rests on: ``tracklets`` (those with an allowed
+        cross-camera neighbour), ``below`` (how many of them lie under the
+        threshold), and ``separation``, Otsu's effectiveness: the share of
+        the distances' variance that lies between the two sides, in [0, 1]:
+        1 is two tight, far-apart clusters, low values a split with no
+        valley to rest on).
+    """
+    nearest = nearest_allowed_distances(features, camids, starts, ends, metric=metric, rules=rules,
+                                        reranked=reranked)
+    values = np.sort(nearest[np.isfinite(nearest)])
+    n = len(values)
+    if n < least or values[0] == values[-1]:
+        raise ValueError(f"choosing a threshold from the valley needs at least {least} tracklets with a "
+                         f"tracklet in another camera they could be, at different distances; this footage has "
+                         f"{n}. Give --threshold or --calibrate")
+    below = np.arange(1, n)                         # a split after the first i values, i = 1 .. n-1
+    sums = np.cumsum(values)[:-1]
+    mean_low, mean_high = sums / below, (values.sum() - sums) / (n - below)
+    between = below * (n - below) / n ** 2 * (mean_low - mean_high) ** 2
+    between[values[1:] == values[:-1]] = -1.0       # never between two equal values
+    i = int(np.argmax(between))
+    threshold = float((values[i] + values[i + 1]) / 2)
+    info = {"tracklets": int(n), "below": int(i + 1), "separation": float(between[i] / values.var())}
+    logger.info("association threshold %.4f: Otsu's split of %d tracklets' nearest cross-camera distances "
+                "(%d below; separation %.2f)", threshold, n, i + 1, info["separation"])
     return threshold, info

@@ -35,7 +35,9 @@ def track_world(root, out, model, reuse=None, **options):
     ``calibrate``, ``crop_size``, ``videos``, ``verbose``, ...).
 
     ``reuse``: another run's folder on the same world whose detection,
-    tracking and tracklet stages are copied first (so they are not run again).
+    tracking and tracklet stages are copied first (so they are not run
+    again), and its embedding stage too (run again unless its record, the
+    model, sampling and BatchNorm statistics included, matches this run's).
     """
     from nvan_tf.video.stages import TrackConfig, run_tracking
     from nvan_tf.video.world import read_world
@@ -46,8 +48,10 @@ def track_world(root, out, model, reuse=None, **options):
             shutil.copytree(os.path.join(reuse, name), os.path.join(out, name), dirs_exist_ok=True)
         os.makedirs(os.path.join(out, "stages"), exist_ok=True)
         for name in os.listdir(os.path.join(reuse, "stages")):
-            if name.split("-")[0] in ("detect", "track", "tracklets"):
+            if name.split("-")[0].removesuffix(".json") in ("detect", "track", "tracklets", "embed"):
                 shutil.copy2(os.path.join(reuse, "stages", name), os.path.join(out, "stages", name))
+        if os.path.isfile(os.path.join(reuse, "embeddings.npz")):
+            shutil.copy2(os.path.join(reuse, "embeddings.npz"), os.path.join(out, "embeddings.npz"))
     detections = {c["camid"]: os.path.join(root, c["det"]) for c in world["cameras"]}
     run_tracking(TrackConfig(cameras=cameras, output_dir=out, model=model, detections=detections, **options))
     return out

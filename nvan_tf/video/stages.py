@@ -39,6 +39,7 @@ seconds and frames per second of each stage.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import dataclasses
 import io
@@ -65,6 +66,22 @@ logger = logging.getLogger(__name__)
 __all__ = ["STAGES", "TrackConfig", "run_tracking", "read_tracklets", "read_identities"]
 
 ASSOCIATION = "embedding and association"  # the group of nvan-track's flags of the last stages
+VALLEY = "valley"  # --auto-threshold's label-free rule besides a quantile of the known negatives
+
+
+class _AutoThresholdError(argparse.ArgumentTypeError, ValueError):
+    """A bad ``--auto-threshold``: argparse prints its message; a ``TrackConfig`` raises it as a ValueError."""
+
+
+def auto_threshold_value(text):
+    """``--auto-threshold``'s value: ``'valley'`` or a quantile (a float)."""
+    if isinstance(text, str) and text.strip().lower() == VALLEY:
+        return VALLEY
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        raise _AutoThresholdError(f"--auto-threshold takes {VALLEY!r} or a quantile in [0, 1) such as 0.01. "
+                         f"Received: {text!r}") from None
 STAGES = ("detect", "track", "tracklets", "embed", "associate", "report")
 TRACKLET_COLUMNS = ("camera", "tracklet", "track_id", "first_frame", "last_frame", "start_time", "end_time",
                     "frames")
@@ -92,10 +109,12 @@ class TrackConfig:
     calibrate: str | None = dataclasses.field(default=None, metadata={
         "help": "choose --threshold on this labelled folder dataset (best pairwise F1)",
         "metavar": "FOLDER_DATASET", "group": ASSOCIATION})
-    auto_threshold: float | None = dataclasses.field(default=None, metadata={
-        "help": "choose --threshold on this footage, without labels: the Q quantile (0.01, say) of the "
-                "distances between tracklets the time rules say are two people (seen at once in one camera, "
-                "or in two cameras that do not overlap)", "metavar": "Q", "group": ASSOCIATION})
+    auto_threshold: float | str | None = dataclasses.field(default=None, metadata={
+        "help": "choose --threshold on this footage, without labels: 'valley', Otsu's split of each "
+                "tracklet's distance to its nearest tracklet in another camera that it could be; or Q, the Q "
+                "quantile (0.01, say) of the distances between tracklets the time rules say are two people "
+                "(seen at once in one camera, or in two cameras that do not overlap)",
+        "metavar": "valley|Q", "type": auto_threshold_value, "group": ASSOCIATION})
     overlapping: list | None = dataclasses.field(default=None, metadata={
         "help": "cameras whose views overlap, so one person can be in them at once: groups of camera ids "
                 "joined by commas (1,2 3,4,5), or 'all' (every view overlaps, or the cameras' clocks are not "
@@ -199,10 +218,13 @@ class TrackConfig:
         given = [name for name in ("threshold", "calibrate", "auto_threshold") if getattr(self, name) is not None]
         if len(given) != 1:
             raise ValueError("give the association threshold (--threshold), a labelled folder dataset to choose it "
-                             "on (--calibrate), or the quantile of known negatives to choose it by "
+                             "on (--calibrate), or the label-free rule to choose it by on this footage "
                              f"(--auto-threshold): one of them. Received: {given or 'none'}")
-        if self.auto_threshold is not None and not 0 <= self.auto_threshold < 1:
-            raise ValueError(f"--auto-threshold is a quantile in [0, 1). Received: {self.auto_threshold!r}")
+        if self.auto_threshold is not None:
+            self.auto_threshold = auto_threshold_value(self.auto_threshold)  # a config file's "0.01" too
+            if self.auto_threshold != VALLEY and not 0 <= self.auto_threshold < 1:
+                raise ValueError(f"--auto-threshold is a quantile in [0, 1) or {VALLEY!r}. "
+                                 f"Received: {self.auto_threshold!r}")
         if self.threshold is not None and not self.threshold >= 0:
             raise ValueError(f"--threshold must be a non-negative distance. Received: {self.threshold!r}")
         if self.calibrate is not None and not os.path.exists(self.calibrate):
@@ -555,6 +577,11 @@ def _associate(config, out, extractor, sampling):
     if config.calibrate is not None:
         threshold, basis = _calibrate(config, extractor, sampling)
         chosen = f"best pairwise F1 on {config.calibrate}"
+    elif config.auto_threshold == VALLEY:
+        threshold, basis = association.threshold_from_valley(linked, camids, starts, ends, metric=config.metric,
+                                                             rules=config.rules, reranked=reranked)
+        chosen = (f"Otsu's split of {basis['tracklets']} tracklets' nearest cross-camera distances "
+                  f"(separation {basis['separation']:.2f})")
     elif config.auto_threshold is not None:
         threshold, basis = association.threshold_from_negatives(linked, camids, starts, ends,
                                                                 quantile=config.auto_threshold,
