@@ -293,14 +293,15 @@ def main(argv=None):
         results["quality"] = quality(args.out, models, config)
         print(format_quality(results["quality"]))
     if args.held_out:
-        if not os.path.isdir(args.calibrate):
-            print(f"--calibrate {args.calibrate} does not exist: run make demo-video first (it writes it)",
-                  file=sys.stderr)
-            return 2
         rows = range(len(HELD_OUT_SETTINGS)) if args.settings is None else args.settings
         if not set(rows) <= set(range(len(HELD_OUT_SETTINGS))):
             print(f"--settings: rows of HELD_OUT_SETTINGS are 0-{len(HELD_OUT_SETTINGS) - 1}. Received: "
                   f"{args.settings}", file=sys.stderr)
+            return 2
+        calibrated = any("auto_threshold" not in HELD_OUT_SETTINGS[number][1] for number in rows)
+        if calibrated and not os.path.isdir(args.calibrate):
+            print(f"--calibrate {args.calibrate} does not exist: run make demo-video first (it writes it)",
+                  file=sys.stderr)
             return 2
         by_seed = {}
         for seed in args.seed:
