@@ -613,3 +613,24 @@ def test_rerank_association_uses_one_scale_for_pairs_and_groups():
     best = dict(table)[chosen]
     again = association.associate(features, camids, starts, ends, threshold=chosen, rerank=True)
     assert association.association_scores(again.ids, truth) == best
+
+
+def test_the_held_out_benchmark_takes_several_worlds_and_some_rows(tmp_path, capsys):
+    """benchmarks.video --seed S S ... --settings N ...: a row number past the table is refused before
+    anything runs, the calibration set is asked for only by rows that calibrate, and the per-world
+    table's mean is the mean of the worlds' pairwise F1."""
+    from nvan_tf.benchmarks import video as bench
+
+    model = tmp_path / "model.keras"
+    model.write_bytes(b"")  # only its existence is checked before the refusals
+    argv = ["--held-out", "--skip-quality", "--skip-throughput", "--model", str(model), "--untrained", str(model),
+            "--out", str(tmp_path / "out"), "--calibrate", str(tmp_path / "none")]
+    assert bench.main(argv + ["--settings", str(len(bench.HELD_OUT_SETTINGS))]) == 2
+    assert f"rows of HELD_OUT_SETTINGS are 0-{len(bench.HELD_OUT_SETTINGS) - 1}" in capsys.readouterr().err
+    assert bench.main(argv + ["--settings", "0"]) == 2  # the first row calibrates
+    assert "--calibrate" in capsys.readouterr().err and not os.path.exists(tmp_path / "out")
+    assert all("auto_threshold" in options for _, options in bench.HELD_OUT_SETTINGS[4:])  # these need none
+    scores = lambda f1: {"trained": {"association": {"pairwise_f1": f1}}}  # noqa: E731
+    table = bench.format_seeds({0: {"valley": scores(0.5)}, 7: {"valley": scores(0.8)}}).splitlines()
+    assert "seed 0" in table[1] and "seed 7" in table[1] and table[1].split()[-1] == "mean"
+    assert table[2].split()[-3:] == ["50.0", "80.0", "65.0"]
