@@ -494,6 +494,35 @@ def test_a_threshold_without_labels_from_the_valley_of_the_nearest_cross_camera_
         association.threshold_from_valley(np.eye(3), [1, 1, 2], [0.0, 10, 20], [5.0, 15, 25])
 
 
+def test_matching_between_cameras_pairs_identities_one_to_one_under_a_looser_distance():
+    """associate(match_cameras=F): after the merge, the identities seen in one camera and not the other
+    are matched one to one (least total distance) and merged under F x threshold, never across a
+    cannot-link pair, and never an identity already seen in both cameras."""
+    cameras = np.array([1, 1, 2, 2, 1, 2, 1, 2, 2])
+    starts = np.array([0.0, 10, 20, 30, 40, 41, 60, 70, 80])
+    ends = starts + 5
+    distances = np.full((9, 9), 0.9)
+    np.fill_diagonal(distances, 0.0)
+    pairs = {(0, 3): 0.10, (0, 2): 0.15, (1, 3): 0.16,   # greedy would take 0-3 and leave 1 alone
+             (4, 5): 0.02,                               # at once in two cameras: two people
+             (6, 7): 0.01, (6, 8): 0.12, (7, 8): 0.12}   # 6-7 merge first, so 8 has no one left to match
+    for (i, j), d in pairs.items():
+        distances[i, j] = distances[j, i] = d
+    features = np.eye(9)
+    kwargs = dict(threshold=0.05, reranked=distances)
+    alone = association.associate(features, cameras, starts, ends, **kwargs).ids
+    assert len(set(alone.tolist())) == 8 and alone[6] == alone[7]
+    ids = association.associate(features, cameras, starts, ends, match_cameras=4, **kwargs).ids
+    assert ids[0] == ids[2] and ids[1] == ids[3]          # the matching of least total distance (0.31)
+    assert ids[0] != ids[3] and ids[4] != ids[5] and ids[8] not in (ids[6], ids[0], ids[1])
+    assert len(set(ids.tolist())) == 6
+    # a gate under the pairs' distances: nothing more merges; and F is a multiple of at least 1
+    tight = association.associate(features, cameras, starts, ends, match_cameras=2, **kwargs).ids
+    assert len(set(tight.tolist())) == 8
+    with pytest.raises(ValueError, match="match_cameras is a multiple of the threshold, at least 1"):
+        association.associate(features, cameras, starts, ends, match_cameras=0.5, **kwargs)
+
+
 def test_centring_by_camera_takes_out_what_a_camera_adds():
     rng = np.random.default_rng(0)
     people = rng.standard_normal((6, 16))

@@ -293,6 +293,15 @@ def test_time_rules_auto_threshold_and_camera_centring_as_nvan_track_runs_them(w
     assert valley["threshold"] == pytest.approx((values[best - 1] + values[best]) / 2, rel=1e-6)
     assert valley["threshold_chosen"].startswith(f"Otsu's split of {len(values)} tracklets' nearest")
     assert valley["threshold_basis"]["below"] == best and 0 < valley["threshold_basis"]["separation"] <= 1
+    # --match-cameras F: the second pass over the same threshold, recorded with it
+    assert track.main(_argv(world, out, tiny_model, "--auto-threshold", "valley", "--centre-cameras",
+                            "--match-cameras", "1.5", "--min-length", "6", "--no-video")) == 0
+    with open(os.path.join(out, "association.json")) as f:
+        matched = json.load(f)
+    assert matched["match_cameras"] == 1.5 and matched["threshold"] == valley["threshold"]
+    expected = association.associate(centred, cams, starts, ends, threshold=valley["threshold"], match_cameras=1.5)
+    got = {(r["camera"], r["tracklet"]): r["global_id"] for r in read_identities(out)}
+    assert [got[(r["camera"], r["tracklet"])] for r in rows] == expected.ids.tolist()
     # no identity is in two of the world's cameras (which do not overlap) at once
     identities = read_identities(out)
     for a in identities:
@@ -387,6 +396,8 @@ def test_association_options_are_checked_before_anything_runs(world, tiny_model,
         track.main(argv + ["--auto-threshold", "valey"])
     assert "--auto-threshold takes 'valley' or a quantile in [0, 1) such as 0.01. Received: 'valey'" in \
         capsys.readouterr().err
+    assert track.main(argv + ["--threshold", "0.3", "--match-cameras", "0.8"]) == 2
+    assert "--match-cameras is a multiple of the threshold, at least 1. Received: 0.8" in capsys.readouterr().err
     assert track.main(argv + ["--threshold", "0.3", "--overlapping", "1,7"]) == 2
     assert "--overlapping names camera(s) [7]" in capsys.readouterr().err
     assert track.main(argv + ["--threshold", "0.3", "--overlapping", "1,b"]) == 2

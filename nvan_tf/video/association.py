@@ -25,6 +25,12 @@ nearest-neighbour graph:
    cosine, of the embeddings for Euclidean) is under ``threshold`` (so one
    close pair cannot chain two different people together) and no
    cannot-link pair spans them.
+4. **Matching between cameras** (``match_cameras``, optional). For each
+   pair of cameras, the groups seen in one and not the other are matched
+   one to one (the Hungarian algorithm on their centres' distances), and a
+   match merges when its distance is under ``match_cameras`` times the
+   threshold and no cannot-link pair spans it: a looser distance, held in
+   check by each group taking one partner at most.
 
 Global ids number the groups 1, 2, ... in order of their first appearance.
 :func:`choose_threshold` picks the threshold on a labelled set (the best
@@ -275,8 +281,58 @@ def _merge(pairs, dists, features, camids, starts, ends, threshold, metric, rera
     return np.array([find(i) for i in range(n)])
 
 
+def _match_cameras(roots, features, camids, starts, ends, gate, metric, reranked=None, rules=TimeRules()):
+    """The second pass of ``associate(match_cameras=...)``: for each pair of
+    cameras, the groups seen in one of them and not the other are matched
+    one to one (the Hungarian algorithm on their centres' distances, as
+    :func:`_merge` measures them), and each match under ``gate`` whose
+    groups no cannot-link pair spans is merged; over again until nothing
+    merges. Returns group roots."""
+    from scipy.optimize import linear_sum_assignment
+
+    roots = np.asarray(roots).copy()
+    vectors = distance_lib.l2_normalize(features) if metric == "cosine" else np.asarray(features, np.float64)
+    cameras = np.unique(camids)
+    pairs = [(a, b) for i, a in enumerate(cameras) for b in cameras[i + 1:]]
+    while True:
+        groups, group = np.unique(roots, return_inverse=True)  # group: each tracklet's, 0 .. G-1
+        centres = np.zeros((len(groups), vectors.shape[1]))
+        np.add.at(centres, group, vectors)
+        centres /= np.bincount(group)[:, None]
+        for a, b in pairs:  # after a pair merges, from the first pair again
+            seen_a, seen_b = np.zeros(len(groups), bool), np.zeros(len(groups), bool)
+            seen_a[group[camids == a]], seen_b[group[camids == b]] = True, True
+            only_a, only_b = np.flatnonzero(seen_a & ~seen_b), np.flatnonzero(seen_b & ~seen_a)
+            if not len(only_a) or not len(only_b):
+                continue
+            place_a, place_b = np.full(len(groups), -1), np.full(len(groups), -1)
+            place_a[only_a], place_b[only_b] = np.arange(len(only_a)), np.arange(len(only_b))
+            x, y = np.flatnonzero(place_a[group] >= 0), np.flatnonzero(place_b[group] >= 0)  # their tracklets
+            rows, cols = place_a[group[x]], place_b[group[y]]
+            if reranked is not None:  # the mean re-ranked distance between members, as in _merge
+                cost = np.zeros((len(only_a), len(only_b)))
+                np.add.at(cost, (rows[:, None], cols[None, :]), reranked[np.ix_(x, y)])
+                cost /= np.bincount(rows)[:, None] * np.bincount(cols)[None, :]
+            else:
+                cost = distance_lib.pairwise_distance(centres[only_a], centres[only_b], metric=metric)
+                cost = cost.astype(np.float64)
+            never = np.zeros(cost.shape, bool)  # a cannot-link pair spans the two groups
+            i, j = np.nonzero(rules.forbidden(camids[x][:, None], starts[x][:, None], ends[x][:, None],
+                                              camids[y][None], starts[y][None], ends[y][None]))
+            never[rows[i], cols[j]] = True
+            big = (min(cost.shape) + 1) * (cost.max() + 1.0)  # more than any matching without a forbidden pair
+            matches = [(i, j) for i, j in zip(*linear_sum_assignment(np.where(never, big, cost)))
+                       if cost[i, j] < gate and not never[i, j]]
+            for i, j in matches:
+                roots[roots == groups[only_b[j]]] = groups[only_a[i]]
+            if matches:
+                break
+        else:
+            return roots
+
+
 def associate(features, camids, starts, ends, *, threshold, metric="cosine", rerank=False, k=20, pairs=None,
-              reranked=None, rules=TimeRules()):
+              reranked=None, rules=TimeRules(), match_cameras=None):
     """Global identities of tracklets (see the module docstring).
 
     Args:
@@ -295,6 +351,13 @@ def associate(features, camids, starts, ends, *, threshold, metric="cosine", rer
         reranked: precomputed :func:`reranked_distances` (with ``rerank``).
         rules: the :class:`TimeRules` (default: no cameras overlap, no
             transit time).
+        match_cameras: a second pass after the merge (``None``: none): for
+            each pair of cameras, the groups seen in one and not the other
+            are matched one to one (Hungarian), and matches whose centres
+            are under ``match_cameras`` times ``threshold`` (and that no
+            cannot-link pair spans) merge: a person is at most one group in
+            each camera, so a looser distance holds where it can pick only
+            one partner.
 
     Returns:
         an :class:`Association`.
@@ -308,6 +371,11 @@ def associate(features, camids, starts, ends, *, threshold, metric="cosine", rer
         pairs = candidate_pairs(features, camids, starts, ends, metric=metric, k=k, max_distance=threshold,
                                 reranked=reranked, rules=rules)
     roots = _merge(*pairs, features, camids, starts, ends, float(threshold), metric, reranked, rules)
+    if match_cameras is not None:
+        if not match_cameras >= 1:
+            raise ValueError(f"match_cameras is a multiple of the threshold, at least 1. Received: {match_cameras!r}")
+        roots = _match_cameras(roots, features, camids, starts, ends, match_cameras * float(threshold), metric,
+                               reranked, rules)
     groups, inverse = np.unique(roots, return_inverse=True)
     first_seen = np.full(len(groups), np.inf)
     np.minimum.at(first_seen, inverse, starts)
@@ -332,7 +400,7 @@ def associate(features, camids, starts, ends, *, threshold, metric="cosine", rer
 
 
 def choose_threshold(features, truth, camids, starts, ends, *, metric="cosine", rerank=False, k=20,
-                     candidates=None, rules=TimeRules()):
+                     candidates=None, rules=TimeRules(), match_cameras=None):
     """The threshold with the best pairwise F1 on a labelled set (the lowest of
     those as good).
 
@@ -340,6 +408,7 @@ def choose_threshold(features, truth, camids, starts, ends, *, metric="cosine", 
         features, camids, starts, ends: as :func:`associate`, for labelled tracklets.
         truth: (N,) their true identities (> 0).
         candidates: thresholds to try (default: 40 quantiles of the candidate pair distances).
+        match_cameras: as :func:`associate` (each threshold scored with its second pass).
 
     Returns:
         (threshold, list of (threshold, association_scores dict) tried).
@@ -357,7 +426,7 @@ def choose_threshold(features, truth, camids, starts, ends, *, metric="cosine", 
     table = []
     for threshold in np.asarray(candidates, np.float64):
         result = associate(features, camids, starts, ends, threshold=float(threshold), metric=metric, pairs=pairs,
-                           rerank=rerank, reranked=reranked, rules=rules)
+                           rerank=rerank, reranked=reranked, rules=rules, match_cameras=match_cameras)
         table.append((float(threshold), association_scores(result.ids, truth)))
     # of thresholds equally good here, the lowest: footage with more people than the labelled set puts
     # more of them under any threshold, so a loose one costs precision there first

@@ -127,6 +127,10 @@ class TrackConfig:
     min_transit: float = dataclasses.field(default=0.0, metadata={
         "help": "seconds a person needs, at least, from one camera to another that does not overlap it",
         "metavar": "SECONDS", "group": ASSOCIATION})
+    match_cameras: float | None = dataclasses.field(default=None, metadata={
+        "help": "after merging, match the identities seen in one camera of each pair and not the other one "
+                "to one (Hungarian, on their centres' distances), merging matches under F times the threshold "
+                "(1.25, say; default: no such pass)", "metavar": "F", "group": ASSOCIATION})
     detections: dict | None = dataclasses.field(default=None, metadata={
         "help": "MOTChallenge det.txt per camera (in --camera order, or ID=PATH); skips detection",
         "nargs": "+", "action": "extend", "metavar": "[ID=]DET.TXT", "group": "detection"})
@@ -225,6 +229,9 @@ class TrackConfig:
             if self.auto_threshold != VALLEY and not 0 <= self.auto_threshold < 1:
                 raise ValueError(f"--auto-threshold is a quantile in [0, 1) or {VALLEY!r}. "
                                  f"Received: {self.auto_threshold!r}")
+        if self.match_cameras is not None and not self.match_cameras >= 1:
+            raise ValueError(f"--match-cameras is a multiple of the threshold, at least 1. "
+                             f"Received: {self.match_cameras!r}")
         if self.threshold is not None and not self.threshold >= 0:
             raise ValueError(f"--threshold must be a non-negative distance. Received: {self.threshold!r}")
         if self.calibrate is not None and not os.path.exists(self.calibrate):
@@ -510,7 +517,8 @@ def _calibrate(config, extractor, sampling):
         features = association.centre_by_camera(features, [t.camid for t in labelled])
     threshold, table = association.choose_threshold(
         features, np.array([t.pid for t in labelled]), np.array([t.camid for t in labelled]), spans[:, 0],
-        spans[:, 1], metric=config.metric, rerank=config.rerank, rules=config.rules)
+        spans[:, 1], metric=config.metric, rerank=config.rerank, rules=config.rules,
+        match_cameras=config.match_cameras)
     best = dict(table)[threshold]["pairwise_f1"]
     near = [t for t, scores in table if scores["pairwise_f1"] >= best - 0.02]  # how sharply the set decides it
     return threshold, {"labelled_tracklets": len(labelled), "pairwise_f1": best,
@@ -590,7 +598,8 @@ def _associate(config, out, extractor, sampling):
         chosen = f"the {config.auto_threshold:g} quantile of {basis['known_negatives']} known negatives"
     started = time.perf_counter()
     result = association.associate(linked, camids, starts, ends, threshold=threshold, metric=config.metric,
-                                   rerank=config.rerank, reranked=reranked, rules=config.rules)
+                                   rerank=config.rerank, reranked=reranked, rules=config.rules,
+                                   match_cameras=config.match_cameras)
     ids = result.ids
     gallery = Gallery.load(config.gallery) if config.gallery and os.path.isfile(config.gallery) else Gallery()
     if len(gallery):
@@ -609,7 +618,8 @@ def _associate(config, out, extractor, sampling):
     _write_global_tracks(out, config.cameras, {(r["camera"], r["tracklet"]): int(i) for r, i in zip(rows, ids)})
     summary = {"threshold": float(threshold), "threshold_chosen": chosen, "threshold_basis": basis,
                "metric": config.metric,
-               "rerank": config.rerank, "tracklets": len(rows), "global_ids": int(len(np.unique(ids))),
+               "rerank": config.rerank, "match_cameras": config.match_cameras, "tracklets": len(rows),
+               "global_ids": int(len(np.unique(ids))),
                "candidate_pairs": result.candidates, "seconds": seconds, "gallery_size": len(gallery)}
     write_json(os.path.join(out, "association.json"), summary)
     return summary
@@ -736,6 +746,7 @@ def run_tracking(config):
                            "auto": config.auto_threshold,
                            "rules": dataclasses.asdict(config.rules), "centre": config.centre_cameras,
                            "metric": config.metric, "rerank": config.rerank, "gallery": _file_key(config.gallery),
+                           "match_cameras": config.match_cameras,
                            "outputs": 2}),
             ("report", {"videos": config.videos})):
         key = {"previous": key, **params}
