@@ -355,9 +355,9 @@ def associate(features, camids, starts, ends, *, threshold, metric="cosine", rer
             each pair of cameras, the groups seen in one and not the other
             are matched one to one (Hungarian), and matches whose centres
             are under ``match_cameras`` times ``threshold`` (and that no
-            cannot-link pair spans) merge: a person is at most one group in
-            each camera, so a looser distance holds where it can pick only
-            one partner.
+            cannot-link pair spans) merge: each group takes one partner at
+            most, so the looser distance cannot gather several people into
+            one.
 
     Returns:
         an :class:`Association`.
