@@ -281,6 +281,13 @@ def _merge(pairs, dists, features, camids, starts, ends, threshold, metric, rera
     return np.array([find(i) for i in range(n)])
 
 
+def _centres(vectors, group, count):
+    """(count, D) float64: the mean of each group's ``vectors`` (``group``: each row's, 0 .. count-1)."""
+    centres = np.zeros((count, vectors.shape[1]), np.float64)
+    np.add.at(centres, group, vectors)
+    return centres / np.bincount(group, minlength=count)[:, None]
+
+
 def _match_cameras(roots, features, camids, starts, ends, gate, metric, reranked=None, rules=TimeRules()):
     """The second pass of ``associate(match_cameras=...)``: for each pair of
     cameras, the groups seen in one of them and not the other are matched
@@ -296,9 +303,7 @@ def _match_cameras(roots, features, camids, starts, ends, gate, metric, reranked
     pairs = [(a, b) for i, a in enumerate(cameras) for b in cameras[i + 1:]]
     while True:
         groups, group = np.unique(roots, return_inverse=True)  # group: each tracklet's, 0 .. G-1
-        centres = np.zeros((len(groups), vectors.shape[1]))
-        np.add.at(centres, group, vectors)
-        centres /= np.bincount(group)[:, None]
+        centres = _centres(vectors, group, len(groups))
         for a, b in pairs:  # after a pair merges, from the first pair again
             seen_a, seen_b = np.zeros(len(groups), bool), np.zeros(len(groups), bool)
             seen_a[group[camids == a]], seen_b[group[camids == b]] = True, True
@@ -384,9 +389,7 @@ def associate(features, camids, starts, ends, *, threshold, metric="cosine", rer
     rank[order] = np.arange(1, len(groups) + 1)
     ids = rank[inverse]
     vectors = distance_lib.l2_normalize(features) if metric == "cosine" else features
-    centres = np.zeros((len(groups), features.shape[1]), np.float64)
-    np.add.at(centres, inverse, vectors)
-    centres /= np.bincount(inverse)[:, None]
+    centres = _centres(vectors, inverse, len(groups))
     if reranked is not None:  # the mean re-ranked distance to the other members (0 alone)
         same = inverse[:, None] == inverse[None, :]
         np.fill_diagonal(same, False)
@@ -436,6 +439,20 @@ def choose_threshold(features, truth, camids, starts, ends, *, metric="cosine", 
     return best[0], table
 
 
+def _blocks(features, metric, reranked, pairs, block=1024):
+    """The distances of a block of rows at a time (memory: ``block x N``):
+    ``(rows (B, 1), cols (1, N), mask, distances)`` for each block where
+    ``pairs(rows, cols)``, the (B, N) mask of the pairs wanted, holds any;
+    from ``reranked`` when given, else ``metric`` on ``features``."""
+    cols = np.arange(len(features))[None, :]
+    for start in range(0, len(features), block):
+        rows = np.arange(start, min(start + block, len(features)))[:, None]
+        mask = pairs(rows, cols)
+        if mask.any():
+            yield rows, cols, mask, (distance_lib.pairwise_distance(features[rows[:, 0]], features, metric=metric)
+                                     if reranked is None else reranked[rows[:, 0]])
+
+
 def known_negative_distances(features, camids, starts, ends, *, metric="cosine", rules=TimeRules(), reranked=None):
     """Distances of the pairs that ``rules`` say are two people (seen at once in
     one camera, or in two cameras that do not overlap): labels the footage
@@ -447,15 +464,9 @@ def known_negative_distances(features, camids, starts, ends, *, metric="cosine",
     """
     features, camids, starts, ends = _check(features, camids, starts, ends, metric)
     cross, within = [], []
-    for block in range(0, len(features), 1024):  # memory: a block of rows at a time
-        rows = np.arange(block, min(block + 1024, len(features)))[:, None]
-        cols = np.arange(len(features))[None, :]
-        mask = (cols > rows) & rules.forbidden(camids[rows], starts[rows], ends[rows], camids[cols], starts[cols],
-                                               ends[cols])
-        if not mask.any():
-            continue
-        distances = (distance_lib.pairwise_distance(features[rows[:, 0]], features, metric=metric)
-                     if reranked is None else reranked[rows[:, 0]])
+    for rows, cols, mask, distances in _blocks(
+            features, metric, reranked,
+            lambda r, c: (c > r) & rules.forbidden(camids[r], starts[r], ends[r], camids[c], starts[c], ends[c])):
         same = camids[rows] == camids[cols]
         cross.append(distances[mask & ~same])
         within.append(distances[mask & same])
@@ -507,15 +518,10 @@ def nearest_allowed_distances(features, camids, starts, ends, *, metric="cosine"
     on that scale instead. Float64, one per tracklet."""
     features, camids, starts, ends = _check(features, camids, starts, ends, metric)
     nearest = np.full(len(features), np.inf)
-    cols = np.arange(len(features))[None, :]
-    for block in range(0, len(features), 1024):  # memory: a block of rows at a time
-        rows = np.arange(block, min(block + 1024, len(features)))[:, None]
-        allowed = (camids[rows] != camids[cols]) & ~rules.forbidden(camids[rows], starts[rows], ends[rows],
-                                                                    camids[cols], starts[cols], ends[cols])
-        if not allowed.any():
-            continue
-        distances = (distance_lib.pairwise_distance(features[rows[:, 0]], features, metric=metric)
-                     if reranked is None else reranked[rows[:, 0]])
+    for rows, _, allowed, distances in _blocks(
+            features, metric, reranked,
+            lambda r, c: (camids[r] != camids[c]) & ~rules.forbidden(camids[r], starts[r], ends[r], camids[c],
+                                                                     starts[c], ends[c])):
         nearest[rows[:, 0]] = np.where(allowed, distances, np.inf).min(axis=1)
     return nearest
 
