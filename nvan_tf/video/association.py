@@ -303,7 +303,7 @@ def _match_cameras(roots, features, camids, starts, ends, gate, metric, reranked
     pairs = [(a, b) for i, a in enumerate(cameras) for b in cameras[i + 1:]]
     while True:
         groups, group = np.unique(roots, return_inverse=True)  # group: each tracklet's, 0 .. G-1
-        centres = _centres(vectors, group, len(groups))
+        centres = None if reranked is not None else _centres(vectors, group, len(groups))
         for a, b in pairs:  # after a pair merges, from the first pair again
             seen_a, seen_b = np.zeros(len(groups), bool), np.zeros(len(groups), bool)
             seen_a[group[camids == a]], seen_b[group[camids == b]] = True, True

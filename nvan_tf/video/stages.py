@@ -66,6 +66,10 @@ logger = logging.getLogger(__name__)
 __all__ = ["STAGES", "TrackConfig", "run_tracking", "read_tracklets", "read_identities"]
 
 ASSOCIATION = "embedding and association"  # the group of nvan-track's flags of the last stages
+STAGES = ("detect", "track", "tracklets", "embed", "associate", "report")
+TRACKLET_COLUMNS = ("camera", "tracklet", "track_id", "first_frame", "last_frame", "start_time", "end_time",
+                    "frames")
+IDENTITY_COLUMNS = ("global_id", "camera", "tracklet", "start_time", "end_time", "frames", "centre_distance")
 VALLEY = "valley"  # --auto-threshold's label-free rule besides a quantile of the known negatives
 
 
@@ -81,11 +85,7 @@ def auto_threshold_value(text):
         return float(text)
     except (TypeError, ValueError):
         raise _AutoThresholdError(f"--auto-threshold takes {VALLEY!r} or a quantile in [0, 1) such as 0.01. "
-                         f"Received: {text!r}") from None
-STAGES = ("detect", "track", "tracklets", "embed", "associate", "report")
-TRACKLET_COLUMNS = ("camera", "tracklet", "track_id", "first_frame", "last_frame", "start_time", "end_time",
-                    "frames")
-IDENTITY_COLUMNS = ("global_id", "camera", "tracklet", "start_time", "end_time", "frames", "centre_distance")
+                                  f"Received: {text!r}") from None
 
 
 @dataclasses.dataclass
